@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode for files that nodes and BMCs fetch (Ironic's `[pxe] file_permission`).
@@ -109,7 +109,10 @@ pub fn link_or_copy_atomic(src: &Path, dest: &Path) -> io::Result<bool> {
             sync_parent(dest)?;
             Ok(false)
         }
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) || e.kind() == io::ErrorKind::PermissionDenied => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EXDEV)
+                || e.kind() == io::ErrorKind::PermissionDenied =>
+        {
             let mut out = AtomicFile::create(dest)?;
             let mut input = File::open(src)?;
             io::copy(&mut input, out.file())?;
@@ -134,7 +137,10 @@ pub fn symlink_atomic(target: &Path, link: &Path) -> io::Result<()> {
 
 /// Creates `dir` and its parents with [`DIR_MODE`].
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
 }
 
 /// Removes a file if it exists; a missing file is not an error.
@@ -159,11 +165,18 @@ pub const TEMP_PREFIX: &str = ".ironboot-tmp-";
 
 fn temp_name_for(dest: &Path) -> io::Result<PathBuf> {
     let name = dest.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", dest.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", dest.display()),
+        )
     })?;
     let mut rnd = [0u8; 6];
     getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp_name = format!("{TEMP_PREFIX}{}-{}", hex::encode(rnd), name.to_string_lossy());
+    let tmp_name = format!(
+        "{TEMP_PREFIX}{}-{}",
+        hex::encode(rnd),
+        name.to_string_lossy()
+    );
     Ok(dest.with_file_name(tmp_name))
 }
 
@@ -176,7 +189,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +233,10 @@ mod tests {
         fs::write(&src, b"data").unwrap();
         let dest = dir.path().join("copy");
         assert!(!link_or_copy_atomic(&src, &dest).unwrap());
-        assert_eq!(fs::metadata(&src).unwrap().ino(), fs::metadata(&dest).unwrap().ino());
+        assert_eq!(
+            fs::metadata(&src).unwrap().ino(),
+            fs::metadata(&dest).unwrap().ino()
+        );
         let link = dir.path().join("link");
         symlink_atomic(Path::new("master"), &link).unwrap();
         symlink_atomic(Path::new("copy"), &link).unwrap();

@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "ironboot", version, about = "Boot and media service for bare-metal conductors")]
+#[command(
+    name = "ironboot",
+    version,
+    about = "Boot and media service for bare-metal conductors"
+)]
 struct Cli {}
 
 fn main() -> anyhow::Result<()> {

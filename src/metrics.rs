@@ -16,5 +16,8 @@ pub fn encode(registry: &Registry) -> String {
 
 /// Buckets (seconds) for operations from milliseconds (TFTP opens) to minutes (image downloads).
 pub fn duration_buckets() -> impl Iterator<Item = f64> {
-    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0].into_iter()
+    [
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0,
+    ]
+    .into_iter()
 }
