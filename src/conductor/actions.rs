@@ -276,7 +276,13 @@ impl Conductor {
         };
         self.spawn_operation("power", task, move |_c, mut task| async move {
             match ifaces.power.set_power_state(&mut task, target).await {
-                Ok(()) => task.node.last_error = None,
+                Ok(()) => {
+                    task.node.last_error = None;
+                    // A powered-off agent is gone: the next one must look up for a new token.
+                    if matches!(target, PowerState::Off | PowerState::SoftOff) {
+                        super::ramdisk::wipe_agent_session(&mut task.node);
+                    }
+                }
                 Err(e) => {
                     task.node.last_error = Some(format!(
                         "failed to change power state to {}: {e}",
