@@ -157,7 +157,7 @@ fn partition_image_with_swap_and_configdrive() {
     let images = TestImages::make();
     let part = images.path("part.raw");
     let url = lab.serve_image(&part, &format!("{}-part.raw", std::process::id()));
-    support::write_pattern_file(&images.path("cd.bin"), 256 * 1024, 11);
+    support::write_pattern_file(&images.path("cd.bin"), 64 * 1024, 11);
     let cd_bytes = std::fs::read(images.path("cd.bin")).unwrap();
     let blob = gzip(&cd_bytes);
     let configdrive = base64::engine::general_purpose::STANDARD.encode(&blob);
@@ -169,10 +169,9 @@ fn partition_image_with_swap_and_configdrive() {
         "ramdisk": "http://127.0.0.1/instance-ramdisk",
         "root_mb": 64,
         "swap_mb": 16,
-        "configdrive": configdrive,
     });
     let uuid = lab.create_node("part-node", info, None);
-    lab.provision(&uuid, "active");
+    lab.provision_with(&uuid, json!({"target": "active", "configdrive": configdrive}));
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
 
     // The agent laid out the disk either way: swap, root, and the config drive.

@@ -397,12 +397,31 @@ wait
         if let Some(v) = version {
             c.args(["-H", &format!("X-OpenStack-Ironic-API-Version: {v}")]);
         }
-        if let Some(b) = body {
-            c.args(["--data-binary", &b.to_string()]);
+        if body.is_some() {
+            c.args(["--data-binary", "@-"]);
         }
         c.arg(format!("{}{path}", self.api_url()));
-        let (ok, out, err) = run(&mut c);
-        assert!(ok, "curl {method} {path}: {err}");
+        // The body goes through stdin: a config drive is too long for an argument.
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run curl in the lab");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(b) = body {
+                stdin.write_all(b.to_string().as_bytes()).unwrap();
+            }
+        }
+        let done = child.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&done.stdout).into_owned();
+        assert!(
+            done.status.success(),
+            "curl {method} {path}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
         let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
         let status: u16 = code.trim().parse().unwrap_or(0);
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
@@ -459,12 +478,17 @@ wait
     }
 
     pub fn provision(&self, uuid: &str, target: &str) {
+        self.provision_with(uuid, json!({ "target": target }));
+    }
+
+    /// `PUT .../states/provision` with a full body (e.g. a `configdrive`).
+    pub fn provision_with(&self, uuid: &str, body: Value) {
         let (s, b) = self.api(
             "PUT",
             &format!("/v1/nodes/{uuid}/states/provision"),
-            Some(&json!({"target": target})),
+            Some(&body),
         );
-        assert_eq!(s, 202, "{target}: {b}");
+        assert_eq!(s, 202, "{}: {b}", body["target"]);
     }
 
     /// Waits until the node is in one of `states` and unreserved; panics with the logs if not.
@@ -522,6 +546,11 @@ impl Drop for Lab {
         }
         let _ = Command::new("partx").args(["-d", &self.disk]).output();
         let _ = Command::new("losetup").args(["-d", &self.disk]).output();
+        if std::env::var_os("IRONBOOT_KEEP_LAB").is_some() {
+            let _ = std::fs::remove_file(self.dir().join("disk.img"));
+            let kept = std::mem::replace(&mut self.work, tempfile::tempdir().unwrap()).keep();
+            eprintln!("lab kept in {}", kept.display());
+        }
     }
 }
 
