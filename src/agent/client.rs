@@ -180,7 +180,11 @@ impl AgentClient {
                 let config = tls::pinned_client_config(pem).map_err(|e| setup(e.to_string()))?;
                 builder = builder.tls_backend_preconfigured(config);
             }
-            "http" if !opts.require_tls => {}
+            "http" if !opts.require_tls => {
+                // No TLS is ever used (redirects are off), but reqwest still wants a backend;
+                // hand it one that trusts nothing rather than rely on a process-wide default.
+                builder = builder.tls_backend_preconfigured(tls::no_trust_client_config());
+            }
             "http" => {
                 return Err(setup(
                     "plain http to the agent is refused ([agent] require_tls = true); \

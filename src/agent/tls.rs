@@ -107,6 +107,16 @@ pub fn pinned_client_config(pem: &str) -> Result<rustls::ClientConfig, TlsError>
     Ok(config)
 }
 
+/// A ring-provider configuration that trusts no certificate at all (for plain-http clients).
+pub fn no_trust_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        // Invariant: the ring provider supports the safe default protocol versions.
+        .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
