@@ -14,6 +14,8 @@
 //!    agent down (`standby.power_off`, then the power interface), boot the instance → `active`.
 
 pub mod plan;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
