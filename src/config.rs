@@ -256,9 +256,7 @@ impl Default for AgentSettings {
             default_boot_mode: BootMode::Uefi,
             enable_bios_bootloader_install: false,
             md5_checksum_enable: false,
-            permitted_image_formats: ["raw", "gpt", "qcow2", "iso"]
-                .map(String::from)
-                .to_vec(),
+            permitted_image_formats: ["raw", "gpt", "qcow2", "iso"].map(String::from).to_vec(),
             erase_metadata_on_undeploy: false,
         }
     }

@@ -32,7 +32,13 @@ async fn post_command(State(f): State<Fake>, RawQuery(q): RawQuery, body: String
     f.queries.lock().unwrap().push(q.unwrap_or_default());
     let mode = *f.post_mode.lock().unwrap();
     let cmd: Value = serde_json::from_str(&body).unwrap();
-    let short = cmd["name"].as_str().unwrap().split('.').nth(1).unwrap().to_string();
+    let short = cmd["name"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
     match mode {
         "busy" => (
             StatusCode::CONFLICT,
@@ -97,14 +103,23 @@ async fn busy_unauthorized_and_failed_commands_are_told_apart() {
     let c = AgentClient::new(&url, TOKEN, None, opts(), None).unwrap();
 
     *f.post_mode.lock().unwrap() = "busy";
-    let e = c.execute("standby.sync", json!({}), true).await.unwrap_err();
+    let e = c
+        .execute("standby.sync", json!({}), true)
+        .await
+        .unwrap_err();
     assert!(matches!(e, AgentError::Busy { .. }), "{e}");
     assert!(e.to_string().contains("Agent is busy"), "{e}");
 
     *f.post_mode.lock().unwrap() = "unauthorized";
-    let e = c.execute("standby.sync", json!({}), true).await.unwrap_err();
+    let e = c
+        .execute("standby.sync", json!({}), true)
+        .await
+        .unwrap_err();
     assert!(matches!(e, AgentError::Unauthorized { .. }), "{e}");
-    assert!(!e.to_string().contains(TOKEN), "the token never appears in errors: {e}");
+    assert!(
+        !e.to_string().contains(TOKEN),
+        "the token never appears in errors: {e}"
+    );
 
     *f.listed.lock().unwrap() = json!([
         {"id": "a", "command_name": "get_deploy_steps", "command_status": "SUCCEEDED", "command_result": {}},
@@ -117,11 +132,22 @@ async fn busy_unauthorized_and_failed_commands_are_told_apart() {
     assert_eq!(list.len(), 2);
     let last = list.last().unwrap();
     assert_eq!(last.command_status, CommandStatus::Failed);
-    assert_eq!(last.error_text(), "ImageDownloadError: Download of image x failed: 404 Not Found");
+    assert_eq!(
+        last.error_text(),
+        "ImageDownloadError: Download of image x failed: 404 Not Found"
+    );
     // Every request carried the token in the query string, url-encoded.
     let queries = f.queries.lock().unwrap().clone();
-    assert!(queries.iter().all(|q| q.contains(&format!("agent_token={TOKEN}"))), "{queries:?}");
-    assert!(queries.iter().any(|q| q.starts_with("wait=true&")), "{queries:?}");
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.contains(&format!("agent_token={TOKEN}"))),
+        "{queries:?}"
+    );
+    assert!(
+        queries.iter().any(|q| q.starts_with("wait=true&")),
+        "{queries:?}"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +159,10 @@ async fn a_lost_answer_counts_when_the_agent_lists_the_command_running() {
     *f.listed.lock().unwrap() = json!([
         {"id": "b", "command_name": "execute_deploy_step", "command_status": "RUNNING"},
     ]);
-    let r = c.execute("deploy.execute_deploy_step", json!({}), false).await.unwrap();
+    let r = c
+        .execute("deploy.execute_deploy_step", json!({}), false)
+        .await
+        .unwrap();
     assert_eq!(r.command_status, CommandStatus::Running);
     assert_eq!(f.posts.load(Ordering::SeqCst), 1, "not sent twice");
 }
@@ -142,8 +171,18 @@ async fn a_lost_answer_counts_when_the_agent_lists_the_command_running() {
 async fn unreachable_and_silent_agents_fail_after_bounded_attempts() {
     // Nothing listens: connection refused, three attempts.
     let port = support::free_tcp_port();
-    let c = AgentClient::new(&format!("http://127.0.0.1:{port}"), TOKEN, None, opts(), None).unwrap();
-    let e = c.execute("standby.sync", json!({}), true).await.unwrap_err();
+    let c = AgentClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        TOKEN,
+        None,
+        opts(),
+        None,
+    )
+    .unwrap();
+    let e = c
+        .execute("standby.sync", json!({}), true)
+        .await
+        .unwrap_err();
     match &e {
         AgentError::Connection { attempts, .. } => assert_eq!(*attempts, 3, "{e}"),
         other => panic!("{other}"),
@@ -155,10 +194,20 @@ async fn unreachable_and_silent_agents_fail_after_bounded_attempts() {
     *f.listed.lock().unwrap() = json!([]);
     let c = AgentClient::new(&url, TOKEN, None, opts(), None).unwrap();
     let started = std::time::Instant::now();
-    let e = c.execute("standby.sync", json!({}), true).await.unwrap_err();
-    assert!(matches!(e, AgentError::Connection { attempts: 3, .. }), "{e}");
+    let e = c
+        .execute("standby.sync", json!({}), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AgentError::Connection { attempts: 3, .. }),
+        "{e}"
+    );
     assert_eq!(f.posts.load(Ordering::SeqCst), 3);
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -184,11 +233,28 @@ async fn polling_waits_until_the_command_is_done_and_gives_up_in_time() {
 
 /// A self-signed P-384 certificate for 127.0.0.1, as the agent's auto-TLS makes.
 fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     let (ok, _, err) = support::run(std::process::Command::new("openssl").args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes",
-        "-subj", "/CN=agent", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
-        "-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap(),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-nodes",
+        "-subj",
+        "/CN=agent",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-days",
+        "1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
     ]));
     assert!(ok, "openssl req: {err}");
     (crt, key)
@@ -238,7 +304,10 @@ async fn tls_is_pinned_to_the_certificate_the_agent_sent() {
     let served = std::fs::read_to_string(&served_crt).unwrap();
     let c = AgentClient::new(&url, TOKEN, Some(&served), strict, None).unwrap();
     let e = c.list_commands().await.unwrap_err();
-    assert!(matches!(e, AgentError::InvalidResponse { .. }), "TLS must have succeeded: {e}");
+    assert!(
+        matches!(e, AgentError::InvalidResponse { .. }),
+        "TLS must have succeeded: {e}"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

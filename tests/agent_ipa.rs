@@ -49,7 +49,11 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
         return;
     };
     let images = TestImages::make();
-    let uuid = lab.create_node("raw-node", whole_disk_info(&lab, &images, "wd.raw", "raw"), None);
+    let uuid = lab.create_node(
+        "raw-node",
+        whole_disk_info(&lab, &images, "wd.raw", "raw"),
+        None,
+    );
     lab.provision(&uuid, "active");
 
     // Wait for the agent's first heartbeat (its URL recorded), then poke at the token rules.
@@ -59,7 +63,11 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
         if n["driver_internal_info"]["agent_url"].is_string() || n["provision_state"] == "active" {
             break n;
         }
-        assert!(std::time::Instant::now() < deadline, "no heartbeat:\n{}", lab.agent_logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat:\n{}",
+            lab.agent_logs()
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     if node["provision_state"] != "active" {
@@ -78,7 +86,10 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
             }
             let (s, body) = lab.api("POST", &format!("/v1/heartbeat/{uuid}"), Some(&hb));
             assert_eq!(s, 400, "token {token:?}: {body}");
-            assert!(body["error_message"].as_str().unwrap().contains("token"), "{body}");
+            assert!(
+                body["error_message"].as_str().unwrap().contains("token"),
+                "{body}"
+            );
         }
         // Lookup before microversion 1.22 does not exist.
         let (s, _) = lab.api_with_version("GET", "/v1/lookup?addresses=x", None, Some("1.21"));
@@ -86,15 +97,30 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     }
 
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
-    assert_eq!(done["provision_state"], "active", "last_error: {}\n{}", done["last_error"], lab.agent_logs());
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        lab.agent_logs()
+    );
     let image = std::fs::read(images.path("wd.raw")).unwrap();
-    assert!(read_dev(&lab.disk, 0, image.len()) == image, "the loop device does not hold wd.raw byte for byte");
+    assert!(
+        read_dev(&lab.disk, 0, image.len()) == image,
+        "the loop device does not hold wd.raw byte for byte"
+    );
     let calls = fake_calls(&done);
     assert!(
-        calls.contains(&format!("boot.prepare_instance:disk={}", mbr_disk_id(&image))),
+        calls.contains(&format!(
+            "boot.prepare_instance:disk={}",
+            mbr_disk_id(&image)
+        )),
         "boot switched to the disk id the agent reported: {calls}"
     );
-    assert!(calls.contains("boot.prepare_ramdisk:ipa-api-url="), "{calls}");
+    assert!(
+        calls.contains("boot.prepare_ramdisk:ipa-api-url="),
+        "{calls}"
+    );
     assert_eq!(done["power_state"], "power on");
     let dii = done["driver_internal_info"].as_object().unwrap();
     for gone in ["agent_secret_token", "agent_url", "agent_verify_ca"] {
@@ -102,12 +128,20 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     }
     // Auto-TLS was used: the agent advertised https and the conductor pinned its certificate.
     let log = lab.ironboot_log();
-    assert!(log.contains("https://127.0.0.1:9999"), "{}", support::ipa::tail(&log, 40));
+    assert!(
+        log.contains("https://127.0.0.1:9999"),
+        "{}",
+        support::ipa::tail(&log, 40)
+    );
     // The agent streamed from the image URL and powered off through the shim, then the
     // instance "booted" (power on started a second process, as a BMC would boot the disk).
     assert_eq!(lab.boots(), 2);
     let agent = lab.agent_logs();
-    assert!(agent.contains("write_image") || agent.contains("execute_deploy_step"), "{}", support::ipa::tail(&agent, 40));
+    assert!(
+        agent.contains("write_image") || agent.contains("execute_deploy_step"),
+        "{}",
+        support::ipa::tail(&agent, 40)
+    );
 }
 
 #[test]
@@ -116,13 +150,26 @@ fn qcow2_whole_disk_is_converted_onto_the_disk() {
         return;
     };
     let images = TestImages::make();
-    let uuid = lab.create_node("qcow2-node", whole_disk_info(&lab, &images, "wd.qcow2", "qcow2"), None);
+    let uuid = lab.create_node(
+        "qcow2-node",
+        whole_disk_info(&lab, &images, "wd.qcow2", "qcow2"),
+        None,
+    );
     lab.provision(&uuid, "active");
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
-    assert_eq!(done["provision_state"], "active", "last_error: {}\n{}", done["last_error"], support::ipa::tail(&lab.agent_logs(), 80));
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        support::ipa::tail(&lab.agent_logs(), 80)
+    );
     // qemu-img wrote the raw content of the qcow2 image: compare with its raw source.
     let raw = std::fs::read(images.path("wd.raw")).unwrap();
-    assert!(read_dev(&lab.disk, 0, raw.len()) == raw, "the disk does not hold the converted image");
+    assert!(
+        read_dev(&lab.disk, 0, raw.len()) == raw,
+        "the disk does not hold the converted image"
+    );
     assert!(fake_calls(&done).contains(&format!("disk={}", mbr_disk_id(&raw))));
 }
 
@@ -171,23 +218,42 @@ fn partition_image_with_swap_and_configdrive() {
         "swap_mb": 16,
     });
     let uuid = lab.create_node("part-node", info, None);
-    lab.provision_with(&uuid, json!({"target": "active", "configdrive": configdrive}));
+    lab.provision_with(
+        &uuid,
+        json!({"target": "active", "configdrive": configdrive}),
+    );
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
 
     // The agent laid out the disk either way: swap, root, and the config drive.
     let parts = partitions(&lab.disk);
-    let swap = parts.iter().find(|p| p.size == 16 << 20).unwrap_or_else(|| panic!("no 16 MiB swap: {parts:?}"));
-    let root = parts.iter().find(|p| p.size == 64 << 20).unwrap_or_else(|| panic!("no 64 MiB root: {parts:?}"));
+    let swap = parts
+        .iter()
+        .find(|p| p.size == 16 << 20)
+        .unwrap_or_else(|| panic!("no 16 MiB swap: {parts:?}"));
+    let root = parts
+        .iter()
+        .find(|p| p.size == 64 << 20)
+        .unwrap_or_else(|| panic!("no 64 MiB root: {parts:?}"));
     assert_eq!(swap.kind, "82", "swap partition type: {parts:?}");
     let image = std::fs::read(&part).unwrap();
-    assert!(read_dev(&lab.disk, root.start, image.len()) == image, "root partition does not hold part.raw");
+    assert!(
+        read_dev(&lab.disk, root.start, image.len()) == image,
+        "root partition does not hold part.raw"
+    );
     let cd = parts
         .iter()
         .filter(|p| p.start != swap.start && p.start != root.start)
         .find(|p| read_dev(&lab.disk, p.start, cd_bytes.len()) == cd_bytes);
-    assert!(cd.is_some(), "no partition holds the config drive: {parts:?}");
+    assert!(
+        cd.is_some(),
+        "no partition holds the config drive: {parts:?}"
+    );
 
-    let (ok, fs_uuid, _) = support::run(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value"]).arg(&part));
+    let (ok, fs_uuid, _) = support::run(
+        Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value"])
+            .arg(&part),
+    );
     assert!(ok);
     let fs_uuid = fs_uuid.trim();
     if done["provision_state"] == "active" {
@@ -206,9 +272,15 @@ fn partition_image_with_swap_and_configdrive() {
             "unclear failure: {err}\n{}",
             support::ipa::tail(&lab.ironboot_log(), 40)
         );
-        assert_eq!(done["power_state"], "power off", "powered off after the failure");
+        assert_eq!(
+            done["power_state"], "power off",
+            "powered off after the failure"
+        );
         let dii = done["driver_internal_info"].as_object().unwrap();
-        assert!(!dii.contains_key("agent_secret_token"), "token wiped after the failure");
+        assert!(
+            !dii.contains_key("agent_secret_token"),
+            "token wiped after the failure"
+        );
     }
 }
 
@@ -247,14 +319,27 @@ fn agent_that_never_calls_back_is_failed_by_the_callback_timeout() {
     lab.wait_state(&uuid, &["wait call-back"], Duration::from_secs(30));
     let started = std::time::Instant::now();
     let failed = lab.wait_state(&uuid, &["deploy failed"], Duration::from_secs(60));
-    assert!(started.elapsed() >= Duration::from_secs(4), "failed too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "failed too early: {:?}",
+        started.elapsed()
+    );
     let err = failed["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("timeout reached while waiting for callback"), "{err}");
+    assert!(
+        err.contains("timeout reached while waiting for callback"),
+        "{err}"
+    );
     assert_eq!(failed["power_state"], "power off");
     assert_eq!(lab.boots(), 1, "the agent was started once");
     let (ok, out, _) = support::run(Command::new(lab.dir().join("power.sh")).arg("status"));
-    assert!(ok && out.trim() == "off", "the agent process was killed: {out}");
-    assert!(lab.agent_logs().contains("127.0.0.1:9"), "the real agent ran and tried its API URL");
+    assert!(
+        ok && out.trim() == "off",
+        "the agent process was killed: {out}"
+    );
+    assert!(
+        lab.agent_logs().contains("127.0.0.1:9"),
+        "the real agent ran and tried its API URL"
+    );
 }
 
 #[test]
@@ -281,15 +366,28 @@ fn baremetal_cli_deploys_through_the_real_agent() {
                 .env("HOME", home.path())
                 .env_remove("OS_CLOUD"),
         );
-        assert!(ok, "baremetal {args:?}:\n{out}\n{err}\n{}", support::ipa::tail(&lab.ironboot_log(), 40));
+        assert!(
+            ok,
+            "baremetal {args:?}:\n{out}\n{err}\n{}",
+            support::ipa::tail(&lab.ironboot_log(), 40)
+        );
         out
     };
     let info = whole_disk_info(&lab, &images, "wd.raw", "raw");
     let power = lab.power_driver_info(None);
     bm(&[
-        "node", "create", "--driver", "fake-hardware", "--name", "cli-agent-node",
-        "--deploy-interface", "direct", "--power-interface", "script",
-        "--property", "capabilities=boot_mode:bios",
+        "node",
+        "create",
+        "--driver",
+        "fake-hardware",
+        "--name",
+        "cli-agent-node",
+        "--deploy-interface",
+        "direct",
+        "--power-interface",
+        "script",
+        "--property",
+        "capabilities=boot_mode:bios",
     ]);
     let mut set = vec!["node".to_string(), "set".into(), "cli-agent-node".into()];
     for (k, v) in power.as_object().unwrap() {
@@ -305,12 +403,14 @@ fn baremetal_cli_deploys_through_the_real_agent() {
     bm(&["node", "manage", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "provide", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "deploy", "cli-agent-node", "--wait", "240"]);
-    let shown: Value = serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
+    let shown: Value =
+        serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
     assert_eq!(shown["provision_state"], "active", "{shown}");
     let image = std::fs::read(images.path("wd.raw")).unwrap();
     assert!(read_dev(&lab.disk, 0, image.len()) == image);
     bm(&["node", "undeploy", "cli-agent-node", "--wait", "60"]);
-    let shown: Value = serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
+    let shown: Value =
+        serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
     assert_eq!(shown["provision_state"], "available", "{shown}");
     assert_eq!(shown["power_state"], "power off");
 }

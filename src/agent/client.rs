@@ -294,7 +294,12 @@ impl AgentClient {
         let result = loop {
             attempt += 1;
             match self.http.get(&url).send().await {
-                Ok(resp) => break self.read::<CommandList>(resp, WHAT).await.map(|l| l.commands),
+                Ok(resp) => {
+                    break self
+                        .read::<CommandList>(resp, WHAT)
+                        .await
+                        .map(|l| l.commands);
+                }
                 Err(e) if attempt >= self.opts.max_attempts => {
                     break Err(AgentError::Connection {
                         url: self.base.clone(),
@@ -354,17 +359,30 @@ impl AgentClient {
             return serde_json::from_slice(&bytes).map_err(|e| AgentError::InvalidResponse {
                 url: self.base.clone(),
                 command: command.to_string(),
-                reason: format!("{e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])),
+                reason: format!(
+                    "{e}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                ),
             });
         }
         let message = fault_text(&bytes);
         let (url, command) = (self.base.clone(), command.to_string());
         Err(match status.as_u16() {
-            409 => AgentError::Busy { url, command, message },
-            401 => AgentError::Unauthorized { url, command, message },
-            _ if message.to_ascii_lowercase().contains("agent is busy") => {
-                AgentError::Busy { url, command, message }
-            }
+            409 => AgentError::Busy {
+                url,
+                command,
+                message,
+            },
+            401 => AgentError::Unauthorized {
+                url,
+                command,
+                message,
+            },
+            _ if message.to_ascii_lowercase().contains("agent is busy") => AgentError::Busy {
+                url,
+                command,
+                message,
+            },
             code => AgentError::Api {
                 url,
                 command,
@@ -389,7 +407,11 @@ fn status_label(s: &CommandStatus) -> &'static str {
 fn fault_text(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.get("faultstring").and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("faultstring")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned())
 }
 
@@ -401,36 +423,54 @@ mod tests {
     fn command_results_parse_every_documented_shape() {
         let running: CommandResult = serde_json::from_value(json!({
             "id": "1", "command_name": "execute_deploy_step", "command_status": "RUNNING",
-            "command_error": null, "command_result": null})).unwrap();
+            "command_error": null, "command_result": null}))
+        .unwrap();
         assert_eq!(running.command_status, CommandStatus::Running);
         let failed: CommandResult = serde_json::from_value(json!({
             "id": "2", "command_name": "execute_deploy_step", "command_status": "FAILED",
             "command_error": {"type": "ImageChecksumError", "code": 500,
                               "message": "Error verifying image checksum",
                               "details": "Image failed to verify against checksum"},
-            "command_result": null})).unwrap();
+            "command_result": null}))
+        .unwrap();
         assert_eq!(
             failed.error_text(),
             "ImageChecksumError: Image failed to verify against checksum"
         );
         let old: CommandResult = serde_json::from_value(json!({
             "command_name": "prepare_image", "command_status": "FAILED",
-            "command_error": "disk on fire"})).unwrap();
+            "command_error": "disk on fire"}))
+        .unwrap();
         assert_eq!(old.error_text(), "disk on fire");
         let mismatch: CommandResult = serde_json::from_value(json!({
             "command_name": "execute_clean_step", "command_status": "CLEAN_VERSION_MISMATCH"}))
         .unwrap();
-        assert!(matches!(mismatch.command_status, CommandStatus::VersionMismatch(_)));
+        assert!(matches!(
+            mismatch.command_status,
+            CommandStatus::VersionMismatch(_)
+        ));
     }
 
     #[test]
     fn plain_http_needs_require_tls_off_and_https_needs_a_pin() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let err = AgentClient::new("http://127.0.0.1:9999", "t", None, ClientOptions::default(), None)
-            .unwrap_err();
+        let err = AgentClient::new(
+            "http://127.0.0.1:9999",
+            "t",
+            None,
+            ClientOptions::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("require_tls"), "{err}");
-        let err = AgentClient::new("https://127.0.0.1:9999", "t", None, ClientOptions::default(), None)
-            .unwrap_err();
+        let err = AgentClient::new(
+            "https://127.0.0.1:9999",
+            "t",
+            None,
+            ClientOptions::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("agent_verify_ca"), "{err}");
         let opts = ClientOptions {
             require_tls: false,

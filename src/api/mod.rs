@@ -87,7 +87,10 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .route("/v1/ports/{id}", get(ports::show).delete(ports::delete))
         .route("/v1/drivers", get(nodes::drivers))
         .route("/v1/lookup", get(ramdisk::lookup))
-        .route("/v1/heartbeat/{ident}", axum::routing::post(ramdisk::heartbeat))
+        .route(
+            "/v1/heartbeat/{ident}",
+            axum::routing::post(ramdisk::heartbeat),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

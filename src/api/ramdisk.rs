@@ -136,7 +136,11 @@ pub async fn heartbeat(
         ("agent_token", body.agent_token.is_some(), 62),
         ("agent_verify_ca", body.agent_verify_ca.is_some(), 68),
         ("agent_status", body.agent_status.is_some(), 72),
-        ("agent_status_message", body.agent_status_message.is_some(), 72),
+        (
+            "agent_status_message",
+            body.agent_status_message.is_some(),
+            72,
+        ),
     ] {
         if given && version < Version(min) {
             return Err(ApiError::bad_request(format!(

@@ -71,9 +71,9 @@ fn argv(task: &Task, action: Action) -> Result<Vec<String>, PowerError> {
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| invalid(format!("{key}: every argument must be a string, got {v}")))
+                v.as_str().map(String::from).ok_or_else(|| {
+                    invalid(format!("{key}: every argument must be a string, got {v}"))
+                })
             })
             .collect::<Result<_, _>>()?,
         Some(other) => {
@@ -92,11 +92,21 @@ fn timeout(task: &Task) -> Result<Duration, PowerError> {
     let secs = match task.node.driver_info.get("script_timeout") {
         None | Some(Value::Null) => DEFAULT_TIMEOUT_SECS,
         Some(Value::Number(n)) => n.as_u64().filter(|s| *s > 0).ok_or_else(|| {
-            invalid(format!("script_timeout {n} must be a positive number of seconds"))
+            invalid(format!(
+                "script_timeout {n} must be a positive number of seconds"
+            ))
         })?,
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-            invalid(format!("script_timeout {s:?} must be a positive number of seconds"))
-        })?,
+        Some(Value::String(s)) => {
+            s.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "script_timeout {s:?} must be a positive number of seconds"
+                    ))
+                })?
+        }
         Some(other) => {
             return Err(invalid(format!(
                 "script_timeout must be a number of seconds, got {other}"
@@ -133,7 +143,10 @@ async fn run(task: &Task, action: Action) -> Result<String, PowerError> {
     let mut cmd = tokio::process::Command::new(&args[0]);
     cmd.args(&args[1..])
         .env("IRONBOOT_NODE_UUID", task.node.uuid.to_string())
-        .env("IRONBOOT_NODE_NAME", task.node.name.clone().unwrap_or_default())
+        .env(
+            "IRONBOOT_NODE_NAME",
+            task.node.name.clone().unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

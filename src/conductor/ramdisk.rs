@@ -135,12 +135,12 @@ impl Conductor {
             && url != hb.callback_url
         {
             tracing::error!(node = %node.uuid, stored = url, got = %hb.callback_url, "agent callback_url changed");
-            return Err(invalid("Detected change in ramdisk provided \"callback_url\""));
+            return Err(invalid(
+                "Detected change in ramdisk provided \"callback_url\"",
+            ));
         }
         if hb.agent_token.is_none() {
-            return Err(invalid(
-                "Agent token is required for heartbeat processing.",
-            ));
+            return Err(invalid("Agent token is required for heartbeat processing."));
         }
         if !token::matches(
             dii_str(&node, "agent_secret_token"),
@@ -174,7 +174,10 @@ impl Conductor {
                 if dii_str(&node, "agent_url").is_none() =>
             {
                 // The agent retries a 409 within seconds; the first heartbeat must get through.
-                return Err(ConductorError::Store(StoreError::NodeLocked { node: n, holder }));
+                return Err(ConductorError::Store(StoreError::NodeLocked {
+                    node: n,
+                    holder,
+                }));
             }
             Err(ConductorError::Store(StoreError::NodeLocked { .. })) => {
                 tracing::debug!(node = %node.uuid, "node busy; heartbeat only acknowledged");

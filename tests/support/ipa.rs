@@ -33,9 +33,27 @@ pub const AGENT_MAC: &str = "52:54:00:1b:00:07";
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
 const TOOLS: &[&str] = &[
-    "unshare", "nsenter", "losetup", "partx", "parted", "partprobe", "sgdisk", "qemu-img",
-    "udevadm", "hexdump", "fuser", "wipefs", "blockdev", "lsblk", "blkid", "sfdisk", "mkfs.ext4",
-    "curl", "python3", "ps", "setsid",
+    "unshare",
+    "nsenter",
+    "losetup",
+    "partx",
+    "parted",
+    "partprobe",
+    "sgdisk",
+    "qemu-img",
+    "udevadm",
+    "hexdump",
+    "fuser",
+    "wipefs",
+    "blockdev",
+    "lsblk",
+    "blkid",
+    "sfdisk",
+    "mkfs.ext4",
+    "curl",
+    "python3",
+    "ps",
+    "setsid",
 ];
 
 /// The test hardware manager (test-only; never loaded without IPA_TEST_DISK).
@@ -216,21 +234,37 @@ impl Lab {
         }
         let venv = agent_venv(test)?;
         let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let work = tempfile::Builder::new().prefix("ironboot-ipa-lab").tempdir().unwrap();
+        let work = tempfile::Builder::new()
+            .prefix("ironboot-ipa-lab")
+            .tempdir()
+            .unwrap();
         let w = work.path();
         for d in ["scratch", "shims", "home", "images", "data"] {
             std::fs::create_dir_all(w.join(d)).unwrap();
         }
         let img = w.join("disk.img");
-        let (ok, _, err) = run(Command::new("truncate").args(["-s", opts.disk_size]).arg(&img));
+        let (ok, _, err) = run(Command::new("truncate")
+            .args(["-s", opts.disk_size])
+            .arg(&img));
         assert!(ok, "truncate: {err}");
-        let (ok, out, err) = run(Command::new("losetup").args(["-f", "--show", "-P"]).arg(&img));
+        let (ok, out, err) = run(Command::new("losetup")
+            .args(["-f", "--show", "-P"])
+            .arg(&img));
         assert!(ok, "losetup: {err}");
         let disk = out.trim().to_string();
-        assert!(disk.starts_with("/dev/loop"), "unexpected loop device {disk:?}");
+        assert!(
+            disk.starts_with("/dev/loop"),
+            "unexpected loop device {disk:?}"
+        );
         for (name, body) in [
-            ("reboot", "echo \"shim: $0 $*\" >> \"$LAB/shims.log\"; exit 0"),
-            ("poweroff", "echo \"shim: $0 $*\" >> \"$LAB/shims.log\"; exit 0"),
+            (
+                "reboot",
+                "echo \"shim: $0 $*\" >> \"$LAB/shims.log\"; exit 0",
+            ),
+            (
+                "poweroff",
+                "echo \"shim: $0 $*\" >> \"$LAB/shims.log\"; exit 0",
+            ),
             ("hwclock", "exit 0"),
             ("docker", "exit 127"),
             ("podman", "exit 127"),
@@ -302,8 +336,17 @@ wait
 "#;
         let sandbox = Command::new("unshare")
             .args([
-                "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
-                "--fork", "--kill-child", "bash", "-c", setup,
+                "--net",
+                "--mount",
+                "--pid",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "--fork",
+                "--kill-child",
+                "bash",
+                "-c",
+                setup,
             ])
             .env("LAB", w)
             .env("VENV", &venv)
@@ -313,13 +356,22 @@ wait
             .env("TFTP_PORT", free_udp_port().to_string())
             .env("IMAGE_PORT", image_port.to_string())
             .env("RUST_LOG", "info,ironboot=debug")
-            .env("IRONBOOT_API__RAMDISK_HEARTBEAT_TIMEOUT", opts.heartbeat_timeout.to_string())
-            .env("IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT", opts.callback_timeout.to_string())
+            .env(
+                "IRONBOOT_API__RAMDISK_HEARTBEAT_TIMEOUT",
+                opts.heartbeat_timeout.to_string(),
+            )
+            .env(
+                "IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT",
+                opts.callback_timeout.to_string(),
+            )
             .env("IRONBOOT_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "2")
             .env("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "http")
             .env("IRONBOOT_AGENT__DEFAULT_BOOT_MODE", "bios")
             .env("IRONBOOT_AGENT__POST_DEPLOY_GET_POWER_STATE_RETRIES", "2")
-            .env("IRONBOOT_AGENT__POST_DEPLOY_GET_POWER_STATE_RETRY_INTERVAL", "1")
+            .env(
+                "IRONBOOT_AGENT__POST_DEPLOY_GET_POWER_STATE_RETRY_INTERVAL",
+                "1",
+            )
             .env("IRONBOOT_AGENT__COMMAND_WAIT_INTERVAL", "1")
             .env_remove("IRONBOOT_CONFIG")
             .stdin(Stdio::null())
@@ -369,15 +421,21 @@ wait
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let (ok, _, _) = run(self
-                .in_netns("curl")
-                .args(["-sf", "-o", "/dev/null", &format!("{}/healthz", self.api_url())]));
+            let (ok, _, _) = run(self.in_netns("curl").args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                &format!("{}/healthz", self.api_url()),
+            ]));
             if ok {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("ironboot in the lab did not become healthy:\n{}", self.ironboot_log());
+        panic!(
+            "ironboot in the lab did not become healthy:\n{}",
+            self.ironboot_log()
+        );
     }
 
     /// An API call with the latest microversion: (status, JSON body or Null).
@@ -393,7 +451,15 @@ wait
         version: Option<&str>,
     ) -> (u16, Value) {
         let mut c = self.in_netns("curl");
-        c.args(["-s", "-X", method, "-w", "\n%{http_code}", "-H", "Content-Type: application/json"]);
+        c.args([
+            "-s",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+        ]);
         if let Some(v) = version {
             c.args(["-H", &format!("X-OpenStack-Ironic-API-Version: {v}")]);
         }
@@ -496,7 +562,10 @@ wait
         let deadline = Instant::now() + timeout;
         loop {
             let n = self.node(uuid);
-            let state = n["provision_state"].as_str().unwrap_or_default().to_string();
+            let state = n["provision_state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if states.contains(&state.as_str()) && n["reservation"].is_null() {
                 return n;
             }
@@ -592,15 +661,61 @@ impl TestImages {
             assert!(ok, "{args:?}: {err}");
         };
         sh(&["truncate", "-s", "48M", wd.to_str().unwrap()]);
-        sh(&["parted", "-s", wd.to_str().unwrap(), "mklabel", "msdos", "mkpart", "primary", "ext4", "1MiB", "100%"]);
+        sh(&[
+            "parted",
+            "-s",
+            wd.to_str().unwrap(),
+            "mklabel",
+            "msdos",
+            "mkpart",
+            "primary",
+            "ext4",
+            "1MiB",
+            "100%",
+        ]);
         let p1 = d.join("p1.img");
         sh(&["truncate", "-s", "47M", p1.to_str().unwrap()]);
-        sh(&["mkfs.ext4", "-q", "-F", "-L", "wdroot", "-d", tree.to_str().unwrap(), p1.to_str().unwrap()]);
-        sh(&["dd", &format!("if={}", p1.display()), &format!("of={}", wd.display()), "bs=1M", "seek=1", "conv=notrunc", "status=none"]);
-        sh(&["qemu-img", "convert", "-f", "raw", "-O", "qcow2", wd.to_str().unwrap(), d.join("wd.qcow2").to_str().unwrap()]);
+        sh(&[
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "wdroot",
+            "-d",
+            tree.to_str().unwrap(),
+            p1.to_str().unwrap(),
+        ]);
+        sh(&[
+            "dd",
+            &format!("if={}", p1.display()),
+            &format!("of={}", wd.display()),
+            "bs=1M",
+            "seek=1",
+            "conv=notrunc",
+            "status=none",
+        ]);
+        sh(&[
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            wd.to_str().unwrap(),
+            d.join("wd.qcow2").to_str().unwrap(),
+        ]);
         let part = d.join("part.raw");
         sh(&["truncate", "-s", "32M", part.to_str().unwrap()]);
-        sh(&["mkfs.ext4", "-q", "-F", "-L", "partroot", "-d", tree.to_str().unwrap(), part.to_str().unwrap()]);
+        sh(&[
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "partroot",
+            "-d",
+            tree.to_str().unwrap(),
+            part.to_str().unwrap(),
+        ]);
         TestImages { dir }
     }
 

@@ -30,7 +30,7 @@ use crate::agent::{AgentClient, AgentError, AgentMetrics, ClientOptions, Command
 use crate::config::{AgentSettings, ImageDownloadSource};
 use crate::model::node::mask_secrets;
 use crate::model::{Event, PowerState};
-use plan::{DeployPlan, ImageKind, ImageSource};
+use plan::{DeployPlan, ImageSource};
 
 const NAME: &str = "direct";
 /// The one in-band deploy step ironboot runs on the agent.
@@ -98,7 +98,11 @@ impl AgentDeploy {
     }
 
     /// Where the agent downloads the image and how it checks it.
-    async fn image_source(&self, task: &Task, plan: &DeployPlan) -> Result<ImageSource, DeployError> {
+    async fn image_source(
+        &self,
+        task: &Task,
+        plan: &DeployPlan,
+    ) -> Result<ImageSource, DeployError> {
         match self.config.settings.image_download_source {
             ImageDownloadSource::Http => {
                 if !(plan.image_source.starts_with("http://")
@@ -121,13 +125,10 @@ impl AgentDeploy {
                              downloads from the origin (raw, qcow2, ...)",
                         )
                     })?;
-                let (algo, value, checksum) =
-                    plan::declared_checksum(&task.node).map_err(Self::invalid)?;
+                let checksum = plan::declared_checksum(&task.node).map_err(Self::invalid)?;
                 Ok(ImageSource {
                     url: plan.image_source.clone(),
                     disk_format: disk_format.to_string(),
-                    os_hash_algo: algo,
-                    os_hash_value: value,
                     checksum,
                 })
             }
@@ -182,7 +183,11 @@ impl AgentDeploy {
     }
 
     /// Sends `write_image` (first heartbeat, or an agent that came back without it).
-    async fn start_write_image(&self, task: &mut Task, client: &AgentClient) -> Result<(), DeployError> {
+    async fn start_write_image(
+        &self,
+        task: &mut Task,
+        client: &AgentClient,
+    ) -> Result<(), DeployError> {
         let image_info = task
             .node
             .driver_internal_info
@@ -204,7 +209,10 @@ impl AgentDeploy {
             .await;
         match sent {
             Ok(r) if r.command_status == CommandStatus::Failed => {
-                return Err(Self::failed(task, format!("write_image refused by the agent: {}", r.error_text())));
+                return Err(Self::failed(
+                    task,
+                    format!("write_image refused by the agent: {}", r.error_text()),
+                ));
             }
             Ok(_) => {}
             Err(AgentError::Busy { .. }) => {
@@ -239,7 +247,10 @@ impl AgentDeploy {
             .await
             .map_err(|e| Self::failed(task, e))?;
         if r.command_status != CommandStatus::Succeeded {
-            return Err(Self::failed(task, format!("get_partition_uuids failed: {}", r.error_text())));
+            return Err(Self::failed(
+                task,
+                format!("get_partition_uuids failed: {}", r.error_text()),
+            ));
         }
         let result = r.command_result.unwrap_or(Value::Null);
         let field = |k: &str| {
@@ -252,19 +263,16 @@ impl AgentDeploy {
         let root = field("root uuid");
         let efi = field("efi system partition uuid");
         let prep = field("PReP Boot partition uuid");
-        match (&plan.kind, &root) {
-            (ImageKind::Partition(_), None) => {
-                return Err(Self::failed(
-                    task,
-                    format!(
-                        "the agent wrote the partition image but reported no root partition UUID \
-                         (get_partition_uuids returned {result}); the ramdisk needs a working udev \
-                         database (udevd running) for lsblk to read filesystem UUIDs, so the boot \
-                         config cannot name root=UUID=...; fix the ramdisk or use a whole-disk image"
-                    ),
-                ));
-            }
-            _ => {}
+        if !plan.is_whole_disk() && root.is_none() {
+            return Err(Self::failed(
+                task,
+                format!(
+                    "the agent wrote the partition image but reported no root partition UUID \
+                     (get_partition_uuids returned {result}); the ramdisk needs a working udev \
+                     database (udevd running) for lsblk to read filesystem UUIDs, so the boot \
+                     config cannot name root=UUID=...; fix the ramdisk or use a whole-disk image"
+                ),
+            ));
         }
         let dii = &mut task.node.driver_internal_info;
         dii.insert("is_whole_disk_image".into(), json!(plan.is_whole_disk()));
@@ -324,14 +332,19 @@ impl AgentDeploy {
         }
         let s = &self.config.settings;
         for _ in 0..s.post_deploy_get_power_state_retries {
-            tokio::time::sleep(Duration::from_secs(s.post_deploy_get_power_state_retry_interval)).await;
+            tokio::time::sleep(Duration::from_secs(
+                s.post_deploy_get_power_state_retry_interval,
+            ))
+            .await;
             match ctx.power.get_power_state(task).await {
                 Ok(PowerState::Off) => {
                     task.node.power_state = Some(PowerState::Off);
                     return Ok(());
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(node = %task.node.uuid, error = %e, "cannot read the power state"),
+                Err(e) => {
+                    tracing::warn!(node = %task.node.uuid, error = %e, "cannot read the power state")
+                }
             }
         }
         tracing::info!(node = %task.node.uuid, "node still on after standby.power_off; hard power off");
@@ -376,26 +389,45 @@ impl AgentDeploy {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => tracing::debug!(path = %path.display(), "agent image link removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove agent image link"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove agent image link")
+            }
         }
     }
 
-    async fn continue_inner(&self, task: &mut Task, ctx: &DeployContext<'_>) -> Result<(), DeployError> {
+    async fn continue_inner(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+    ) -> Result<(), DeployError> {
         let client = self.client(task)?;
-        if !task.node.driver_internal_info.contains_key("hardware_manager_version") {
+        if !task
+            .node
+            .driver_internal_info
+            .contains_key("hardware_manager_version")
+        {
             let params = json!({"node": Self::node_for_agent(task), "ports": Self::ports_for_agent(task).await?});
-            let r = match client.execute("deploy.get_deploy_steps", params, true).await {
+            let r = match client
+                .execute("deploy.get_deploy_steps", params, true)
+                .await
+            {
                 Err(AgentError::Busy { .. }) => return Ok(()),
                 other => other.map_err(|e| Self::failed(task, e))?,
             };
             if r.command_status != CommandStatus::Succeeded {
-                return Err(Self::failed(task, format!("get_deploy_steps failed: {}", r.error_text())));
+                return Err(Self::failed(
+                    task,
+                    format!("get_deploy_steps failed: {}", r.error_text()),
+                ));
             }
             let result = r.command_result.unwrap_or(Value::Null);
             let dii = &mut task.node.driver_internal_info;
             dii.insert(
                 "hardware_manager_version".into(),
-                result.get("hardware_manager_version").cloned().unwrap_or(Value::Null),
+                result
+                    .get("hardware_manager_version")
+                    .cloned()
+                    .unwrap_or(Value::Null),
             );
             dii.insert(
                 "agent_cached_deploy_steps".into(),
@@ -403,7 +435,12 @@ impl AgentDeploy {
             );
             task.save().await?;
         }
-        if task.node.driver_internal_info.get("deploy_step_index").is_none() {
+        if task
+            .node
+            .driver_internal_info
+            .get("deploy_step_index")
+            .is_none()
+        {
             return self.start_write_image(task, &client).await;
         }
         let commands = match client.list_commands().await {
@@ -421,7 +458,10 @@ impl AgentDeploy {
         if last.command_name != "execute_deploy_step" {
             return Err(Self::failed(
                 task,
-                format!("the agent's last command is {:?}, not the write_image step ironboot sent", last.command_name),
+                format!(
+                    "the agent's last command is {:?}, not the write_image step ironboot sent",
+                    last.command_name
+                ),
             ));
         }
         match &last.command_status {
@@ -429,12 +469,20 @@ impl AgentDeploy {
                 tracing::debug!(node = %task.node.uuid, "write_image still running");
                 Ok(())
             }
-            CommandStatus::Failed => Err(Self::failed(task, format!("write_image failed on the agent: {}", last.error_text()))),
+            CommandStatus::Failed => Err(Self::failed(
+                task,
+                format!("write_image failed on the agent: {}", last.error_text()),
+            )),
             CommandStatus::VersionMismatch(s) => Err(Self::failed(
                 task,
-                format!("the agent's hardware managers changed since the steps were listed ({s}); deploy again"),
+                format!(
+                    "the agent's hardware managers changed since the steps were listed ({s}); deploy again"
+                ),
             )),
-            CommandStatus::Other(s) => Err(Self::failed(task, format!("write_image ended in unknown status {s:?}"))),
+            CommandStatus::Other(s) => Err(Self::failed(
+                task,
+                format!("write_image ended in unknown status {s:?}"),
+            )),
             CommandStatus::Succeeded => {
                 let step = last
                     .command_result
@@ -532,6 +580,10 @@ impl DeployInterface for AgentDeploy {
 }
 
 /// Registers `direct` with the conductor's interfaces.
-pub fn register(interfaces: &mut super::Interfaces, config: AgentDeployConfig, metrics: AgentMetrics) {
+pub fn register(
+    interfaces: &mut super::Interfaces,
+    config: AgentDeployConfig,
+    metrics: AgentMetrics,
+) {
     interfaces.add_deploy(Arc::new(AgentDeploy::new(config, metrics)));
 }

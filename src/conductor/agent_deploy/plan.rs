@@ -56,19 +56,27 @@ impl DeployPlan {
     }
 }
 
+/// How the agent checks what it downloads: `os_hash_algo` + `os_hash_value`, or `checksum`
+/// (a plain hash or a checksum-file URL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checksum {
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub checksum: Option<String>,
+}
+
 /// Where the agent downloads the image from and how it checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSource {
     pub url: String,
     pub disk_format: String,
-    pub os_hash_algo: Option<String>,
-    pub os_hash_value: Option<String>,
-    /// A plain checksum or a checksum-file URL (when no `os_hash_*` is known).
-    pub checksum: Option<String>,
+    pub checksum: Checksum,
 }
 
 fn text<'a>(info: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    info.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    info.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A size given as a JSON number or a numeric string (clients send either).
@@ -133,7 +141,12 @@ fn boot_mode(node: &Node, settings: &AgentSettings) -> Result<BootMode, PlanErro
 pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanError> {
     let info = &node.instance_info;
     let image_source = text(info, "image_source")
-        .ok_or_else(|| err("image_source", "is required (URL or file:// path of the image)"))?
+        .ok_or_else(|| {
+            err(
+                "image_source",
+                "is required (URL or file:// path of the image)",
+            )
+        })?
         .to_string();
     let boot_mode = boot_mode(node, settings)?;
     let kernel = text(info, "kernel");
@@ -188,11 +201,8 @@ pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanErr
             root_mb,
             swap_mb,
             ephemeral_mb,
-            ephemeral_format: (ephemeral_mb > 0).then(|| {
-                text(info, "ephemeral_format")
-                    .unwrap_or("ext4")
-                    .to_string()
-            }),
+            ephemeral_format: (ephemeral_mb > 0)
+                .then(|| text(info, "ephemeral_format").unwrap_or("ext4").to_string()),
             preserve_ephemeral: flag(info, "preserve_ephemeral")?,
             disk_label,
             kernel: kernel.to_string(),
@@ -201,7 +211,11 @@ pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanErr
     } else {
         if swap_mb > 0 || ephemeral_mb > 0 {
             return Err(err(
-                if swap_mb > 0 { "swap_mb" } else { "ephemeral_mb" },
+                if swap_mb > 0 {
+                    "swap_mb"
+                } else {
+                    "ephemeral_mb"
+                },
                 "only partition images can have swap or ephemeral partitions",
             ));
         }
@@ -218,24 +232,34 @@ pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanErr
 /// The checksum the node's `instance_info` gives for `image_source`: `image_os_hash_algo` +
 /// `image_os_hash_value`, or `image_checksum` (`algo:value`, a bare hash, or a checksum-file
 /// URL). Used when the agent downloads the image from its origin.
-pub fn declared_checksum(
-    node: &Node,
-) -> Result<(Option<String>, Option<String>, Option<String>), PlanError> {
+pub fn declared_checksum(node: &Node) -> Result<Checksum, PlanError> {
     let info = &node.instance_info;
     if let (Some(a), Some(v)) = (
         text(info, "image_os_hash_algo"),
         text(info, "image_os_hash_value"),
     ) {
-        return Ok((Some(a.to_string()), Some(v.to_string()), None));
+        return Ok(Checksum {
+            os_hash_algo: Some(a.to_string()),
+            os_hash_value: Some(v.to_string()),
+            checksum: None,
+        });
     }
     match text(info, "image_checksum") {
-        Some(c) if c.starts_with("http://") || c.starts_with("https://") => {
-            Ok((None, None, Some(c.to_string())))
-        }
-        Some(c) => match c.split_once(':') {
-            Some((algo, value)) => Ok((Some(algo.to_string()), Some(value.to_string()), None)),
-            None => Ok((None, None, Some(c.to_string()))),
-        },
+        Some(c) if c.starts_with("http://") || c.starts_with("https://") => Ok(Checksum {
+            checksum: Some(c.to_string()),
+            ..Default::default()
+        }),
+        Some(c) => Ok(match c.split_once(':') {
+            Some((algo, value)) => Checksum {
+                os_hash_algo: Some(algo.to_string()),
+                os_hash_value: Some(value.to_string()),
+                checksum: None,
+            },
+            None => Checksum {
+                checksum: Some(c.to_string()),
+                ..Default::default()
+            },
+        }),
         None => Err(err(
             "image_checksum",
             "the agent verifies what it downloads: set image_checksum \
@@ -260,12 +284,17 @@ pub fn image_info(
         "stream_raw_images": settings.stream_raw_images,
         "node_uuid": node.uuid.to_string(),
     });
-    let m = ii.as_object_mut().unwrap_or_else(|| unreachable!("built as an object above"));
-    if let (Some(a), Some(v)) = (&source.os_hash_algo, &source.os_hash_value) {
+    let m = ii
+        .as_object_mut()
+        .unwrap_or_else(|| unreachable!("built as an object above"));
+    if let (Some(a), Some(v)) = (
+        &source.checksum.os_hash_algo,
+        &source.checksum.os_hash_value,
+    ) {
         m.insert("os_hash_algo".into(), json!(a));
         m.insert("os_hash_value".into(), json!(v));
     }
-    if let Some(c) = &source.checksum {
+    if let Some(c) = &source.checksum.checksum {
         m.insert("checksum".into(), json!(c));
     }
     if let ImageKind::Partition(p) = &plan.kind {
@@ -306,10 +335,14 @@ mod tests {
         let wd = plan(&node(json!({"image_source": "http://x/disk.img"})), &s).unwrap();
         assert!(wd.is_whole_disk());
         assert_eq!(wd.boot_mode, BootMode::Uefi);
-        let mut n = node(json!({"image_source": "http://x/root.img", "kernel": "http://x/k",
-            "ramdisk": "http://x/r", "root_gb": 1, "swap_mb": "64"}));
-        n.properties
-            .insert("capabilities".into(), json!("boot_mode:bios,disk_label:msdos"));
+        let mut n = node(
+            json!({"image_source": "http://x/root.img", "kernel": "http://x/k",
+            "ramdisk": "http://x/r", "root_gb": 1, "swap_mb": "64"}),
+        );
+        n.properties.insert(
+            "capabilities".into(),
+            json!("boot_mode:bios,disk_label:msdos"),
+        );
         let p = plan(&n, &s).unwrap();
         let ImageKind::Partition(layout) = &p.kind else {
             panic!("{p:?}")
@@ -320,9 +353,11 @@ mod tests {
         let source = ImageSource {
             url: "http://h/agent_images/n".into(),
             disk_format: "raw".into(),
-            os_hash_algo: Some("sha256".into()),
-            os_hash_value: Some("ab".into()),
-            checksum: None,
+            checksum: Checksum {
+                os_hash_algo: Some("sha256".into()),
+                os_hash_value: Some("ab".into()),
+                checksum: None,
+            },
         };
         let ii = image_info(&n, &p, &source, &s);
         assert_eq!(ii["image_type"], "partition");
@@ -338,11 +373,26 @@ mod tests {
         for (info, field) in [
             (json!({}), "image_source"),
             (json!({"image_source": "x", "swap_mb": 10}), "swap_mb"),
-            (json!({"image_source": "x", "image_type": "partition", "root_gb": 1}), "kernel"),
-            (json!({"image_source": "x", "image_type": "partition", "kernel": "k", "ramdisk": "r"}), "root_gb"),
-            (json!({"image_source": "x", "image_type": "tarball"}), "image_type"),
-            (json!({"image_source": "x", "deploy_boot_mode": "efi"}), "deploy_boot_mode"),
-            (json!({"image_source": "x", "kernel": "k", "ramdisk": "r", "root_mb": "lots"}), "root_mb"),
+            (
+                json!({"image_source": "x", "image_type": "partition", "root_gb": 1}),
+                "kernel",
+            ),
+            (
+                json!({"image_source": "x", "image_type": "partition", "kernel": "k", "ramdisk": "r"}),
+                "root_gb",
+            ),
+            (
+                json!({"image_source": "x", "image_type": "tarball"}),
+                "image_type",
+            ),
+            (
+                json!({"image_source": "x", "deploy_boot_mode": "efi"}),
+                "deploy_boot_mode",
+            ),
+            (
+                json!({"image_source": "x", "kernel": "k", "ramdisk": "r", "root_mb": "lots"}),
+                "root_mb",
+            ),
         ] {
             let e = plan(&node(info.clone()), &s).unwrap_err();
             assert_eq!(e.field, field, "{info}: {e}");
@@ -351,7 +401,9 @@ mod tests {
 
     #[test]
     fn checksums_in_every_spelling() {
-        let c = |v: Value| declared_checksum(&node(v));
+        let c = |v: Value| {
+            declared_checksum(&node(v)).map(|c| (c.os_hash_algo, c.os_hash_value, c.checksum))
+        };
         assert_eq!(
             c(json!({"image_checksum": "sha256:abc"})).unwrap(),
             (Some("sha256".into()), Some("abc".into()), None)

@@ -30,22 +30,34 @@ struct Script {
     busy: Arc<Mutex<bool>>,
 }
 
-async fn fake_post(State(s): State<Script>, axum::Json(cmd): axum::Json<Value>) -> axum::response::Response {
+async fn fake_post(
+    State(s): State<Script>,
+    axum::Json(cmd): axum::Json<Value>,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let name = cmd["name"].as_str().unwrap_or_default().to_string();
     s.posted.lock().unwrap().push(name.clone());
     if *s.busy.lock().unwrap() {
-        return (axum::http::StatusCode::CONFLICT, axum::Json(json!({"faultstring": "Agent is busy"}))).into_response();
+        return (
+            axum::http::StatusCode::CONFLICT,
+            axum::Json(json!({"faultstring": "Agent is busy"})),
+        )
+            .into_response();
     }
     let short = name.split('.').nth(1).unwrap_or_default();
     let (status, result) = match short {
-        "get_deploy_steps" => ("SUCCEEDED", json!({"deploy_steps": {"Fake": []},
-            "hardware_manager_version": {"generic_hardware_manager": "1.2"}})),
+        "get_deploy_steps" => (
+            "SUCCEEDED",
+            json!({"deploy_steps": {"Fake": []},
+            "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
+        ),
         "get_partition_uuids" => ("SUCCEEDED", json!({"root uuid": "0x1234abcd"})),
         _ => ("RUNNING", Value::Null),
     };
-    axum::Json(json!({"id": "x", "command_name": short, "command_status": status,
-                      "command_error": null, "command_result": result}))
+    axum::Json(
+        json!({"id": "x", "command_name": short, "command_status": status,
+                      "command_error": null, "command_result": result}),
+    )
     .into_response()
 }
 
@@ -95,11 +107,18 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
         settings,
         CancellationToken::new(),
     );
-    let mut n = Node::new(Uuid::new_v4(), HardwareType::find("fake-hardware").unwrap(), crate::model::now());
+    let mut n = Node::new(
+        Uuid::new_v4(),
+        HardwareType::find("fake-hardware").unwrap(),
+        crate::model::now(),
+    );
     n.deploy_interface = "direct".into();
     n.provision_state = ProvisionState::Available;
     n.instance_info = json!({"image_source": "http://images/disk.raw", "image_disk_format": "raw",
-        "image_checksum": format!("sha256:{}", "ab".repeat(32))}).as_object().unwrap().clone();
+        "image_checksum": format!("sha256:{}", "ab".repeat(32))})
+    .as_object()
+    .unwrap()
+    .clone();
     store.create_node(&n).await.unwrap();
     store
         .create_port(&Port {
@@ -129,12 +148,25 @@ async fn settled(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
 
 /// Deploys until `wait call-back` and looks the node up as the agent would: returns the token.
 async fn booted(c: &Arc<Conductor>, store: &Arc<dyn Store>, n: &Node) -> String {
-    c.provision(&NodeIdent::Uuid(n.uuid), "active", None).await.unwrap();
+    c.provision(&NodeIdent::Uuid(n.uuid), "active", None)
+        .await
+        .unwrap();
     let node = settled(store, n.uuid).await;
-    assert_eq!(node.provision_state, ProvisionState::DeployWait, "{:?}", node.last_error);
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::DeployWait,
+        "{:?}",
+        node.last_error
+    );
     let calls = node.driver_internal_info["fake_calls"].to_string();
-    assert!(calls.contains("boot.prepare_ramdisk:ipa-api-url=http://127.0.0.1:6385"), "{calls}");
-    let (_, token) = c.lookup(&[MacAddress::parse(MAC).unwrap()], None).await.unwrap();
+    assert!(
+        calls.contains("boot.prepare_ramdisk:ipa-api-url=http://127.0.0.1:6385"),
+        "{calls}"
+    );
+    let (_, token) = c
+        .lookup(&[MacAddress::parse(MAC).unwrap()], None)
+        .await
+        .unwrap();
     assert_eq!(token.len(), 43);
     let (_, again) = c.lookup(&[], Some(n.uuid)).await.unwrap();
     assert_eq!(again, "******", "the token is handed out once");
@@ -191,8 +223,14 @@ async fn a_failed_write_image_fails_the_deploy_with_the_agents_details() {
     let node = settled(&store, n.uuid).await;
     assert_eq!(node.provision_state, ProvisionState::DeployFailed);
     let err = node.last_error.unwrap_or_default();
-    assert!(err.contains("ImageChecksumError: Image failed to verify against checksum"), "{err}");
-    assert!(!node.driver_internal_info.contains_key("agent_secret_token"), "token wiped");
+    assert!(
+        err.contains("ImageChecksumError: Image failed to verify against checksum"),
+        "{err}"
+    );
+    assert!(
+        !node.driver_internal_info.contains_key("agent_secret_token"),
+        "token wiped"
+    );
     assert_eq!(node.power_state, Some(crate::model::PowerState::Off));
 }
 
@@ -219,14 +257,36 @@ async fn a_finished_write_image_completes_the_deploy() {
          "command_result": {"deploy_step": {"step": "write_image", "interface": "deploy"}}}]);
     c.heartbeat(&id, hb(&url, &token)).await.unwrap();
     let node = settled(&store, n.uuid).await;
-    assert_eq!(node.provision_state, ProvisionState::Active, "{:?}", node.last_error);
-    assert_eq!(node.driver_internal_info["root_uuid_or_disk_id"], "0x1234abcd");
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::Active,
+        "{:?}",
+        node.last_error
+    );
+    assert_eq!(
+        node.driver_internal_info["root_uuid_or_disk_id"],
+        "0x1234abcd"
+    );
     let calls = node.driver_internal_info["fake_calls"].to_string();
-    assert!(calls.contains("boot.prepare_instance:disk=0x1234abcd"), "{calls}");
+    assert!(
+        calls.contains("boot.prepare_instance:disk=0x1234abcd"),
+        "{calls}"
+    );
     let posted = script.posted.lock().unwrap().clone();
-    assert!(posted.ends_with(&["standby.get_partition_uuids".into(), "standby.power_off".into()]), "{posted:?}");
+    assert!(
+        posted.ends_with(&[
+            "standby.get_partition_uuids".into(),
+            "standby.power_off".into()
+        ]),
+        "{posted:?}"
+    );
     assert_eq!(node.power_state, Some(crate::model::PowerState::On));
-    for k in ["agent_secret_token", "agent_url", "deploy_step_index", "agent_image_info"] {
+    for k in [
+        "agent_secret_token",
+        "agent_url",
+        "deploy_step_index",
+        "agent_image_info",
+    ] {
         assert!(!node.driver_internal_info.contains_key(k), "{k} left");
     }
 }
@@ -249,7 +309,10 @@ async fn heartbeats_are_checked_before_anything_is_recorded() {
     // Locked without a recorded agent: 409 so the agent retries soon.
     let held = c.reserve(&id).await.unwrap();
     let r = c.heartbeat(&id, hb(&url, &token)).await;
-    assert!(matches!(r, Err(ConductorError::Store(StoreError::NodeLocked { .. }))), "{r:?}");
+    assert!(
+        matches!(r, Err(ConductorError::Store(StoreError::NodeLocked { .. }))),
+        "{r:?}"
+    );
     c.release(held).await;
     c.heartbeat(&id, hb(&url, &token)).await.unwrap();
     settled(&store, n.uuid).await;
@@ -284,7 +347,13 @@ async fn tls_is_required_by_default() {
         CancellationToken::new(),
     );
     let r = strict
-        .heartbeat(&NodeIdent::Uuid(n.uuid), hb("http://127.0.0.1:9999", &token))
+        .heartbeat(
+            &NodeIdent::Uuid(n.uuid),
+            hb("http://127.0.0.1:9999", &token),
+        )
         .await;
-    assert!(matches!(&r, Err(ConductorError::InvalidParameter(m)) if m.contains("require_tls")), "{r:?}");
+    assert!(
+        matches!(&r, Err(ConductorError::InvalidParameter(m)) if m.contains("require_tls")),
+        "{r:?}"
+    );
 }
