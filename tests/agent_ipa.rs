@@ -145,8 +145,12 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
 }
 
 #[test]
-fn qcow2_whole_disk_is_converted_onto_the_disk() {
-    let Some(lab) = Lab::start("agent_ipa qcow2", LabOptions::default()) else {
+fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
+    let opts = LabOptions {
+        erase_on_undeploy: true,
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa qcow2", opts) else {
         return;
     };
     let images = TestImages::make();
@@ -171,6 +175,34 @@ fn qcow2_whole_disk_is_converted_onto_the_disk() {
         "the disk does not hold the converted image"
     );
     assert!(fake_calls(&done).contains(&format!("disk={}", mbr_disk_id(&raw))));
+    assert_eq!(
+        &read_dev(&lab.disk, 510, 2),
+        &[0x55, 0xaa],
+        "MBR signature written"
+    );
+
+    // Undeploy boots the agent once more to erase the disk metadata through its clean step.
+    lab.provision(&uuid, "deleted");
+    let clean = lab.wait_state(
+        &uuid,
+        &["available", "clean failed", "error"],
+        DEPLOY_TIMEOUT,
+    );
+    assert_eq!(
+        clean["provision_state"],
+        "available",
+        "last_error: {}\n{}",
+        clean["last_error"],
+        support::ipa::tail(&lab.agent_logs(), 60)
+    );
+    assert_eq!(lab.boots(), 3, "deploy ramdisk, instance, cleaning ramdisk");
+    assert_eq!(
+        &read_dev(&lab.disk, 510, 2),
+        &[0, 0],
+        "partition table erased by erase_devices_metadata"
+    );
+    assert_eq!(clean["power_state"], "power off");
+    assert!(lab.agent_logs().contains("erase_devices_metadata"));
 }
 
 #[derive(Debug)]

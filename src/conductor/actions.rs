@@ -176,6 +176,21 @@ impl Conductor {
         task.process_event(Event::Clean)
             .await
             .map_err(|e| fail(&e))?;
+        // The deploy interface may clean through the agent (it then waits for its heartbeats).
+        match ifaces
+            .deploy
+            .prepare_cleaning(task, ifaces.deploy_context())
+            .await
+        {
+            Ok(StepOutcome::Wait) => {
+                return task
+                    .process_event(Event::Wait)
+                    .await
+                    .map_err(|e| (Event::Fail, format!("cleaning failed: {e}")));
+            }
+            Ok(StepOutcome::Done) => {}
+            Err(e) => return Err((Event::Fail, format!("cleaning failed: {e}"))),
+        }
         self.run_clean(task).await
     }
 

@@ -79,6 +79,23 @@ pub trait DeployInterface: Send + Sync {
     ) -> TaskFuture<'a, (), DeployError> {
         Box::pin(async { Ok(()) })
     }
+    /// Starts cleaning after an undeploy (the node is `cleaning`): `Done` when there is nothing
+    /// to clean, `Wait` when an agent was booted and cleaning continues on its heartbeats.
+    fn prepare_cleaning<'a>(
+        &'a self,
+        _task: &'a mut Task,
+        _ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, StepOutcome, DeployError> {
+        Box::pin(async { Ok(StepOutcome::Done) })
+    }
+    /// Acts on an agent heartbeat of a node in `clean wait`, like [`Self::continue_deploy`].
+    fn continue_cleaning<'a>(
+        &'a self,
+        _task: &'a mut Task,
+        _ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, (), DeployError> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Ironic's `fake` deploy: the node is "deployed" as soon as it is asked, through the node's boot

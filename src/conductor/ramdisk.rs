@@ -43,6 +43,7 @@ pub const AGENT_SESSION_KEYS: &[&str] = &[
     "hardware_manager_version",
     "deploy_step_index",
     "deploy_steps",
+    "clean_step_index",
 ];
 
 /// Forgets the agent session (token, URL, pinned certificate, step progress).
@@ -203,7 +204,10 @@ impl Conductor {
             "agent_last_heartbeat".into(),
             json!(crate::model::now().to_rfc3339()),
         );
-        let waiting = task.node.provision_state == ProvisionState::DeployWait;
+        let waiting = matches!(
+            task.node.provision_state,
+            ProvisionState::DeployWait | ProvisionState::CleanWait
+        );
         if waiting {
             // Progress: resets the callback timeout.
             task.node.provision_updated_at = Some(crate::model::now());
@@ -220,14 +224,16 @@ impl Conductor {
             return Ok(());
         }
         self.spawn_operation("heartbeat", task, |c, mut task| async move {
-            c.continue_deploy(&mut task).await;
+            c.continue_after_heartbeat(&mut task).await;
             task
         })
     }
 
     /// Lets the node's deploy interface act on the heartbeat just recorded; a failure fails
-    /// the deploy and ends the agent session.
-    async fn continue_deploy(&self, task: &mut super::Task) {
+    /// the deploy (or cleaning) and ends the agent session.
+    async fn continue_after_heartbeat(&self, task: &mut super::Task) {
+        let cleaning = task.node.provision_state == ProvisionState::CleanWait;
+        let what = if cleaning { "cleaning" } else { "deploy" };
         let ifaces = match self.interfaces().for_node(&task.node) {
             Ok(i) => i,
             Err(e) => {
@@ -236,15 +242,22 @@ impl Conductor {
                 return;
             }
         };
-        if let Err(e) = ifaces
-            .deploy
-            .continue_deploy(task, ifaces.deploy_context())
-            .await
-        {
+        let result = if cleaning {
+            ifaces
+                .deploy
+                .continue_cleaning(task, ifaces.deploy_context())
+                .await
+        } else {
+            ifaces
+                .deploy
+                .continue_deploy(task, ifaces.deploy_context())
+                .await
+        };
+        if let Err(e) = result {
             self.fail_node(
                 task,
                 crate::model::Event::Fail,
-                format!("deploy failed: {e}"),
+                format!("{what} failed: {e}"),
             )
             .await;
             wipe_agent_session(&mut task.node);

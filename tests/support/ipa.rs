@@ -199,6 +199,8 @@ pub struct LabOptions {
     pub callback_timeout: u64,
     /// Size of the sparse disk file.
     pub disk_size: &'static str,
+    /// `[agent] erase_metadata_on_undeploy`.
+    pub erase_on_undeploy: bool,
 }
 
 impl Default for LabOptions {
@@ -207,6 +209,7 @@ impl Default for LabOptions {
             heartbeat_timeout: 10,
             callback_timeout: 600,
             disk_size: "2G",
+            erase_on_undeploy: false,
         }
     }
 }
@@ -373,6 +376,10 @@ wait
                 "1",
             )
             .env("IRONBOOT_AGENT__COMMAND_WAIT_INTERVAL", "1")
+            .env(
+                "IRONBOOT_AGENT__ERASE_METADATA_ON_UNDEPLOY",
+                opts.erase_on_undeploy.to_string(),
+            )
             .env_remove("IRONBOOT_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

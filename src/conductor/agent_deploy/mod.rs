@@ -503,6 +503,109 @@ impl AgentDeploy {
     }
 }
 
+/// The clean step run through the agent when `[agent] erase_metadata_on_undeploy` is set.
+const ERASE_METADATA: &str = "erase_devices_metadata";
+
+impl AgentDeploy {
+    /// Cleaning on a heartbeat: list the clean steps, run `erase_devices_metadata`, and when
+    /// the agent reports it done, power the node off and drop the ramdisk boot.
+    async fn continue_cleaning_inner(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        let client = self.client(task)?;
+        if !task
+            .node
+            .driver_internal_info
+            .contains_key("hardware_manager_version")
+        {
+            let params = json!({"node": Self::node_for_agent(task), "ports": Self::ports_for_agent(task).await?});
+            let r = match client.execute("clean.get_clean_steps", params, true).await {
+                Err(AgentError::Busy { .. }) => return Ok(()),
+                other => other.map_err(|e| Self::failed(task, e))?,
+            };
+            let version = r
+                .command_result
+                .as_ref()
+                .and_then(|r| r.get("hardware_manager_version"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            task.node
+                .driver_internal_info
+                .insert("hardware_manager_version".into(), version);
+            task.save().await?;
+        }
+        if task
+            .node
+            .driver_internal_info
+            .get("clean_step_index")
+            .is_none()
+        {
+            let params = json!({
+                "step": {"step": ERASE_METADATA, "priority": 99, "interface": "deploy",
+                         "reboot_requested": false, "abortable": true},
+                "node": Self::node_for_agent(task),
+                "ports": Self::ports_for_agent(task).await?,
+                "clean_version": task.node.driver_internal_info.get("hardware_manager_version").cloned().unwrap_or(Value::Null),
+            });
+            match client
+                .execute("clean.execute_clean_step", params, false)
+                .await
+            {
+                Err(AgentError::Busy { .. }) => return Ok(()),
+                Err(e) => return Err(Self::failed(task, e)),
+                Ok(r) if r.command_status == CommandStatus::Failed => {
+                    return Err(Self::failed(
+                        task,
+                        format!("{ERASE_METADATA} refused: {}", r.error_text()),
+                    ));
+                }
+                Ok(_) => {}
+            }
+            task.node
+                .driver_internal_info
+                .insert("clean_step_index".into(), json!(0));
+            task.save().await?;
+            tracing::info!(node = %task.node.uuid, "disk metadata erase started on the agent");
+            return Ok(());
+        }
+        let commands = client
+            .list_commands()
+            .await
+            .map_err(|e| Self::failed(task, e))?;
+        let Some(last) = commands
+            .iter()
+            .rev()
+            .find(|c| c.command_name == "execute_clean_step")
+        else {
+            return Err(Self::failed(
+                task,
+                "the agent lists no clean step although one was sent (restarted?)",
+            ));
+        };
+        match &last.command_status {
+            CommandStatus::Running => Ok(()),
+            CommandStatus::Succeeded => {
+                task.process_event(Event::Resume).await?;
+                ctx.power.set_power_state(task, PowerState::Off).await?;
+                ctx.boot.clean_up_ramdisk(task).await?;
+                wipe_agent_session(&mut task.node);
+                task.process_event(Event::Done).await?;
+                tracing::info!(node = %task.node.uuid, "disk metadata erased; node available");
+                Ok(())
+            }
+            _ => Err(Self::failed(
+                task,
+                format!(
+                    "{ERASE_METADATA} failed on the agent: {}",
+                    last.error_text()
+                ),
+            )),
+        }
+    }
+}
+
 impl DeployInterface for AgentDeploy {
     fn name(&self) -> &'static str {
         NAME
@@ -549,6 +652,33 @@ impl DeployInterface for AgentDeploy {
         ctx: DeployContext<'a>,
     ) -> TaskFuture<'a, (), DeployError> {
         Box::pin(async move { self.continue_inner(task, &ctx).await })
+    }
+
+    fn prepare_cleaning<'a>(
+        &'a self,
+        task: &'a mut Task,
+        ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, StepOutcome, DeployError> {
+        Box::pin(async move {
+            if !self.config.settings.erase_metadata_on_undeploy {
+                return Ok(StepOutcome::Done);
+            }
+            wipe_agent_session(&mut task.node);
+            task.save().await?;
+            let params = [("ipa-api-url".to_string(), self.config.api_url.clone())];
+            ctx.boot.prepare_ramdisk(task, &params).await?;
+            ctx.power.set_power_state(task, PowerState::On).await?;
+            tracing::info!(node = %task.node.uuid, "agent booting to erase disk metadata");
+            Ok(StepOutcome::Wait)
+        })
+    }
+
+    fn continue_cleaning<'a>(
+        &'a self,
+        task: &'a mut Task,
+        ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, (), DeployError> {
+        Box::pin(async move { self.continue_cleaning_inner(task, &ctx).await })
     }
 
     fn tear_down<'a>(
