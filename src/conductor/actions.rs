@@ -314,20 +314,11 @@ impl Conductor {
     }
 }
 
-/// Forgets what one deployment left in `driver_internal_info` (agent URL, token, steps).
+/// Forgets what one deployment left in `driver_internal_info` (agent session, steps, the
+/// root UUID it reported).
 pub fn wipe_deploy_info(task: &mut Task) {
-    for key in [
-        "agent_url",
-        "agent_secret_token",
-        "agent_secret_token_pregenerated",
-        "agent_verify_ca",
-        "agent_version",
-        "agent_last_heartbeat",
-        "agent_cached_deploy_steps",
-        "deploy_steps",
-        "deploy_step_index",
-        "root_uuid_or_disk_id",
-    ] {
-        task.node.driver_internal_info.remove(key);
-    }
+    super::ramdisk::wipe_agent_session(&mut task.node);
+    task.node
+        .driver_internal_info
+        .remove("root_uuid_or_disk_id");
 }

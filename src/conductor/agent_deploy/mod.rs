@@ -352,6 +352,20 @@ impl AgentDeploy {
         Ok(())
     }
 
+    /// Saves the node, prepares the ramdisk boot (with `ipa-api-url`) and powers it on.
+    async fn boot_agent(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        task.save().await?;
+        let params = [("ipa-api-url".to_string(), self.config.api_url.clone())];
+        ctx.boot.prepare_ramdisk(task, &params).await?;
+        ctx.power.set_power_state(task, PowerState::On).await?;
+        task.save().await?;
+        Ok(())
+    }
+
     fn plan(&self, task: &Task) -> Result<DeployPlan, DeployError> {
         plan::plan(&task.node, &self.config.settings).map_err(Self::invalid)
     }
@@ -636,11 +650,7 @@ impl DeployInterface for AgentDeploy {
             dii.remove("root_uuid_or_disk_id");
             dii.insert("agent_image_info".into(), image_info);
             dii.insert("is_whole_disk_image".into(), json!(plan.is_whole_disk()));
-            task.save().await?;
-            let params = [("ipa-api-url".to_string(), self.config.api_url.clone())];
-            ctx.boot.prepare_ramdisk(task, &params).await?;
-            ctx.power.set_power_state(task, PowerState::On).await?;
-            task.save().await?;
+            self.boot_agent(task, &ctx).await?;
             tracing::info!(node = %task.node.uuid, "deploy ramdisk booting; waiting for the agent");
             Ok(StepOutcome::Wait)
         })
@@ -664,10 +674,7 @@ impl DeployInterface for AgentDeploy {
                 return Ok(StepOutcome::Done);
             }
             wipe_agent_session(&mut task.node);
-            task.save().await?;
-            let params = [("ipa-api-url".to_string(), self.config.api_url.clone())];
-            ctx.boot.prepare_ramdisk(task, &params).await?;
-            ctx.power.set_power_state(task, PowerState::On).await?;
+            self.boot_agent(task, &ctx).await?;
             tracing::info!(node = %task.node.uuid, "agent booting to erase disk metadata");
             Ok(StepOutcome::Wait)
         })
