@@ -5,12 +5,14 @@
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`conductor`]: reservations, provisioning actions, periodic tasks.
 //! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives.
+//! - [`agent`]: ironic-python-agent client (commands, pinned TLS) and agent tokens.
 //! - [`config`]: file + environment + flags → validated `Config`.
 //! - [`api`]: the Ironic-compatible HTTP API.
 //! - [`service`]: `ironboot serve` — wiring, listeners, signals.
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
 
+pub mod agent;
 pub mod api;
 pub mod bmc;
 pub mod boot;
