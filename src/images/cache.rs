@@ -518,9 +518,9 @@ impl Inner {
         let written = writer
             .await
             .map_err(|e| ImageError::io("writing", &dest, std::io::Error::other(e)))?;
-        let (mut file, mut digests, len) = match (streamed, written) {
-            (Err(e), _) => return Err(e),
-            (Ok(_), Err(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
+        // A writer failure comes first: it is why the stream stopped ("writer stopped").
+        let (mut file, mut digests, len) = match (written, streamed) {
+            (Err(e), _) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 return Err(ImageError::DiskFull {
                     dir: self.dir.clone(),
                     href: job.href.clone(),
@@ -528,8 +528,9 @@ impl Inner {
                     free: evict::free_bytes(&self.dir).unwrap_or_default(),
                 });
             }
-            (Ok(_), Err(e)) => return Err(ImageError::io("writing", &dest, e)),
-            (Ok(_), Ok(done)) => done,
+            (Err(e), _) => return Err(ImageError::io("writing", &dest, e)),
+            (Ok(_), Err(e)) => return Err(e),
+            (Ok(done), Ok(_)) => done,
         };
         self.metrics.downloaded_bytes.inc_by(len);
         if let Some(exp) = &job.expected {
