@@ -317,29 +317,24 @@ async fn kill_9_mid_download_leaves_no_partial_file_and_restart_completes() {
             !dest.exists(),
             "destination appeared before the download finished"
         );
-        let partial = cache_dir
-            .exists()
-            .then(|| names(&cache_dir))
-            .unwrap_or_default()
-            .into_iter()
-            .find(|n| n.starts_with(".ironboot-tmp-"));
-        if let Some(tmp) = partial {
+        let present = if cache_dir.exists() {
+            names(&cache_dir)
+        } else {
+            Vec::new()
+        };
+        for n in &present {
+            assert!(
+                n.starts_with(".ironboot-tmp-"),
+                "{n} visible before the download finished"
+            );
+        }
+        if let Some(tmp) = present.into_iter().next() {
             let len = std::fs::metadata(cache_dir.join(&tmp))
                 .map(|m| m.len())
                 .unwrap_or(0);
             if len > (1 << 20) {
                 break tmp;
             }
-        }
-        for n in cache_dir
-            .exists()
-            .then(|| names(&cache_dir))
-            .unwrap_or_default()
-        {
-            assert!(
-                n.starts_with(".ironboot-tmp-"),
-                "{n} visible before the download finished"
-            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };

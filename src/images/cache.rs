@@ -470,7 +470,7 @@ impl Inner {
             }
         };
         drop(pin);
-        self.download(job, body).await
+        self.download(job, *body).await
     }
 
     async fn download(self: &Arc<Self>, job: Job, body: Body) -> Result<CachedImage> {

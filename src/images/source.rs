@@ -106,7 +106,7 @@ pub enum Chunk {
 /// An opened image: either unchanged since the given time, or a body to stream.
 pub enum Opened {
     NotModified,
-    Body(Body),
+    Body(Box<Body>),
 }
 
 pub struct Body {
@@ -286,10 +286,10 @@ impl Fetcher {
             );
         }
         let info = response_info(&resp);
-        Ok(Opened::Body(Body {
+        Ok(Opened::Body(Box::new(Body {
             info,
             inner: BodyInner::Http(resp),
-        }))
+        })))
     }
 
     /// Streams `body` into `tx`, resuming (or restarting) after a cut connection. Returns the
@@ -360,10 +360,10 @@ impl Fetcher {
                             .map_err(|_| failed(attempt + 1, "the cache writer stopped".into()))?;
                         written = 0;
                         info = next.info.clone();
-                        body = Some(next);
+                        body = Some(*next);
                     } else if content_range_start(&next.inner) == Some(written) {
                         tracing::info!(%href, offset = written, "image download resumed");
-                        body = Some(next);
+                        body = Some(*next);
                     } else {
                         // Resumed at the wrong offset: ask for the whole image next time.
                         info.validator = None;
@@ -429,7 +429,7 @@ async fn open_file(
     {
         return Ok(Opened::NotModified);
     }
-    Ok(Opened::Body(Body {
+    Ok(Opened::Body(Box::new(Body {
         info: ResponseInfo {
             size: Some(meta.len()),
             last_modified: modified,
@@ -438,7 +438,7 @@ async fn open_file(
             validator: None,
         },
         inner: BodyInner::File(file),
-    }))
+    })))
 }
 
 async fn next_chunk(inner: &mut BodyInner) -> std::result::Result<Option<Bytes>, String> {
