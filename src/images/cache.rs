@@ -29,6 +29,8 @@ use crate::metrics::Registry;
 
 /// Chunks buffered between the network and the disk writer.
 const WRITER_QUEUE: usize = 64;
+/// Bytes written between two write-back kicks.
+const WRITE_BEHIND: u64 = 32 * 1024 * 1024;
 
 /// What a request is for: instance images are inspected (and maybe converted); boot files
 /// (deploy kernel and ramdisk, boot ISOs) are taken as they are, as Ironic's TFTP and ISO
@@ -781,12 +783,17 @@ fn write_stream(
     let mut file = AtomicFile::create(dest)?;
     let mut hasher = MultiHasher::new(extra);
     let mut len = 0u64;
+    let mut flushed = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         match chunk {
             Chunk::Data(data) => {
                 file.file().write_all(&data)?;
                 hasher.update(&data);
                 len += data.len() as u64;
+                if len - flushed >= WRITE_BEHIND {
+                    start_writeback(file.file(), flushed, len - flushed);
+                    flushed = len;
+                }
             }
             Chunk::Restart => {
                 let f = file.file();
@@ -794,10 +801,25 @@ fn write_stream(
                 f.rewind()?;
                 hasher = MultiHasher::new(extra);
                 len = 0;
+                flushed = 0;
             }
         }
     }
     Ok((file, hasher.finish(), len))
+}
+
+/// Asks the kernel to start writing a range back now (without waiting), so that the fsync
+/// before the commit has little left to do instead of the whole image.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the lifetime of `file`; the call only schedules I/O.
+    // Failure is harmless (the final fsync writes everything), so its result is ignored.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Runs blocking filesystem work off the async runtime.
