@@ -873,3 +873,99 @@ async fn disk_full_evicts_on_demand_then_fails_clearly() {
     drop(six);
     drop(cache);
 }
+
+/// `openssl s_server -WWW` serving a directory over HTTPS with a certificate from a test CA.
+struct TlsOrigin {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl TlsOrigin {
+    fn start(dir: &Path) -> Self {
+        let sh = |script: &str| {
+            let (ok, _, err) =
+                support::run(Command::new("sh").args(["-ec", script]).current_dir(dir));
+            assert!(ok, "{script}: {err}");
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=ironboot-test-ca 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null
+            printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
+            openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile san.ext 2>/dev/null");
+        let port = support::free_tcp_port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "srv.pem", "-key", "srv.key", "-accept",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            ca: dir.join("ca.pem"),
+        }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn https_with_a_per_server_ca_bundle() {
+    if !support::require_peer("https origin", &["openssl"]) {
+        return;
+    }
+    let srv = tempfile::tempdir().unwrap();
+    let data = pattern(500_000, 70);
+    std::fs::write(srv.path().join("disk.raw"), &data).unwrap();
+    let tls = TlsOrigin::start(srv.path());
+    let href = format!("https://127.0.0.1:{}/disk.raw", tls.port);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The system roots do not know the test CA.
+    let plain = open(
+        &dir.path().join("plain"),
+        CacheSettings {
+            download_retries: 0,
+            ..settings()
+        },
+    );
+    let e = plain
+        .fetch(&ImageRequest::new(&href))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+
+    let mut s = settings();
+    s.servers.insert(
+        format!("127.0.0.1:{}", tls.port),
+        ServerSettings {
+            ca_bundle: Some(tls.ca.clone()),
+            ..ServerSettings::default()
+        },
+    );
+    s.validate().unwrap();
+    let cache = open(&dir.path().join("ca"), s);
+    let image = cache
+        .fetch(&ImageRequest {
+            checksum: Some(sha256(&data)),
+            ..ImageRequest::new(&href)
+        })
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&image.path).unwrap(), data);
+}
