@@ -858,7 +858,7 @@ async fn disk_full_evicts_on_demand_then_fails_clearly() {
         "{msg}"
     );
     assert!(
-        msg.contains("needs 16.0 MiB") && msg.contains("free after eviction"),
+        msg.contains("needs at least 16.0 MiB") && msg.contains("free after eviction"),
         "{msg}"
     );
     assert!(six.path.exists());
@@ -968,4 +968,45 @@ async fn https_with_a_per_server_ca_bundle() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&image.path).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_semaphore_bounds_concurrent_downloads() {
+    let origin = Origin::start().await;
+    for i in 0..5 {
+        origin.put(
+            &format!("/img{i}"),
+            Entry {
+                throttle: Some((32 * 1024, Duration::from_millis(10))),
+                ..Entry::new(pattern(512 * 1024, 80 + i))
+            },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(
+        dir.path(),
+        CacheSettings {
+            max_concurrent_downloads: 2,
+            ..settings()
+        },
+    );
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            let (cache, href) = (cache.clone(), origin.url(&format!("/img{i}")));
+            tokio::spawn(async move { cache.fetch(&ImageRequest::new(href)).await.map(|_| ()) })
+        })
+        .collect();
+    let mut peak = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        peak = peak.max(cache.metrics().downloads_in_flight.get());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        peak, 2,
+        "at most (and, with 5 waiting, exactly) 2 downloads at once"
+    );
+    assert_eq!(cache.metrics().misses.get(), 5);
 }

@@ -449,6 +449,12 @@ impl Inner {
             hit = None;
         }
         let since = since.filter(|_| hit.is_some());
+        // Without a usable master this is a download: wait for a slot before asking the origin,
+        // so that no response sits unread while other downloads run.
+        let permit = match hit {
+            None => Some(self.download_slot().await?),
+            Some(_) => None,
+        };
         let opened = self
             .fetcher
             .open(&job.href, &job.src, job.auth.as_ref(), since)
@@ -472,15 +478,22 @@ impl Inner {
             }
         };
         drop(pin);
+        let _permit = match permit {
+            Some(p) => p,
+            None => self.download_slot().await?,
+        };
         self.download(job, *body).await
     }
 
-    async fn download(self: &Arc<Self>, job: Job, body: Body) -> Result<CachedImage> {
-        let _permit = self
-            .downloads
+    async fn download_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed; the error arm only satisfies the type.
+        self.downloads
             .acquire()
             .await
-            .map_err(|_| ImageError::Settings("download semaphore closed".into()))?;
+            .map_err(|_| ImageError::Settings("download semaphore closed".into()))
+    }
+
+    async fn download(self: &Arc<Self>, job: Job, body: Body) -> Result<CachedImage> {
         self.metrics.downloads_in_flight.inc();
         let _in_flight = scopeguard(|| {
             self.metrics.downloads_in_flight.dec();
@@ -522,17 +535,17 @@ impl Inner {
             .map_err(|e| ImageError::io("writing", &dest, std::io::Error::other(e)))?;
         // A writer failure comes first: it is why the stream stopped ("writer stopped").
         let (mut file, mut digests, len) = match (written, streamed) {
-            (Err(e), _) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            (Err((e, written)), _) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 return Err(ImageError::DiskFull {
                     dir: self.dir.clone(),
                     href: job.href.clone(),
-                    needed: info.size.unwrap_or_default(),
+                    needed: info.size.unwrap_or(written),
                     free: evict::free_bytes(&self.dir).unwrap_or_default(),
                 });
             }
-            (Err(e), _) => return Err(ImageError::io("writing", &dest, e)),
+            (Err((e, _)), _) => return Err(ImageError::io("writing", &dest, e)),
             (Ok(_), Err(e)) => return Err(e),
-            (Ok(done), Ok(_)) => done,
+            (Ok(w), Ok(_)) => (w.file, w.digests, w.len),
         };
         self.metrics.downloaded_bytes.inc_by(len);
         if let Some(exp) = &job.expected {
@@ -774,22 +787,33 @@ impl Inner {
     }
 }
 
+/// A download written to its temporary file, not yet committed.
+struct Written {
+    file: AtomicFile,
+    digests: BTreeMap<Algo, String>,
+    len: u64,
+}
+
+/// A write error and how many bytes had been received when it happened.
+type WriteFailure = (std::io::Error, u64);
+
 /// Writes the stream to a temporary file next to `dest`, hashing as it goes (blocking).
+/// A failure comes with the number of bytes received so far.
 fn write_stream(
     dest: &Path,
     mut rx: mpsc::Receiver<Chunk>,
     extra: Option<Algo>,
-) -> std::io::Result<(AtomicFile, BTreeMap<Algo, String>, u64)> {
-    let mut file = AtomicFile::create(dest)?;
+) -> std::result::Result<Written, WriteFailure> {
+    let mut file = AtomicFile::create(dest).map_err(|e| (e, 0))?;
     let mut hasher = MultiHasher::new(extra);
     let mut len = 0u64;
     let mut flushed = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         match chunk {
             Chunk::Data(data) => {
-                file.file().write_all(&data)?;
-                hasher.update(&data);
                 len += data.len() as u64;
+                file.file().write_all(&data).map_err(|e| (e, len))?;
+                hasher.update(&data);
                 if len - flushed >= WRITE_BEHIND {
                     start_writeback(file.file(), flushed, len - flushed);
                     flushed = len;
@@ -797,15 +821,20 @@ fn write_stream(
             }
             Chunk::Restart => {
                 let f = file.file();
-                f.set_len(0)?;
-                f.rewind()?;
+                f.set_len(0)
+                    .and_then(|()| f.rewind())
+                    .map_err(|e| (e, len))?;
                 hasher = MultiHasher::new(extra);
                 len = 0;
                 flushed = 0;
             }
         }
     }
-    Ok((file, hasher.finish(), len))
+    Ok(Written {
+        file,
+        digests: hasher.finish(),
+        len,
+    })
 }
 
 /// Asks the kernel to start writing a range back now (without waiting), so that the fsync

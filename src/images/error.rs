@@ -47,7 +47,7 @@ pub enum ImageError {
     Client { what: String, reason: String },
 
     #[error(
-        "not enough disk space in {} for {href}: needs {}, only {} free after eviction",
+        "not enough disk space in {} for {href}: needs at least {}, only {} free after eviction",
         dir.display(), human_bytes(*needed), human_bytes(*free)
     )]
     DiskFull {

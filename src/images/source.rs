@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -517,9 +517,6 @@ pub(crate) fn http_date(t: SystemTime) -> String {
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string()
 }
-
-/// Shared so that the cache and the CLI use one set of connection pools.
-pub type SharedFetcher = Arc<Fetcher>;
 
 #[cfg(test)]
 mod tests {
