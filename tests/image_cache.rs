@@ -145,6 +145,7 @@ async fn checksum_mismatch_names_both_values_and_leaves_nothing() {
         "/disk.raw",
         Entry {
             lie_with: Some(Bytes::from(lie.clone())),
+            last_modified: Some(SystemTime::now() - DAY),
             ..Entry::new(real.clone())
         },
     );
@@ -204,6 +205,18 @@ async fn checksum_mismatch_names_both_values_and_leaves_nothing() {
         matches!(wrong.root(), ImageError::ChecksumMismatch { algo, .. } if algo == "sha512"),
         "{wrong}"
     );
+    // The right sha512 is a hit: computed over the master once, then kept in its metadata.
+    let sha512 = hex::encode(sha2::Sha512::digest(&real));
+    let hit = cache
+        .fetch(&ImageRequest {
+            checksum: Some(format!("sha512:{sha512}")),
+            ..ImageRequest::new(origin.url("/disk.raw"))
+        })
+        .await
+        .unwrap();
+    assert!(!hit.downloaded);
+    let meta = std::fs::read_to_string(format!("{}.meta", hit.path.display())).unwrap();
+    assert!(meta.contains(&sha512), "{meta}");
 }
 
 #[tokio::test]

@@ -441,12 +441,29 @@ impl Inner {
             .await?
         };
         let since = existing.as_ref().map(MasterMeta::downloaded_at);
-        let mut hit = existing.map(|meta| self.image_from(&job.name, meta, pin.clone(), false));
-        if let (Some(image), Some(exp)) = (hit.as_mut(), &job.expected)
-            && let Err(e) = self.verify_cached(image, exp).await
-        {
-            tracing::warn!(href = %job.href, error = %e, "cached master does not match the requested checksum; downloading again");
-            hit = None;
+        let mut hit = existing
+            .clone()
+            .map(|meta| self.image_from(&job.name, meta, pin.clone(), false));
+        if let (Some(image), Some(exp), Some(mut meta)) = (hit.as_mut(), &job.expected, existing) {
+            match self.verify_cached(image, exp).await {
+                Ok(()) if !meta.digests.contains_key(&exp.algo) => {
+                    // Remember the digest computed for this algorithm; the next hit needs no
+                    // pass over the file.
+                    meta.digests = image.digests.clone();
+                    let (dir, name) = (self.dir.clone(), job.name.clone());
+                    let _linking = self.links.read().await;
+                    blocking(move || {
+                        master::write_meta(&dir, &name, &meta)
+                            .ctx("updating metadata of", &dir.join(&name))
+                    })
+                    .await?;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(href = %job.href, error = %e, "cached master does not match the requested checksum; downloading again");
+                    hit = None;
+                }
+            }
         }
         let since = since.filter(|_| hit.is_some());
         // Without a usable master this is a download: wait for a slot before asking the origin,
