@@ -421,6 +421,10 @@ async fn eviction_spares_linked_masters_and_files_outside_the_cache() {
         .unwrap_err();
         assert!(matches!(e, ImageError::SharedDirectory { .. }), "{e}");
     }
+    assert!(
+        !root.join("cache").exists(),
+        "a refused cache directory is not created"
+    );
 
     let clock = TestClock::new();
     let cache = open_with(

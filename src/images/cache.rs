@@ -237,19 +237,21 @@ impl ImageCache {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         settings.validate()?;
-        fsutil::ensure_dir(cache_dir).ctx("creating cache directory", cache_dir)?;
-        let dir = cache_dir
-            .canonicalize()
-            .ctx("resolving cache directory", cache_dir)?;
+        // Checked before anything is created: a refused directory must stay untouched.
+        let wanted = resolve(cache_dir);
         for root in served_roots {
             let root_abs = resolve(root);
-            if dir.starts_with(&root_abs) || root_abs.starts_with(&dir) {
+            if wanted.starts_with(&root_abs) || root_abs.starts_with(&wanted) {
                 return Err(ImageError::SharedDirectory {
-                    cache: dir,
+                    cache: wanted,
                     root: root_abs,
                 });
             }
         }
+        fsutil::ensure_dir(cache_dir).ctx("creating cache directory", cache_dir)?;
+        let dir = cache_dir
+            .canonicalize()
+            .ctx("resolving cache directory", cache_dir)?;
         let report = master::reindex(&dir).ctx("re-indexing cache directory", &dir)?;
         if !report.removed.is_empty() {
             tracing::info!(dir = %dir.display(), removed = ?report.removed, "removed leftovers of an interrupted download");
