@@ -27,8 +27,8 @@ use super::source::{BasicAuth, Body, Chunk, Fetcher, Opened, Source};
 use crate::fsutil::{self, AtomicFile};
 use crate::metrics::Registry;
 
-/// Chunks buffered between the network and the disk writer.
-const WRITER_QUEUE: usize = 64;
+/// Batches (of about 1 MiB) buffered between the network and the disk writer.
+const WRITER_QUEUE: usize = 16;
 /// Bytes written between two write-back kicks.
 const WRITE_BEHIND: u64 = 32 * 1024 * 1024;
 
@@ -829,10 +829,12 @@ fn write_stream(
     let mut flushed = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         match chunk {
-            Chunk::Data(data) => {
-                len += data.len() as u64;
-                file.file().write_all(&data).map_err(|e| (e, len))?;
-                hasher.update(&data);
+            Chunk::Data(pieces) => {
+                for data in pieces {
+                    len += data.len() as u64;
+                    file.file().write_all(&data).map_err(|e| (e, len))?;
+                    hasher.update(&data);
+                }
                 if len - flushed >= WRITE_BEHIND {
                     start_writeback(file.file(), flushed, len - flushed);
                     flushed = len;

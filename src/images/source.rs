@@ -25,6 +25,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Checksum files larger than this are refused (they are a few KiB in practice).
 const CHECKSUM_FILE_LIMIT: usize = 4 * 1024 * 1024;
 const FILE_CHUNK: usize = 1 << 20;
+/// Bytes collected before the writer is handed a batch.
+const BATCH_BYTES: usize = 1 << 20;
+const WRITER_STOPPED: &str = "the cache writer stopped";
 
 /// An image location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +101,8 @@ pub struct ResponseInfo {
 /// One piece of the byte stream handed to the writer.
 #[derive(Debug)]
 pub enum Chunk {
-    Data(Bytes),
+    /// Consecutive pieces of the image, batched so the writer wakes up once per ~1 MiB.
+    Data(Vec<Bytes>),
     /// The origin could not resume: discard what was written and start over.
     Restart,
 }
@@ -306,6 +310,8 @@ impl Fetcher {
         let mut info = body.info.clone();
         let mut body = Some(body);
         let mut written = 0u64;
+        let mut batch = Vec::new();
+        let mut batched = 0usize;
         let mut attempt = 0;
         let mut failure;
         let failed = |attempts, reason| ImageError::Download {
@@ -318,22 +324,36 @@ impl Fetcher {
                 Some(b) => match next_chunk(&mut b.inner).await {
                     Ok(Some(data)) => {
                         written += data.len() as u64;
-                        tx.send(Chunk::Data(data))
-                            .await
-                            .map_err(|_| failed(attempt + 1, "the cache writer stopped".into()))?;
-                        progress(written);
+                        batched += data.len();
+                        batch.push(data);
+                        if batched >= BATCH_BYTES {
+                            send(tx, &mut batch, &mut batched)
+                                .await
+                                .map_err(|()| failed(attempt + 1, WRITER_STOPPED.into()))?;
+                            progress(written);
+                        }
                         continue;
                     }
                     Ok(None) => match info.size {
                         Some(size) if size != written => {
                             failure = format!("connection closed after {written} of {size} bytes");
                         }
-                        _ => return Ok(written),
+                        _ => {
+                            send(tx, &mut batch, &mut batched)
+                                .await
+                                .map_err(|()| failed(attempt + 1, WRITER_STOPPED.into()))?;
+                            progress(written);
+                            return Ok(written);
+                        }
                     },
                     Err(reason) => failure = reason,
                 },
                 None => failure = "reopening failed".into(),
             }
+            // What arrived before the failure is good: resuming continues after it.
+            send(tx, &mut batch, &mut batched)
+                .await
+                .map_err(|()| failed(attempt + 1, WRITER_STOPPED.into()))?;
             body = None;
             let Source::Http(url) = src else {
                 // A local file that cannot be read does not get better by reading it again.
@@ -357,7 +377,7 @@ impl Fetcher {
                     if !partial {
                         tx.send(Chunk::Restart)
                             .await
-                            .map_err(|_| failed(attempt + 1, "the cache writer stopped".into()))?;
+                            .map_err(|_| failed(attempt + 1, WRITER_STOPPED.into()))?;
                         written = 0;
                         info = next.info.clone();
                         body = Some(*next);
@@ -439,6 +459,21 @@ async fn open_file(
         },
         inner: BodyInner::File(file),
     })))
+}
+
+/// Hands the collected pieces to the writer; `Err` when the writer has gone.
+async fn send(
+    tx: &mpsc::Sender<Chunk>,
+    batch: &mut Vec<Bytes>,
+    batched: &mut usize,
+) -> std::result::Result<(), ()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    *batched = 0;
+    tx.send(Chunk::Data(std::mem::take(batch)))
+        .await
+        .map_err(|_| ())
 }
 
 async fn next_chunk(inner: &mut BodyInner) -> std::result::Result<Option<Bytes>, String> {
