@@ -529,6 +529,8 @@ impl Inner {
         let pin = Pin::new(&self.pins, &name);
         let dest = self.dir.join(&name);
         let started = std::time::Instant::now();
+        // The origin's answer dates from now: a change made during the download is newer.
+        let fetched_at = chrono::Utc::now();
         tracing::info!(href = %job.href, size = ?info.size, "downloading image");
 
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -634,7 +636,7 @@ impl Inner {
             format,
             source_format,
             digests,
-            downloaded_at: chrono::Utc::now(),
+            downloaded_at: fetched_at,
             last_modified: info.last_modified.map(Into::into),
         };
         {
