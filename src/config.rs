@@ -33,6 +33,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A section's own validation, whose message already names key, value and reason.
+    #[error("invalid config: {0}")]
+    Section(String),
 }
 
 fn invalid(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -305,6 +308,7 @@ pub struct ConfigFile {
     pub tftp: TftpListenSettings,
     pub http: HttpListenSettings,
     pub agent: AgentSettings,
+    pub image_cache: crate::images::CacheSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -597,6 +601,10 @@ impl Config {
             ));
         }
 
+        file.image_cache
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
+
         Ok(Config {
             file,
             data_dir,
@@ -611,10 +619,25 @@ impl Config {
         })
     }
 
-    /// The effective configuration as TOML (what `ironboot config show` prints).
+    /// The effective configuration as TOML (what `ironboot config show` prints), with
+    /// password-like values masked.
     pub fn to_toml(&self) -> String {
+        fn mask(v: &mut toml::Value) {
+            if let toml::Value::Table(t) = v {
+                for (k, inner) in t.iter_mut() {
+                    if crate::model::node::is_secret_key(k) && inner.is_str() {
+                        *inner = toml::Value::String("******".into());
+                    } else {
+                        mask(inner);
+                    }
+                }
+            }
+        }
         // Serialising plain structs of strings, numbers and tables cannot fail.
-        toml::to_string_pretty(&self.file).unwrap_or_default()
+        let mut v =
+            toml::Value::try_from(&self.file).unwrap_or(toml::Value::Table(toml::Table::new()));
+        mask(&mut v);
+        toml::to_string_pretty(&v).unwrap_or_default()
     }
 
     pub fn conductor_heartbeat_interval(&self) -> Duration {

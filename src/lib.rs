@@ -11,6 +11,7 @@
 //! - [`service`]: `ironboot serve` — wiring, listeners, signals.
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
+//! - [`images`]: the image cache (download once, verify, hard-link everywhere, evict safely).
 
 pub mod agent;
 pub mod api;
@@ -19,6 +20,7 @@ pub mod boot;
 pub mod conductor;
 pub mod config;
 pub mod fsutil;
+pub mod images;
 pub mod metrics;
 pub mod model;
 pub mod service;

@@ -38,6 +38,17 @@ enum Command {
     /// Validate or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work with the image cache by hand: fetch (with progress), list, clean.
+    Image(ImageCli),
+}
+
+#[derive(Debug, Args)]
+struct ImageCli {
+    /// Data directory whose cache (`<data_dir>/cache`) to use.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    image: ironboot::images::cli::ImageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +83,16 @@ fn overrides(args: &ServeArgs, log_json: bool) -> Overrides {
         tftp_listen: args.tftp_listen,
         log_json,
     }
+}
+
+/// One-shot commands log warnings and errors only (progress goes to the terminal), unless
+/// `RUST_LOG` asks for more.
+fn init_cli_logging(config: &Config) {
+    let mut log = config.file.log.clone();
+    if std::env::var_os("RUST_LOG").is_none() {
+        log.level = "warn".into();
+    }
+    ironboot::telemetry::init_logging(&log);
 }
 
 fn main() -> ExitCode {
@@ -112,6 +133,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.api_public_url,
                 config.http_url
             );
+            Ok(())
+        }
+        Command::Image(args) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir.clone(),
+                log_json: cli.log_json,
+                ..Default::default()
+            };
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            init_cli_logging(&config);
+            let roots = [config.tftp_root.clone(), config.http_root.clone()];
+            tokio::runtime::Runtime::new()?.block_on(ironboot::images::cli::run(
+                &args.image,
+                config.file.image_cache.clone(),
+                &config.cache_dir,
+                &roots,
+            ))?;
             Ok(())
         }
         Command::Config(ConfigCommand::Show(args)) => {

@@ -116,6 +116,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
 }
 
 pub mod ipa;
+pub mod origin;
 pub mod pyenv;
 pub mod server;
 
