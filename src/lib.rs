@@ -3,6 +3,8 @@
 //! Module map (see ARCHITECTURE.md for the data flow):
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
+//! - [`media`]: virtual media builders (FAT floppy with parameters.txt, ESP, El Torito ISOs).
 
 pub mod fsutil;
+pub mod media;
 pub mod metrics;
