@@ -154,11 +154,11 @@ fn format_options(size_kib: u32, label: &str, id: u32) -> FormatVolumeOptions {
             .media(0xF0)
             .sectors_per_track(36)
             .heads(2),
-        ..360 => base
+        0..360 => base
             .fat_type(FatType::Fat12)
             .bytes_per_cluster(512)
             .max_root_dir_entries(64),
-        ..2000 => base
+        360..2000 => base
             .fat_type(FatType::Fat12)
             .bytes_per_cluster(512)
             .max_root_dir_entries(224),

@@ -103,7 +103,7 @@ pub(crate) fn build(
     let (tree, iso_options) = plan_inputs(builder, spec)?;
     let iso_err = |source| MediaError::Iso {
         path: out.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let size = hadris_iso::plan(&tree, &iso_options)
         .map_err(iso_err)?

@@ -94,8 +94,9 @@ pub enum MediaError {
     #[error("building ISO image {path}: {source}")]
     Iso {
         path: PathBuf,
+        // Boxed: hadris's error is several hundred bytes and would bloat every Result.
         #[source]
-        source: hadris_fs::PathError,
+        source: Box<hadris_fs::PathError>,
     },
     #[error("building the GRUB EFI image with {tool}: {detail}")]
     Grub { tool: PathBuf, detail: String },
