@@ -199,8 +199,14 @@ fn load_settings(
             })?
         }
     };
-    if grub_efi.is_some() {
-        settings.grub_efi = grub_efi;
+    if let Some(path) = grub_efi {
+        // The settings want absolute paths; a command line may give a relative one.
+        let absolute = std::path::absolute(&path).map_err(|source| MediaError::Input {
+            what: "GRUB EFI image",
+            path,
+            source,
+        })?;
+        settings.grub_efi = Some(absolute);
     }
     Ok(settings)
 }
