@@ -350,6 +350,33 @@ fn hybrid_and_data_only_isos_as_xorriso_sees_them() {
     assert!(r.contains("System area summary: MBR isohybrid"), "{r}");
     assert!(!r.contains("UEFI"), "{r}");
 
+    // UEFI only: the EFI entry is the default one; hybrid adds a GPT without MBR boot code.
+    for hybrid in [false, true] {
+        let iso = dir.path().join(format!("uefi-{hybrid}.iso"));
+        build_iso(
+            &IsoSpec {
+                boot: Some(fake_boot(dir.path(), false, true, hybrid)),
+                ..Default::default()
+            },
+            &iso,
+        );
+        let r = report(&iso);
+        assert!(r.contains("El Torito boot img : 1 UEFI y none"), "{r}");
+        assert!(!r.contains("BIOS"), "{r}");
+        if hybrid {
+            assert!(
+                r.contains("GPT partname local : 2 EFI System Partition"),
+                "{r}"
+            );
+        } else {
+            assert!(r.contains("El Torito cat path : /boot.catalog"), "{r}");
+            assert!(
+                r.contains("El Torito img path : 1 /boot/grub/efiboot.img"),
+                "{r}"
+            );
+        }
+    }
+
     // A config drive: no boot record at all, label config-2.
     let cd = dir.path().join("configdrive.iso");
     build_iso(

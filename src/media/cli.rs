@@ -327,56 +327,24 @@ mod tests {
 
     #[test]
     fn iso_defaults_to_both_firmwares_and_data_only_without_kernel() {
-        let args = parse(&[
-            "iso",
-            "--kernel",
-            "k",
-            "--ramdisk",
-            "r",
-            "--append",
-            "a b",
-            "-o",
-            "x.iso",
-        ])
-        .unwrap();
-        let MediaCommand::Iso(a) = args.command else {
-            panic!()
+        let spec = |args: &str| {
+            let mut argv = vec!["iso"];
+            argv.extend(args.split(' '));
+            match parse(&argv).unwrap().command {
+                MediaCommand::Iso(a) => iso_spec(a),
+                other => panic!("{other:?}"),
+            }
         };
-        let boot = iso_spec(a).boot.unwrap();
+        let boot = spec("--kernel k --ramdisk r --append a=1 -o x.iso")
+            .boot
+            .unwrap();
         assert!(boot.bios && boot.uefi && !boot.hybrid);
-        assert_eq!(boot.cmdline, "a b");
-
-        let args = parse(&[
-            "iso",
-            "--kernel",
-            "k",
-            "--ramdisk",
-            "r",
-            "--uefi",
-            "-o",
-            "x.iso",
-        ])
-        .unwrap();
-        let MediaCommand::Iso(a) = args.command else {
-            panic!()
-        };
-        let boot = iso_spec(a).boot.unwrap();
+        assert_eq!(boot.cmdline, "a=1");
+        let boot = spec("--kernel k --ramdisk r --uefi -o x.iso").boot.unwrap();
         assert!(!boot.bios && boot.uefi);
-
-        let args = parse(&[
-            "iso",
-            "--inject",
-            "m.json:openstack/latest/meta_data.json",
-            "-o",
-            "cd.iso",
-        ])
-        .unwrap();
-        let MediaCommand::Iso(a) = args.command else {
-            panic!()
-        };
-        let spec = iso_spec(a);
-        assert!(spec.boot.is_none());
-        assert_eq!(spec.label(), "config-2");
+        let data = spec("--inject m.json:openstack/latest/meta_data.json -o cd.iso");
+        assert!(data.boot.is_none());
+        assert_eq!(data.label(), "config-2");
 
         assert!(parse(&["iso", "--kernel", "k", "-o", "x"]).is_err());
         assert!(parse(&["iso", "--bios", "-o", "x"]).is_err());

@@ -7,6 +7,7 @@
 //!   info table), `/isolinux/ldlinux.c32`, `/isolinux/isolinux.cfg`, catalog `/isolinux/boot.cat`;
 //! - UEFI: `/boot/grub/efiboot.img` (the ESP, a no-emulation EFI entry; on hybrid images it is
 //!   instead stored once as the GPT EFI partition) and `/EFI/BOOT/grub.cfg` (see `esp.rs`);
+//!   the catalog is `/boot.catalog` when there is no BIOS entry;
 //! - injected files anywhere else.
 //!
 //! Nothing depends on the clock or on host metadata (host files contribute only their bytes),
@@ -46,7 +47,8 @@ const ISOLINUX_BIN: &str = "isolinux/isolinux.bin";
 const LDLINUX_C32: &str = "isolinux/ldlinux.c32";
 const ISOLINUX_CFG: &str = "isolinux/isolinux.cfg";
 const BIOS_CATALOG: &str = "isolinux/boot.cat";
-const UEFI_CATALOG: &str = "boot/grub/boot.cat";
+/// mkisofs's default name and place, used when there is no isolinux directory.
+const UEFI_CATALOG: &str = "boot.catalog";
 /// isolinux loads 4 × 512 bytes and reads the rest itself, as with `-boot-load-size 4`.
 const ISOLINUX_LOAD_SECTORS: u16 = 4;
 const APPLICATION_ID: &str = "IRONBOOT";

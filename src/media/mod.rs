@@ -166,7 +166,8 @@ impl MediaFile {
 pub struct BuildReport {
     pub path: PathBuf,
     pub size: u64,
-    /// Hex SHA-256 of the image, when [`BuildOptions::sha256`] asked for it.
+    /// Hex SHA-256 of the image: always for floppies, for ISOs when [`BuildOptions::sha256`]
+    /// asked for it.
     pub sha256: Option<String>,
     pub elapsed: Duration,
     /// Things the writer dropped or adjusted (from hadris-iso's report); empty for floppies.
