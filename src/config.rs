@@ -309,6 +309,7 @@ pub struct ConfigFile {
     pub http: HttpListenSettings,
     pub agent: AgentSettings,
     pub image_cache: crate::images::CacheSettings,
+    pub media: crate::media::MediaSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -601,6 +602,9 @@ impl Config {
             ));
         }
 
+        file.media
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
         file.image_cache
             .validate()
             .map_err(|e| ConfigError::Section(e.to_string()))?;

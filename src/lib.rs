@@ -12,6 +12,7 @@
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
 //! - [`images`]: the image cache (download once, verify, hard-link everywhere, evict safely).
+//! - [`media`]: virtual media builders (FAT floppy with parameters.txt, ESP, El Torito ISOs).
 
 pub mod agent;
 pub mod api;
@@ -21,6 +22,7 @@ pub mod conductor;
 pub mod config;
 pub mod fsutil;
 pub mod images;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod service;

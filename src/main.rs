@@ -40,6 +40,8 @@ enum Command {
     Config(ConfigCommand),
     /// Work with the image cache by hand: fetch (with progress), list, clean.
     Image(ImageCli),
+    /// Build virtual media (floppy, ISO, GRUB EFI image) by hand, with the `[media]` settings.
+    Media(ironboot::media::cli::MediaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,9 +109,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match &cli.command {
+    let config_path = cli.config.as_deref();
+    match cli.command {
         Command::Serve(args) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
             ironboot::telemetry::init_logging(&config.file.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -120,7 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check(args)) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
             if let Some(path) = &config.file.api.http_basic_auth_user_file {
                 ironboot::api::auth::Htpasswd::load(path)?;
             }
@@ -141,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_json: cli.log_json,
                 ..Default::default()
             };
-            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            let config = Config::load(config_path, &overrides)?;
             init_cli_logging(&config);
             let roots = [config.tftp_root.clone(), config.http_root.clone()];
             tokio::runtime::Runtime::new()?.block_on(ironboot::images::cli::run(
@@ -152,8 +155,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
             Ok(())
         }
+        Command::Media(args) => {
+            let overrides = Overrides {
+                log_json: cli.log_json,
+                ..Default::default()
+            };
+            let config = Config::load(config_path, &overrides)?;
+            init_cli_logging(&config);
+            ironboot::media::cli::run(args, config.file.media.clone())?;
+            Ok(())
+        }
         Command::Config(ConfigCommand::Show(args)) => {
-            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
             print!("{}", config.to_toml());
             Ok(())
         }

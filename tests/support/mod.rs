@@ -5,6 +5,8 @@
 //! test failure; locally the test is skipped with a loud message on stderr.
 #![allow(dead_code)]
 
+pub mod guest;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
