@@ -101,7 +101,7 @@ impl Authenticator {
             .header("X-Auth-Key", s.key.expose())
             .send()
             .await
-            .map_err(|e| self.auth_error(error_chain(&e)))?;
+            .map_err(|e| self.auth_error(error_chain(&e.without_url())))?;
         let status = resp.status();
         if !status.is_success() {
             let body = body_excerpt(resp).await;
@@ -162,7 +162,7 @@ impl Authenticator {
             .json(&body)
             .send()
             .await
-            .map_err(|e| self.auth_error(error_chain(&e)))?;
+            .map_err(|e| self.auth_error(error_chain(&e.without_url())))?;
         let status = resp.status();
         if status != StatusCode::CREATED && !status.is_success() {
             let body = body_excerpt(resp).await;

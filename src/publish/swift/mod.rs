@@ -136,7 +136,7 @@ impl SwiftPublisher {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| transport_error(&method, &url, &e))?;
+                .map_err(|e| transport_error(&method, &url, e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !relogged {
                 self.inner.auth.invalidate(&session).await;
                 relogged = true;
@@ -158,7 +158,7 @@ impl SwiftPublisher {
             .header("X-Auth-Token", session.token.expose())
             .send()
             .await
-            .map_err(|e| transport_error(&Method::PUT, &url, &e))?;
+            .map_err(|e| transport_error(&Method::PUT, &url, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             self.inner.auth.invalidate(session).await;
@@ -285,7 +285,7 @@ impl SwiftPublisher {
             .body(Body::wrap_stream(stream))
             .send()
             .await
-            .map_err(|e| transport_error(&Method::PUT, &url, &e))?;
+            .map_err(|e| transport_error(&Method::PUT, &url, e))?;
         let status = resp.status();
         match status {
             StatusCode::UNAUTHORIZED => self.inner.auth.invalidate(&session).await,
@@ -392,11 +392,12 @@ fn is_retryable(err: &PublishError) -> bool {
     }
 }
 
-fn transport_error(method: &Method, url: &Url, err: &reqwest::Error) -> PublishError {
+fn transport_error(method: &Method, url: &Url, err: reqwest::Error) -> PublishError {
     PublishError::SwiftTransport {
         method: method.to_string(),
         url: url.to_string(),
-        reason: error_chain(err),
+        // The URL is in the message already.
+        reason: error_chain(&err.without_url()),
     }
 }
 
