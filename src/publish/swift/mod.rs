@@ -440,6 +440,144 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap as AxHeaders, Method as AxMethod, StatusCode as AxStatus, Uri};
+    use axum::response::IntoResponse;
+    use std::sync::Mutex;
+
+    /// What the fake Swift does to object PUTs, and what it saw.
+    #[derive(Default)]
+    struct Fake {
+        /// Statuses to answer the next object PUTs with (then 201 with the right ETag).
+        put_failures: Vec<u16>,
+        wrong_etag: bool,
+        requests: Vec<String>,
+    }
+
+    type Shared = Arc<Mutex<Fake>>;
+
+    async fn fake_swift(
+        State(fake): State<Shared>,
+        method: AxMethod,
+        uri: Uri,
+        headers: AxHeaders,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let mut f = fake.lock().unwrap();
+        f.requests.push(format!("{method} {}", uri.path()));
+        let port = headers["host"].to_str().unwrap().to_string();
+        match (method.as_str(), uri.path().matches('/').count()) {
+            ("GET", _) => (
+                [
+                    ("x-auth-token", "tok".to_string()),
+                    ("x-storage-url", format!("http://{port}/v1/AUTH_x")),
+                ],
+                "",
+            )
+                .into_response(),
+            ("HEAD", 2) => [(ACCOUNT_KEY, "k")].into_response(),
+            ("PUT", 3) => AxStatus::CREATED.into_response(),
+            ("PUT", 4) if !f.put_failures.is_empty() => {
+                AxStatus::from_u16(f.put_failures.remove(0)).unwrap().into_response()
+            }
+            ("PUT", 4) => {
+                let mut etag = hex::encode(Md5::digest(&body));
+                if f.wrong_etag {
+                    etag = "0".repeat(32);
+                }
+                (AxStatus::CREATED, [("etag", etag)]).into_response()
+            }
+            ("DELETE", 4) => AxStatus::NO_CONTENT.into_response(),
+            _ => AxStatus::BAD_REQUEST.into_response(),
+        }
+    }
+
+    async fn start_fake(fake: Fake) -> (Shared, String) {
+        let shared = Arc::new(Mutex::new(fake));
+        let app = Router::new()
+            .fallback(fake_swift)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (shared, format!("http://{addr}/auth/v1.0"))
+    }
+
+    fn fake_publisher(auth_url: String, attempts: u32) -> SwiftPublisher {
+        let settings = SwiftSettings {
+            auth_url,
+            auth_version: super::super::settings::AuthVersion::Tempauth,
+            user: "a:b".into(),
+            key: Secret::new("c"),
+            upload_attempts: attempts,
+            ..Default::default()
+        };
+        SwiftPublisher::new(settings, &PublishMetrics::default()).unwrap()
+    }
+
+    fn puts(fake: &Shared) -> usize {
+        let f = fake.lock().unwrap();
+        f.requests.iter().filter(|r| r.starts_with("PUT /v1/AUTH_x/ironboot_vmedia/")).count()
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_a_bounded_number_of_times() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("f.iso");
+        std::fs::write(&src, b"data").unwrap();
+        let name = ObjectName::new("f.iso").unwrap();
+
+        let (fake, url) = start_fake(Fake {
+            put_failures: vec![503, 500],
+            ..Default::default()
+        })
+        .await;
+        fake_publisher(url, 3).publish(&src, &name).await.unwrap();
+        assert_eq!(puts(&fake), 3);
+
+        let (fake, url) = start_fake(Fake {
+            put_failures: vec![503, 503, 503],
+            ..Default::default()
+        })
+        .await;
+        let err = fake_publisher(url, 2).publish(&src, &name).await.unwrap_err();
+        assert!(matches!(err, PublishError::UploadFailed { attempts: 2, .. }), "{err}");
+        assert!(err.to_string().contains("503"), "{err}");
+        assert_eq!(puts(&fake), 2);
+
+        // A client error is not retried.
+        let (fake, url) = start_fake(Fake {
+            put_failures: vec![413],
+            ..Default::default()
+        })
+        .await;
+        let err = fake_publisher(url, 3).publish(&src, &name).await.unwrap_err();
+        assert!(matches!(err, PublishError::UploadFailed { attempts: 1, .. }), "{err}");
+        assert_eq!(puts(&fake), 1);
+    }
+
+    #[tokio::test]
+    async fn etag_mismatch_deletes_the_object() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("f.iso");
+        std::fs::write(&src, b"data").unwrap();
+        let (fake, url) = start_fake(Fake {
+            wrong_etag: true,
+            ..Default::default()
+        })
+        .await;
+        let name = ObjectName::new("f.iso").unwrap();
+        let err = fake_publisher(url, 1).publish(&src, &name).await.unwrap_err();
+        assert!(err.to_string().contains("MD5"), "{err}");
+        let f = fake.lock().unwrap();
+        assert_eq!(
+            f.requests.last().unwrap(),
+            "DELETE /v1/AUTH_x/ironboot_vmedia/f.iso",
+            "{:?}",
+            f.requests
+        );
+    }
 
     #[test]
     fn urls_are_built_segment_by_segment() {
