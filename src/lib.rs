@@ -1,10 +1,26 @@
 //! ironboot: the boot and media service that runs on every bare-metal conductor host.
 //!
 //! Module map (see ARCHITECTURE.md for the data flow):
+//! - [`model`]: nodes, ports, provision states and transitions (pure, no I/O).
+//! - [`store`]: the `Store` trait and its embedded SQLite implementation.
+//! - [`conductor`]: reservations, provisioning actions, periodic tasks.
+//! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives.
+//! - [`config`]: file + environment + flags → validated `Config`.
+//! - [`api`]: the Ironic-compatible HTTP API.
+//! - [`service`]: `ironboot serve` — wiring, listeners, signals.
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
 //! - [`publish`]: where built virtual media live for BMCs: local web root or Swift temp URLs.
 
+pub mod api;
+pub mod bmc;
+pub mod boot;
+pub mod conductor;
+pub mod config;
 pub mod fsutil;
 pub mod metrics;
+pub mod model;
 pub mod publish;
+pub mod service;
+pub mod store;
+pub mod telemetry;

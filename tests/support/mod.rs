@@ -116,3 +116,15 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     buf.truncate(len);
     std::fs::write(path, buf).unwrap();
 }
+
+pub mod pyenv;
+pub mod server;
+
+/// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
