@@ -64,16 +64,15 @@ pub struct Publishers {
 }
 
 impl Publishers {
-    /// `http_root` is the directory ironboot's HTTP server serves and `http_url` its URL
-    /// (`[vmedia] external_http_url`, when set, replaces it in published URLs).
+    /// `http_root` is the directory ironboot's HTTP server serves and `root_url` the URL of
+    /// that directory as BMCs reach it: `[deploy] external_http_url`, else `http_url`.
     pub fn new(
         settings: &PublishSettings,
         http_root: &Path,
-        http_url: &str,
+        root_url: &str,
         metrics: PublishMetrics,
     ) -> Result<Self> {
         settings.validate()?;
-        let root_url = settings.external_http_url.as_deref().unwrap_or(http_url);
         let local = LocalPublisher::new(http_root, root_url, &settings.subdir, settings.file_mode)?;
         let swift = settings
             .swift
@@ -242,29 +241,6 @@ mod tests {
         assert_eq!(
             both.select(Some("local")).unwrap().backend(),
             Backend::Local
-        );
-    }
-
-    #[test]
-    fn external_url_replaces_http_url() {
-        let tmp = tempfile::tempdir().unwrap();
-        let settings = PublishSettings {
-            external_http_url: Some("http://192.0.2.10:8080".into()),
-            ..Default::default()
-        };
-        let p = Publishers::new(
-            &settings,
-            tmp.path(),
-            "http://10.0.0.1/",
-            PublishMetrics::default(),
-        )
-        .unwrap();
-        let AnyPublisher::Local(local) = p.select(None).unwrap().inner else {
-            panic!("local expected");
-        };
-        assert_eq!(
-            local.url_of(&ObjectName::new("x.iso").unwrap()),
-            "http://192.0.2.10:8080/redfish/x.iso"
         );
     }
 

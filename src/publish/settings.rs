@@ -4,13 +4,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::PublishError;
 use super::name::{check_segment, validate_subdir};
 
 /// Where built media are published for BMCs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// ironboot's own HTTP root (the standalone default: no Swift needed).
@@ -49,7 +49,7 @@ impl FromStr for Backend {
 }
 
 /// `[vmedia]`: publishing of boot ISOs, floppies and config drives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishSettings {
     /// Default publisher; a node may override it in driver_info.
@@ -57,9 +57,6 @@ pub struct PublishSettings {
     /// Subdirectory of the HTTP root (and of its URL) holding local media; may be empty.
     /// Ironic's Redfish driver uses `redfish`, kept here so existing web-server layouts match.
     pub subdir: String,
-    /// Base URL BMCs use to reach the HTTP root when it differs from the deploy `http_url`
-    /// (e.g. a BMC network behind NAT). Ironic: `[deploy] external_http_url`.
-    pub external_http_url: Option<String>,
     /// Mode of published local files (write it as an octal literal: `0o644`).
     pub file_mode: u32,
     /// `[vmedia.swift]`: needed when any node publishes to Swift.
@@ -71,7 +68,6 @@ impl Default for PublishSettings {
         Self {
             publisher: Backend::Local,
             subdir: "redfish".to_string(),
-            external_http_url: None,
             file_mode: 0o644,
             swift: None,
         }
@@ -83,9 +79,6 @@ impl PublishSettings {
     pub fn validate(&self) -> Result<(), PublishError> {
         validate_subdir(&self.subdir)
             .map_err(|reason| bad("vmedia.subdir", &self.subdir, &reason))?;
-        if let Some(url) = &self.external_http_url {
-            check_base_url(url).map_err(|r| bad("vmedia.external_http_url", url, &r))?;
-        }
         if self.file_mode > 0o777 || self.file_mode & 0o400 == 0 {
             return Err(bad(
                 "vmedia.file_mode",
@@ -109,7 +102,7 @@ impl PublishSettings {
 }
 
 /// Swift authentication protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthVersion {
     /// Swift's built-in TempAuth (`GET <auth_url>` with X-Auth-User/X-Auth-Key), as in a
@@ -122,7 +115,7 @@ pub enum AuthVersion {
 }
 
 /// Which catalog endpoint to use (Keystone v3 only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interface {
     #[default]
@@ -142,7 +135,7 @@ impl Interface {
 }
 
 /// HMAC digest of temp URL signatures. Swift ≥ 2.38 deprecates sha1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TempUrlDigest {
     Sha1,
@@ -152,7 +145,7 @@ pub enum TempUrlDigest {
 }
 
 /// `[vmedia.swift]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SwiftSettings {
     /// TempAuth: the full auth URL (`http://proxy:8080/auth/v1.0`). Keystone: the identity
@@ -278,10 +271,17 @@ impl SwiftSettings {
     }
 }
 
-/// A credential read from the configuration. Its `Debug` and `Display` print `***`.
+/// A credential read from the configuration. Its `Debug`, `Display` and `Serialize` (so also
+/// `ironboot config show`) print `***`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -369,6 +369,24 @@ mod tests {
         assert_eq!(s.file_mode, 0o640);
     }
 
+    /// The example in README's "Publishing virtual media" section is a valid `[vmedia]`.
+    #[test]
+    fn readme_example_parses_and_validates() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Publishing virtual media").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        #[derive(Deserialize)]
+        struct File {
+            vmedia: PublishSettings,
+        }
+        let file: File = toml::from_str(block).unwrap();
+        file.vmedia.validate().unwrap();
+        let swift = file.vmedia.swift.unwrap();
+        assert_eq!(swift.auth_version, AuthVersion::V3);
+        assert_eq!(swift.region.as_deref(), Some("RegionOne"));
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<PublishSettings>("publsher = \"swift\"").unwrap_err();
@@ -384,13 +402,6 @@ mod tests {
                     ..Default::default()
                 },
                 "vmedia.subdir = \"../etc\"",
-            ),
-            (
-                PublishSettings {
-                    external_http_url: Some("ftp://x/".into()),
-                    ..Default::default()
-                },
-                "vmedia.external_http_url",
             ),
             (
                 PublishSettings {
@@ -449,7 +460,7 @@ mod tests {
             temp_url_key: Some(Secret::new("tempkey-zzz")),
             ..swift_v3()
         };
-        let text = format!("{s:?} {}", s.key);
+        let text = format!("{s:?} {} {}", s.key, toml::to_string(&s).unwrap());
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("tempkey-zzz"), "{text}");
         assert!(text.contains("***"));

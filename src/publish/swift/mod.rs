@@ -479,7 +479,9 @@ mod tests {
             ("HEAD", 2) => [(ACCOUNT_KEY, "k")].into_response(),
             ("PUT", 3) => AxStatus::CREATED.into_response(),
             ("PUT", 4) if !f.put_failures.is_empty() => {
-                AxStatus::from_u16(f.put_failures.remove(0)).unwrap().into_response()
+                AxStatus::from_u16(f.put_failures.remove(0))
+                    .unwrap()
+                    .into_response()
             }
             ("PUT", 4) => {
                 let mut etag = hex::encode(Md5::digest(&body));
@@ -518,7 +520,10 @@ mod tests {
 
     fn puts(fake: &Shared) -> usize {
         let f = fake.lock().unwrap();
-        f.requests.iter().filter(|r| r.starts_with("PUT /v1/AUTH_x/ironboot_vmedia/")).count()
+        f.requests
+            .iter()
+            .filter(|r| r.starts_with("PUT /v1/AUTH_x/ironboot_vmedia/"))
+            .count()
     }
 
     #[tokio::test]
@@ -541,8 +546,14 @@ mod tests {
             ..Default::default()
         })
         .await;
-        let err = fake_publisher(url, 2).publish(&src, &name).await.unwrap_err();
-        assert!(matches!(err, PublishError::UploadFailed { attempts: 2, .. }), "{err}");
+        let err = fake_publisher(url, 2)
+            .publish(&src, &name)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::UploadFailed { attempts: 2, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("503"), "{err}");
         assert_eq!(puts(&fake), 2);
 
@@ -552,8 +563,14 @@ mod tests {
             ..Default::default()
         })
         .await;
-        let err = fake_publisher(url, 3).publish(&src, &name).await.unwrap_err();
-        assert!(matches!(err, PublishError::UploadFailed { attempts: 1, .. }), "{err}");
+        let err = fake_publisher(url, 3)
+            .publish(&src, &name)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::UploadFailed { attempts: 1, .. }),
+            "{err}"
+        );
         assert_eq!(puts(&fake), 1);
     }
 
@@ -568,7 +585,10 @@ mod tests {
         })
         .await;
         let name = ObjectName::new("f.iso").unwrap();
-        let err = fake_publisher(url, 1).publish(&src, &name).await.unwrap_err();
+        let err = fake_publisher(url, 1)
+            .publish(&src, &name)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("MD5"), "{err}");
         let f = fake.lock().unwrap();
         assert_eq!(
