@@ -379,7 +379,11 @@ async fn swift_stopped_mid_upload_gives_clear_error_and_no_object() {
         swift.start_server(server);
     }
     swift.wait_healthy();
-    assert!(!p.exists(&name).await.unwrap(), "no half-published object");
+    let exists = p.exists(&name).await;
+    assert!(
+        !exists.as_ref().unwrap_or_else(|e| panic!("{e}\n{}", swift.logs())),
+        "no half-published object"
+    );
     let (token, storage) = tempauth_login(&swift);
     let (status, _, _) = curl_get(
         &format!("{storage}/ironboot_vmedia/{name}"),

@@ -123,6 +123,7 @@ pub struct Swift {
     bin: PathBuf,
     pub proxy_port: u16,
     memcached_port: u16,
+    ports: BTreeMap<&'static str, u16>,
     procs: BTreeMap<&'static str, Child>,
 }
 
@@ -156,7 +157,7 @@ impl Swift {
         for d in ["etc", "srv/d1", "log"] {
             fs::create_dir_all(w.join(d)).unwrap();
         }
-        let ports: BTreeMap<&str, u16> = ["account", "container", "object", "proxy", "memcached"]
+        let ports: BTreeMap<&'static str, u16> = ["account", "container", "object", "proxy", "memcached"]
             .into_iter()
             .map(|n| (n, free_tcp_port()))
             .collect();
@@ -164,6 +165,7 @@ impl Swift {
             bin: venv.join("bin"),
             proxy_port: ports["proxy"],
             memcached_port: ports["memcached"],
+            ports: ports.clone(),
             procs: BTreeMap::new(),
             work,
         };
@@ -172,9 +174,6 @@ impl Swift {
         swift.start_memcached();
         for server in ["account", "container", "object", "proxy"] {
             swift.start_server(server);
-        }
-        for server in ["account", "container", "object", "proxy"] {
-            wait_port(ports[server], server, &swift.work.path().join("log"));
         }
         swift.wait_healthy();
         eprintln!(
@@ -213,6 +212,7 @@ impl Swift {
         }
     }
 
+    /// Starts a server and waits until it listens.
     pub fn start_server(&mut self, server: &'static str) {
         let w = self.work.path();
         let child = spawn_logged(
@@ -222,9 +222,10 @@ impl Swift {
             &w.join(format!("log/{server}.log")),
         );
         self.procs.insert(server, child);
+        wait_port(self.ports[server], server, &w.join("log"));
     }
 
-    /// Waits for the proxy after [`Swift::start_server`]`("proxy")`.
+    /// Waits until the proxy answers its health check.
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get_body(self.proxy_port, "/healthcheck").as_deref() != Some("OK") {
