@@ -381,7 +381,9 @@ async fn swift_stopped_mid_upload_gives_clear_error_and_no_object() {
     swift.wait_healthy();
     let exists = p.exists(&name).await;
     assert!(
-        !exists.as_ref().unwrap_or_else(|e| panic!("{e}\n{}", swift.logs())),
+        !exists
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{e}\n{}", swift.logs())),
         "no half-published object"
     );
     let (token, storage) = tempauth_login(&swift);

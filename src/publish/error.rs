@@ -43,6 +43,13 @@ pub enum PublishError {
         reason: String,
     },
 
+    #[error("Swift PUT {url}: Swift stored ETag {etag} but the file's MD5 is {md5}")]
+    ChecksumMismatch {
+        url: String,
+        etag: String,
+        md5: String,
+    },
+
     #[error(
         "upload of {name} to Swift container {container} failed after {attempts} attempt(s): {last}"
     )]

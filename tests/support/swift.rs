@@ -157,10 +157,11 @@ impl Swift {
         for d in ["etc", "srv/d1", "log"] {
             fs::create_dir_all(w.join(d)).unwrap();
         }
-        let ports: BTreeMap<&'static str, u16> = ["account", "container", "object", "proxy", "memcached"]
-            .into_iter()
-            .map(|n| (n, free_tcp_port()))
-            .collect();
+        let ports: BTreeMap<&'static str, u16> =
+            ["account", "container", "object", "proxy", "memcached"]
+                .into_iter()
+                .map(|n| (n, free_tcp_port()))
+                .collect();
         let mut swift = Swift {
             bin: venv.join("bin"),
             proxy_port: ports["proxy"],

@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
 use tracing::{debug, info, warn};
 
-use self::auth::{Authenticator, Session};
+use self::auth::Authenticator;
 use super::error::{PublishError, Result};
 use super::metrics::PublishMetrics;
 use super::name::ObjectName;
@@ -80,8 +80,8 @@ impl SwiftPublisher {
         })
     }
 
-    /// A new GET temp URL for an object already in the container (no request is made beyond
-    /// reading the key once).
+    /// A new GET temp URL for an object already in the container. Signing is local; Swift is
+    /// asked only for the key (once) and for a token when none is cached.
     pub async fn temp_url(&self, name: &ObjectName) -> Result<String> {
         let key = self.temp_url_key().await?;
         let session = self.inner.auth.session(&self.inner.client).await?;
@@ -146,23 +146,14 @@ impl SwiftPublisher {
         }
     }
 
-    async fn ensure_container(&self, session: &Arc<Session>) -> Result<()> {
+    async fn ensure_container(&self) -> Result<()> {
         if self.inner.container_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        let url = self.container_url(&session.storage_url);
-        let resp = self
-            .inner
-            .client
-            .put(url.clone())
-            .header("X-Auth-Token", session.token.expose())
-            .send()
-            .await
-            .map_err(|e| transport_error(&Method::PUT, &url, e))?;
+        let (resp, url) = self
+            .send(Method::PUT, |s| self.container_url(s), &[])
+            .await?;
         let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED {
-            self.inner.auth.invalidate(session).await;
-        }
         if !status.is_success() {
             return Err(status_error(&Method::PUT, &url, resp).await);
         }
@@ -238,12 +229,19 @@ impl SwiftPublisher {
     async fn upload(&self, source: &Path, name: &ObjectName, size: u64) -> Result<Url> {
         let attempts = self.inner.settings.upload_attempts;
         let mut attempt = 0;
+        let mut relogged = false;
         loop {
             attempt += 1;
             let err = match self.upload_once(source, name, size).await {
                 Ok(url) => return Ok(url),
                 Err(e) => e,
             };
+            // One rejected token is renewed without using up an attempt.
+            if !relogged && matches!(err, PublishError::SwiftStatus { status: 401, .. }) {
+                relogged = true;
+                attempt -= 1;
+                continue;
+            }
             if attempt >= attempts || !is_retryable(&err) {
                 return Err(PublishError::UploadFailed {
                     name: name.to_string(),
@@ -259,8 +257,8 @@ impl SwiftPublisher {
     }
 
     async fn upload_once(&self, source: &Path, name: &ObjectName, size: u64) -> Result<Url> {
+        self.ensure_container().await?;
         let session = self.inner.auth.session(&self.inner.client).await?;
-        self.ensure_container(&session).await?;
         let url = self.object_url(&session.storage_url, name);
         let file = tokio::fs::File::open(source)
             .await
@@ -303,13 +301,10 @@ impl SwiftPublisher {
         if etag.as_deref() != Some(sent.as_str()) {
             // Never leave an object whose bytes differ from the file behind a URL.
             let _ = self.delete(name).await;
-            return Err(PublishError::SwiftTransport {
-                method: "PUT".into(),
+            return Err(PublishError::ChecksumMismatch {
                 url: url.to_string(),
-                reason: format!(
-                    "Swift stored ETag {} but the file's MD5 is {sent}",
-                    etag.unwrap_or_else(|| "(none)".into())
-                ),
+                etag: etag.unwrap_or_else(|| "(none)".into()),
+                md5: sent,
             });
         }
         Ok(url)
@@ -384,7 +379,7 @@ fn etag_of(headers: &HeaderMap) -> Option<String> {
 
 fn is_retryable(err: &PublishError) -> bool {
     match err {
-        PublishError::SwiftTransport { .. } => true,
+        PublishError::SwiftTransport { .. } | PublishError::ChecksumMismatch { .. } => true,
         PublishError::SwiftStatus { status, .. } => {
             matches!(status, 401 | 404 | 408 | 499) || *status >= 500
         }
@@ -556,6 +551,23 @@ mod tests {
         );
         assert!(err.to_string().contains("503"), "{err}");
         assert_eq!(puts(&fake), 2);
+
+        // A rejected token is renewed once without using up an attempt.
+        let (fake, url) = start_fake(Fake {
+            put_failures: vec![401],
+            ..Default::default()
+        })
+        .await;
+        fake_publisher(url, 1).publish(&src, &name).await.unwrap();
+        assert_eq!(puts(&fake), 2);
+        let logins = fake
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.starts_with("GET /auth"))
+            .count();
+        assert_eq!(logins, 2);
 
         // A client error is not retried.
         let (fake, url) = start_fake(Fake {
