@@ -5,7 +5,7 @@
 //! ports, a plain directory as the one device. The proxy authenticates with TempAuth
 //! (`test:tester` / `testing`) or, with [`Swift::start_with_keystone`], with Keystone through
 //! keystonemiddleware. Swift and Keystone come from PyPI into venvs cached under
-//! `<target dir>/ironboot-test-cache/` (first run: about 40 s each; later runs: nothing to do);
+//! `<target dir>/ironboot-test-cache/` by [`super::pyenv`] (first run: about 40 s each);
 //! only `python3` (with venv), `memcached` and `curl` must be installed. Every process is
 //! stopped by PID when the handle drops.
 #![allow(dead_code)]
@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_tcp_port, require_condition, require_peer, run};
+use super::pyenv::venv_tool;
+use super::{free_tcp_port, require_peer, run};
 
 const SWIFT_PACKAGES: &[&str] = &["swift==2.38.3", "keystonemiddleware==13.0.1"];
 const KEYSTONE_PACKAGES: &[&str] = &["keystone==30.0.0"];
@@ -30,45 +30,11 @@ pub const KEYSTONE_ADMIN: &str = "admin";
 pub const KEYSTONE_PASSWORD: &str = "ironboot-admin-pw";
 pub const KEYSTONE_PROJECT: &str = "admin";
 
-/// `<target dir>/ironboot-test-cache`, shared by all test binaries of this target dir.
-pub fn cache_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join("ironboot-test-cache")
-}
-
-/// A venv at `<cache>/<name>` with `packages` installed, created once under a file lock so
-/// that parallel tests wait for one installer. `None` (after a loud skip) when that fails
-/// and peers are optional.
-fn venv(test: &str, name: &str, packages: &[&str]) -> Option<PathBuf> {
-    let dir = cache_dir().join(name);
-    let ready = dir.join(".ironboot-ready");
-    fs::create_dir_all(cache_dir()).unwrap();
-    let lock = fs::File::create(cache_dir().join(format!("{name}.lock"))).unwrap();
-    // SAFETY: flock on a descriptor we own; it is released when `lock` is closed.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    let wanted = packages.join(" ");
-    if fs::read_to_string(&ready).ok().as_deref() == Some(wanted.as_str()) {
-        return Some(dir);
-    }
-    let _ = fs::remove_dir_all(&dir);
-    eprintln!("{test}: creating {} with {wanted} (once)", dir.display());
-    let started = Instant::now();
-    let (ok, _, err) = run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
-    if !require_condition(test, ok, &format!("python3 -m venv failed: {err}")) {
-        return None;
-    }
-    let (ok, _, err) = run(Command::new(dir.join("bin/pip"))
-        .args(["install", "-q", "--disable-pip-version-check"])
-        .args(packages));
-    if !require_condition(test, ok, &format!("pip install {wanted} failed: {err}")) {
-        return None;
-    }
-    fs::write(&ready, &wanted).unwrap();
-    eprintln!(
-        "{test}: venv ready in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Some(dir)
+/// The last `n` lines of a log file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
@@ -147,7 +113,7 @@ impl Swift {
         if !require_peer(test, &["python3", "memcached", "curl"]) {
             return None;
         }
-        let venv = venv(test, "swift-venv", SWIFT_PACKAGES)?;
+        let server = venv_tool(test, "swift", SWIFT_PACKAGES, "swift-proxy-server")?;
         let started = Instant::now();
         let work = tempfile::Builder::new()
             .prefix("swift-aio-")
@@ -163,7 +129,7 @@ impl Swift {
                 .map(|n| (n, free_tcp_port()))
                 .collect();
         let mut swift = Swift {
-            bin: venv.join("bin"),
+            bin: server.parent().unwrap().to_path_buf(),
             proxy_port: ports["proxy"],
             memcached_port: ports["memcached"],
             ports: ports.clone(),
@@ -267,9 +233,7 @@ impl Swift {
             .unwrap()
             .flatten()
         {
-            let text = fs::read_to_string(entry.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            let tail = tail(&entry.path(), 15);
             out.push_str(&format!("--- {}\n{tail}\n", entry.path().display()));
         }
         out
@@ -369,7 +333,6 @@ impl Drop for Swift {
 /// A running Keystone (sqlite, fernet tokens) served by a small threaded WSGI server.
 pub struct Keystone {
     work: tempfile::TempDir,
-    venv: PathBuf,
     pub port: u16,
     server: Child,
 }
@@ -379,7 +342,8 @@ impl Keystone {
         if !require_peer(test, &["python3", "curl"]) {
             return None;
         }
-        let venv = venv(test, "keystone-venv", KEYSTONE_PACKAGES)?;
+        let manage = venv_tool(test, "keystone", KEYSTONE_PACKAGES, "keystone-manage")?;
+        let bin = manage.parent().unwrap().to_path_buf();
         let started = Instant::now();
         let work = tempfile::Builder::new()
             .prefix("keystone-")
@@ -440,7 +404,7 @@ impl Keystone {
             ],
         ];
         for step in steps {
-            let (ok, out, err) = run(Command::new(venv.join("bin/keystone-manage"))
+            let (ok, out, err) = run(Command::new(&manage)
                 .arg("--config-file")
                 .arg(&conf)
                 .args(&step));
@@ -461,18 +425,13 @@ impl Keystone {
         )
         .unwrap();
         let server = spawn_logged(
-            Command::new(venv.join("bin/python3"))
+            Command::new(bin.join("python3"))
                 .arg(&script)
                 .env("KEYSTONE_PORT", port.to_string())
                 .env("OS_KEYSTONE_CONFIG_FILES", &conf),
             &w.join("keystone.log"),
         );
-        let ks = Keystone {
-            work,
-            venv,
-            port,
-            server,
-        };
+        let ks = Keystone { work, port, server };
         wait_port(port, "keystone", &ks.work.path().join("keystone.log"));
         eprintln!(
             "{test}: Keystone up on {} in {:.1} s",
@@ -555,9 +514,7 @@ impl Keystone {
     }
 
     pub fn log(&self) -> String {
-        let text = fs::read_to_string(self.work.path().join("keystone.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        tail(&self.work.path().join("keystone.log"), 30)
     }
 }
 
