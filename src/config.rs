@@ -203,6 +203,88 @@ impl Default for HttpListenSettings {
     }
 }
 
+/// `[agent]`: talking to the ironic-python-agent (the `direct` deploy interface).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Refuse heartbeats whose `callback_url` is not `https://` (the agent's auto-TLS, pinned
+    /// to the certificate it sends). Plain http only when this is false.
+    pub require_tls: bool,
+    /// Seconds one command request to the agent may take.
+    pub command_timeout: u64,
+    /// Attempts of one command request when the agent cannot be reached.
+    pub max_command_attempts: u32,
+    /// Seconds between polls of a command the conductor waits for (`install_bootloader`).
+    pub command_wait_interval: u64,
+    /// Polls of such a command before giving up.
+    pub command_wait_attempts: u32,
+    /// Let the agent write raw images straight to disk while downloading.
+    pub stream_raw_images: bool,
+    /// `local`: cache `instance_info.image_source` and serve it from
+    /// `<http_root>/agent_images/<node>`; `http`: hand an http(s) `image_source` to the agent
+    /// as it is (its checksum must then be in `instance_info`).
+    pub image_download_source: ImageDownloadSource,
+    /// Power-state polls after `standby.power_off` before a hard power off.
+    pub post_deploy_get_power_state_retries: u32,
+    /// Seconds between those polls.
+    pub post_deploy_get_power_state_retry_interval: u64,
+    /// Boot mode of nodes that do not say (`properties.capabilities` `boot_mode:`).
+    pub default_boot_mode: BootMode,
+    /// Allow the agent to install a BIOS boot loader for partition images.
+    pub enable_bios_bootloader_install: bool,
+    /// Allow md5 image checksums (handed to the agent as `agent_md5_checksum_enable`).
+    pub md5_checksum_enable: bool,
+    /// Image formats the agent may write (`permitted_image_formats`).
+    pub permitted_image_formats: Vec<String>,
+    /// Wipe the disk metadata through the agent's `erase_devices_metadata` clean step when a
+    /// node is undeployed (boots the agent once more while the node is cleaning).
+    pub erase_metadata_on_undeploy: bool,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            require_tls: true,
+            command_timeout: 60,
+            max_command_attempts: 3,
+            command_wait_interval: 6,
+            command_wait_attempts: 100,
+            stream_raw_images: true,
+            image_download_source: ImageDownloadSource::Local,
+            post_deploy_get_power_state_retries: 6,
+            post_deploy_get_power_state_retry_interval: 5,
+            default_boot_mode: BootMode::Uefi,
+            enable_bios_bootloader_install: false,
+            md5_checksum_enable: false,
+            permitted_image_formats: ["raw", "gpt", "qcow2", "iso"].map(String::from).to_vec(),
+            erase_metadata_on_undeploy: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageDownloadSource {
+    Local,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootMode {
+    Bios,
+    Uefi,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Bios => "bios",
+            BootMode::Uefi => "uefi",
+        }
+    }
+}
+
 /// The configuration file's shape. After [`Config::load`] every derived `Option` is filled in,
 /// so `ironboot config show` prints a complete file that loads back to the same config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -222,6 +304,7 @@ pub struct ConfigFile {
     pub deploy: DeploySettings,
     pub tftp: TftpListenSettings,
     pub http: HttpListenSettings,
+    pub agent: AgentSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -468,6 +551,42 @@ impl Config {
                 "conductor.max_concurrent_operations",
                 0,
                 "must be > 0",
+            ));
+        }
+        let a = &file.agent;
+        for (key, v) in [
+            ("agent.command_timeout", a.command_timeout),
+            ("agent.command_wait_interval", a.command_wait_interval),
+            (
+                "agent.max_command_attempts",
+                u64::from(a.max_command_attempts),
+            ),
+            (
+                "agent.command_wait_attempts",
+                u64::from(a.command_wait_attempts),
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, v, "must be > 0"));
+            }
+        }
+        const FORMATS: &[&str] = &["raw", "gpt", "qcow2", "iso", "vmdk", "vdi", "vhd", "vhdx"];
+        if a.permitted_image_formats.is_empty() {
+            return Err(invalid(
+                "agent.permitted_image_formats",
+                "[]",
+                "list at least one image format",
+            ));
+        }
+        if let Some(bad) = a
+            .permitted_image_formats
+            .iter()
+            .find(|f| !FORMATS.contains(&f.as_str()))
+        {
+            return Err(invalid(
+                "agent.permitted_image_formats",
+                bad,
+                format!("unknown image format; known: {}", FORMATS.join(", ")),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&file.log.level).is_err() {

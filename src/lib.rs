@@ -5,6 +5,7 @@
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`conductor`]: reservations, provisioning actions, periodic tasks.
 //! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives.
+//! - [`agent`]: ironic-python-agent client (commands, pinned TLS) and agent tokens.
 //! - [`config`]: file + environment + flags → validated `Config`.
 //! - [`api`]: the Ironic-compatible HTTP API.
 //! - [`service`]: `ironboot serve` — wiring, listeners, signals.
@@ -12,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry and conventions.
 //! - [`publish`]: where built virtual media live for BMCs: local web root or Swift temp URLs.
 
+pub mod agent;
 pub mod api;
 pub mod bmc;
 pub mod boot;

@@ -138,7 +138,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut registry = Registry::default();
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
-    let interfaces = Interfaces::with_fakes();
+    let mut interfaces = Interfaces::with_fakes();
+    interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
+    crate::conductor::agent_deploy::register(
+        &mut interfaces,
+        crate::conductor::agent_deploy::AgentDeployConfig {
+            settings: config.file.agent.clone(),
+            api_url: config.api_public_url.clone(),
+            http_url: config.http_url.clone(),
+            http_root: config.http_root.clone(),
+        },
+        crate::agent::AgentMetrics::register(&mut registry),
+    );
 
     let auth = match config.file.api.auth_strategy {
         AuthStrategy::Noauth => None,
@@ -163,6 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         interfaces,
         conductor_metrics,
         config.api_public_url.clone(),
+        config.file.agent.clone(),
         conductor_cancel,
     );
     conductor.start().await?;
@@ -173,6 +185,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         base_url: Arc::from(config.api_public_url.as_str()),
         registry: Arc::new(registry),
         max_limit: api::MAX_LIMIT,
+        ramdisk: Arc::new(api::ramdisk::RamdiskConfig {
+            heartbeat_timeout: config.file.api.ramdisk_heartbeat_timeout,
+            md5_checksum_enable: config.file.agent.md5_checksum_enable,
+            permitted_image_formats: config.file.agent.permitted_image_formats.clone(),
+            enable_bios_bootloader_install: config.file.agent.enable_bios_bootloader_install,
+        }),
     };
     let app = api::service(
         state,

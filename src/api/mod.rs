@@ -1,5 +1,5 @@
 //! The HTTP API (axum): Ironic v1 shapes for the management endpoints so existing Ironic
-//! clients work, plus `/healthz` and `/metrics`.
+//! clients work, the ramdisk endpoints the agent calls, plus `/healthz` and `/metrics`.
 
 pub mod auth;
 pub mod error;
@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod patch;
 pub mod ports;
+pub mod ramdisk;
 pub mod version;
 pub mod views;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub base_url: Arc<str>,
     pub registry: Arc<Registry>,
     pub max_limit: u32,
+    /// What `/v1/lookup` hands agents.
+    pub ramdisk: Arc<ramdisk::RamdiskConfig>,
 }
 
 /// Everything the API needs besides the shared state.
@@ -83,6 +86,11 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .route("/v1/ports/detail", get(ports::list_detail))
         .route("/v1/ports/{id}", get(ports::show).delete(ports::delete))
         .route("/v1/drivers", get(nodes::drivers))
+        .route("/v1/lookup", get(ramdisk::lookup))
+        .route(
+            "/v1/heartbeat/{ident}",
+            axum::routing::post(ramdisk::heartbeat),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

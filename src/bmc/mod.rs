@@ -1,9 +1,11 @@
 //! Out-of-band control of a node: power (and later boot device and virtual media).
 //!
 //! A power interface is chosen per node by `power_interface`. `fake` keeps the power state in
-//! the node record and records every call, like Ironic's `fake-hardware`.
+//! the node record and records every call, like Ironic's `fake-hardware`; `script` runs
+//! commands named in driver_info (labs and tests).
 
 pub mod fake;
+pub mod script;
 
 use crate::conductor::task::{Task, TaskFuture};
 use crate::model::PowerState;

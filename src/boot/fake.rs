@@ -39,7 +39,22 @@ impl BootInterface for FakeBoot {
 
     fn prepare_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
         Box::pin(async move {
-            task.record_fake_call("boot.prepare_instance");
+            // Record what a real boot config would be switched to: `root=UUID=` for a
+            // partition image, the disk id for a whole-disk one (when a deploy reported them).
+            let dii = &task.node.driver_internal_info;
+            let whole_disk = dii
+                .get("is_whole_disk_image")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true);
+            let call = match dii
+                .get("root_uuid_or_disk_id")
+                .and_then(serde_json::Value::as_str)
+            {
+                Some(id) if whole_disk => format!("boot.prepare_instance:disk={id}"),
+                Some(id) => format!("boot.prepare_instance:root=UUID={id}"),
+                None => "boot.prepare_instance".to_string(),
+            };
+            task.record_fake_call(&call);
             Ok(())
         })
     }

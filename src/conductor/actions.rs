@@ -176,6 +176,21 @@ impl Conductor {
         task.process_event(Event::Clean)
             .await
             .map_err(|e| fail(&e))?;
+        // The deploy interface may clean through the agent (it then waits for its heartbeats).
+        match ifaces
+            .deploy
+            .prepare_cleaning(task, ifaces.deploy_context())
+            .await
+        {
+            Ok(StepOutcome::Wait) => {
+                return task
+                    .process_event(Event::Wait)
+                    .await
+                    .map_err(|e| (Event::Fail, format!("cleaning failed: {e}")));
+            }
+            Ok(StepOutcome::Done) => {}
+            Err(e) => return Err((Event::Fail, format!("cleaning failed: {e}"))),
+        }
         self.run_clean(task).await
     }
 
@@ -276,7 +291,13 @@ impl Conductor {
         };
         self.spawn_operation("power", task, move |_c, mut task| async move {
             match ifaces.power.set_power_state(&mut task, target).await {
-                Ok(()) => task.node.last_error = None,
+                Ok(()) => {
+                    task.node.last_error = None;
+                    // A powered-off agent is gone: the next one must look up for a new token.
+                    if matches!(target, PowerState::Off | PowerState::SoftOff) {
+                        super::ramdisk::wipe_agent_session(&mut task.node);
+                    }
+                }
                 Err(e) => {
                     task.node.last_error = Some(format!(
                         "failed to change power state to {}: {e}",
@@ -293,20 +314,11 @@ impl Conductor {
     }
 }
 
-/// Forgets what one deployment left in `driver_internal_info` (agent URL, token, steps).
+/// Forgets what one deployment left in `driver_internal_info` (agent session, steps, the
+/// root UUID it reported).
 pub fn wipe_deploy_info(task: &mut Task) {
-    for key in [
-        "agent_url",
-        "agent_secret_token",
-        "agent_secret_token_pregenerated",
-        "agent_verify_ca",
-        "agent_version",
-        "agent_last_heartbeat",
-        "agent_cached_deploy_steps",
-        "deploy_steps",
-        "deploy_step_index",
-        "root_uuid_or_disk_id",
-    ] {
-        task.node.driver_internal_info.remove(key);
-    }
+    super::ramdisk::wipe_agent_session(&mut task.node);
+    task.node
+        .driver_internal_info
+        .remove("root_uuid_or_disk_id");
 }

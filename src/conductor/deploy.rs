@@ -29,6 +29,17 @@ pub enum DeployError {
     Failed { node: String, reason: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Transition(#[from] crate::model::InvalidTransition),
+}
+
+impl From<crate::conductor::task::TaskError> for DeployError {
+    fn from(e: crate::conductor::task::TaskError) -> Self {
+        match e {
+            crate::conductor::task::TaskError::Transition(t) => DeployError::Transition(t),
+            crate::conductor::task::TaskError::Store(s) => DeployError::Store(s),
+        }
+    }
 }
 
 /// The pieces a deploy interface drives (resolved for the node by the conductor).
@@ -58,6 +69,33 @@ pub trait DeployInterface: Send + Sync {
         task: &'a mut Task,
         ctx: DeployContext<'a>,
     ) -> TaskFuture<'a, (), DeployError>;
+    /// Acts on an agent heartbeat (just recorded in `driver_internal_info`) of a node in
+    /// `wait call-back`. The interface moves the node itself (resume, then wait or done); an
+    /// error fails the deploy. Interfaces that never wait have nothing to do.
+    fn continue_deploy<'a>(
+        &'a self,
+        _task: &'a mut Task,
+        _ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, (), DeployError> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Starts cleaning after an undeploy (the node is `cleaning`): `Done` when there is nothing
+    /// to clean, `Wait` when an agent was booted and cleaning continues on its heartbeats.
+    fn prepare_cleaning<'a>(
+        &'a self,
+        _task: &'a mut Task,
+        _ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, StepOutcome, DeployError> {
+        Box::pin(async { Ok(StepOutcome::Done) })
+    }
+    /// Acts on an agent heartbeat of a node in `clean wait`, like [`Self::continue_deploy`].
+    fn continue_cleaning<'a>(
+        &'a self,
+        _task: &'a mut Task,
+        _ctx: DeployContext<'a>,
+    ) -> TaskFuture<'a, (), DeployError> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Ironic's `fake` deploy: the node is "deployed" as soon as it is asked, through the node's boot

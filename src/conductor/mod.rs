@@ -6,10 +6,12 @@
 //! background. The reservation is released when the operation ends, whatever its outcome.
 
 pub mod actions;
+pub mod agent_deploy;
 pub mod deploy;
 pub mod interfaces;
 pub mod metrics;
 pub mod periodic;
+pub mod ramdisk;
 pub mod task;
 
 use std::future::Future;
@@ -20,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ConductorSettings;
+use crate::config::{AgentSettings, ConductorSettings};
 use crate::model::{Event, InvalidTransition, Node, ProvisionState};
 use crate::store::{NodeIdent, NodeQuery, Store, StoreError};
 
@@ -66,6 +68,8 @@ pub struct Conductor {
     cancel: CancellationToken,
     /// `ipa-api-url` handed to deploy ramdisks.
     api_public_url: String,
+    /// `[agent]`: heartbeat checks (TLS required or not).
+    agent: AgentSettings,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -77,6 +81,9 @@ impl std::fmt::Debug for Conductor {
 }
 
 impl Conductor {
+    // Each argument is one independent piece of the service's wiring; a builder would only
+    // move the list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         host: String,
@@ -84,6 +91,7 @@ impl Conductor {
         interfaces: Interfaces,
         metrics: ConductorMetrics,
         api_public_url: String,
+        agent: AgentSettings,
         cancel: CancellationToken,
     ) -> Arc<Conductor> {
         let operations = Arc::new(Semaphore::new(settings.max_concurrent_operations));
@@ -97,7 +105,12 @@ impl Conductor {
             tracker: TaskTracker::new(),
             cancel,
             api_public_url,
+            agent,
         })
+    }
+
+    pub fn agent_settings(&self) -> &AgentSettings {
+        &self.agent
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -20,6 +20,7 @@ async fn conductor(settings: ConductorSettings) -> (Arc<Conductor>, Arc<dyn Stor
         Interfaces::with_fakes(),
         ConductorMetrics::register(&mut reg),
         "http://127.0.0.1:6385".into(),
+        crate::config::AgentSettings::default(),
         CancellationToken::new(),
     );
     (c, store)

@@ -208,11 +208,11 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
     },
     deploy: InterfaceSet {
         default: "fake",
-        enabled: &["fake"],
+        enabled: &["fake", "direct"],
     },
     power: InterfaceSet {
         default: "fake",
-        enabled: &["fake"],
+        enabled: &["fake", "script"],
     },
 }];
 

@@ -117,6 +117,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod ipa;
 pub mod pyenv;
 pub mod server;
 

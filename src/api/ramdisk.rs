@@ -1,0 +1,186 @@
+//! The ramdisk endpoints the ironic-python-agent calls: `GET /v1/lookup` and
+//! `POST /v1/heartbeat/{node}`. Open like Ironic's (no API credentials in a ramdisk); the
+//! agent token, issued at the first lookup, protects everything after it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams};
+use super::version::Version;
+use crate::conductor::ramdisk::Heartbeat;
+use crate::model::node::mask_secrets;
+use crate::model::{MacAddress, Node};
+use crate::store::NodeIdent;
+
+/// Oldest microversion with the ramdisk endpoints (Ironic's rule).
+const RAMDISK_MIN: Version = Version(22);
+
+/// What lookup hands the agent besides the node (Ironic's `config` keys).
+#[derive(Debug, Clone)]
+pub struct RamdiskConfig {
+    pub heartbeat_timeout: u64,
+    pub md5_checksum_enable: bool,
+    pub permitted_image_formats: Vec<String>,
+    pub enable_bios_bootloader_install: bool,
+}
+
+fn too_old(version: Version) -> Result<(), ApiError> {
+    if version < RAMDISK_MIN {
+        return Err(ApiError::not_found(format!(
+            "the ramdisk endpoints need API version {RAMDISK_MIN} or later (requested {version})"
+        )));
+    }
+    Ok(())
+}
+
+/// The node as the agent sees it: only what it needs, secrets masked.
+fn node_view(node: &Node, base: &str) -> Value {
+    let mut instance_info = mask_secrets(&node.instance_info);
+    for k in ["configdrive", "image_url"] {
+        if let Some(v) = instance_info.get_mut(k)
+            && !v.is_null()
+        {
+            *v = json!("******");
+        }
+    }
+    let id = node.uuid;
+    json!({
+        "uuid": id,
+        "properties": node.properties,
+        "instance_info": instance_info,
+        "driver_internal_info": mask_secrets(&node.driver_internal_info),
+        "links": [
+            {"href": format!("{base}/v1/nodes/{id}"), "rel": "self"},
+            {"href": format!("{base}/nodes/{id}"), "rel": "bookmark"},
+        ],
+    })
+}
+
+fn config_view(c: &RamdiskConfig, token: &str) -> Value {
+    json!({
+        "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false,
+                    "prepend_host_reverse": true, "global_prefix": null},
+        "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
+        "heartbeat_timeout": c.heartbeat_timeout,
+        "agent_containers": {"allow_arbitrary_containers": false, "allowed_containers": []},
+        "agent_token": token,
+        "agent_token_required": true,
+        "agent_md5_checksum_enable": c.md5_checksum_enable,
+        "disable_deep_image_inspection": false,
+        "permitted_image_formats": c.permitted_image_formats,
+        "agent_skip_bmc_detect": false,
+        "enable_bios_bootloader_install": c.enable_bios_bootloader_install,
+        "tls_min_version": "1.2",
+        "tls_cipher_suites": null,
+    })
+}
+
+/// `GET /v1/lookup?addresses=<mac>,<mac>&node_uuid=<uuid>`
+pub async fn lookup(
+    State(st): State<AppState>,
+    version: Version,
+    q: QueryParams,
+) -> Result<axum::Json<Value>, ApiError> {
+    too_old(version)?;
+    q.only(&["addresses", "node_uuid"])?;
+    let mut macs = Vec::new();
+    for raw in q.get("addresses").unwrap_or("").split(',') {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        match MacAddress::parse(raw) {
+            Ok(m) => macs.push(m),
+            Err(e) => tracing::warn!(error = %e, "lookup: ignoring an invalid MAC address"),
+        }
+    }
+    let node_uuid = q.uuid("node_uuid")?;
+    if macs.is_empty() && node_uuid.is_none() {
+        return Err(ApiError::bad_request(
+            "Incomplete lookup request: at least one valid MAC address (addresses) or \
+             node_uuid is required",
+        ));
+    }
+    let (node, token) = st.conductor.lookup(&macs, node_uuid).await?;
+    tracing::info!(node = %node.uuid, first = token != crate::agent::token::MASK, "agent lookup");
+    Ok(axum::Json(json!({
+        "node": node_view(&node, &st.base_url),
+        "config": config_view(&st.ramdisk, &token),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeartbeatBody {
+    callback_url: Option<String>,
+    agent_token: Option<String>,
+    agent_version: Option<String>,
+    agent_verify_ca: Option<String>,
+    agent_status: Option<String>,
+    agent_status_message: Option<String>,
+}
+
+/// `POST /v1/heartbeat/{node uuid or name}`: 202, or 400/404/409 as Ironic answers.
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+    JsonBody(body): JsonBody<HeartbeatBody>,
+) -> Result<StatusCode, ApiError> {
+    too_old(version)?;
+    for (field, given, min) in [
+        ("agent_version", body.agent_version.is_some(), 36),
+        ("agent_token", body.agent_token.is_some(), 62),
+        ("agent_verify_ca", body.agent_verify_ca.is_some(), 68),
+        ("agent_status", body.agent_status.is_some(), 72),
+        (
+            "agent_status_message",
+            body.agent_status_message.is_some(),
+            72,
+        ),
+    ] {
+        if given && version < Version(min) {
+            return Err(ApiError::bad_request(format!(
+                "Field \"{field}\" not recognised in API version {version} (needs 1.{min})"
+            )));
+        }
+    }
+    let callback_url = body
+        .callback_url
+        .ok_or_else(|| ApiError::bad_request("callback_url is required"))?;
+    let scheme_ok = reqwest::Url::parse(&callback_url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !scheme_ok {
+        return Err(ApiError::bad_request(format!(
+            "callback_url {callback_url:?} must be an http:// or https:// URL"
+        )));
+    }
+    if let Some(s) = &body.agent_status
+        && !["start", "end", "error"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "agent_status {s:?} must be one of start, end, error"
+        )));
+    }
+    if body.agent_version.is_none() && body.agent_status.is_none() {
+        return Err(ApiError::bad_request(
+            "the heartbeat carries neither agent_version nor agent_status: the agent is too \
+             old for this conductor",
+        ));
+    }
+    let hb = Heartbeat {
+        callback_url,
+        agent_token: body.agent_token,
+        agent_version: body.agent_version,
+        agent_verify_ca: body.agent_verify_ca,
+        agent_status: body.agent_status,
+        agent_status_message: body.agent_status_message,
+    };
+    st.conductor
+        .heartbeat(&NodeIdent::parse(&ident), hb)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}

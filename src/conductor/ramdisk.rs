@@ -1,0 +1,269 @@
+//! The conductor's half of the ramdisk endpoints: lookup (which issues the agent token) and
+//! heartbeat (which records the agent and continues its deploy).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Conductor, ConductorError};
+use crate::agent::token;
+use crate::model::{MacAddress, Node, ProvisionState};
+use crate::store::{NodeIdent, PortQuery, StoreError};
+
+/// The one answer for "no such node" and "not in a lookup state", so lookup reveals nothing
+/// about nodes that are not deploying.
+fn not_found() -> ConductorError {
+    ConductorError::Store(StoreError::NodeNotFound(
+        "matching the lookup request (or it is not in a state that allows lookup)".into(),
+    ))
+}
+
+/// What a heartbeat carries (already checked against the API version).
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub callback_url: String,
+    pub agent_token: Option<String>,
+    pub agent_version: Option<String>,
+    pub agent_verify_ca: Option<String>,
+    pub agent_status: Option<String>,
+    pub agent_status_message: Option<String>,
+}
+
+/// Keys of one agent session in `driver_internal_info`; wiped at the end of a deploy and on
+/// power off, so a later agent must look up again and gets a fresh token.
+pub const AGENT_SESSION_KEYS: &[&str] = &[
+    "agent_url",
+    "agent_secret_token",
+    "agent_secret_token_pregenerated",
+    "agent_verify_ca",
+    "agent_version",
+    "agent_last_heartbeat",
+    "agent_cached_deploy_steps",
+    "hardware_manager_version",
+    "deploy_step_index",
+    "deploy_steps",
+    "clean_step_index",
+];
+
+/// Forgets the agent session (token, URL, pinned certificate, step progress).
+pub fn wipe_agent_session(node: &mut Node) {
+    for k in AGENT_SESSION_KEYS {
+        node.driver_internal_info.remove(*k);
+    }
+}
+
+fn dii_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.driver_internal_info.get(key).and_then(Value::as_str)
+}
+
+impl Conductor {
+    /// `GET /v1/lookup`: the node whose ports match `addresses` (or `node_uuid`), if it is in a
+    /// lookup state, with the agent token: the real one the first time, `******` afterwards.
+    pub async fn lookup(
+        &self,
+        addresses: &[MacAddress],
+        node_uuid: Option<Uuid>,
+    ) -> Result<(Node, String), ConductorError> {
+        let node = match node_uuid {
+            Some(u) => match self.store().get_node(&NodeIdent::Uuid(u)).await {
+                Ok(n) => n,
+                Err(StoreError::NodeNotFound(_)) => return Err(not_found()),
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                let ports = self
+                    .store()
+                    .list_ports(&PortQuery {
+                        addresses: addresses.to_vec(),
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut owners: Vec<Uuid> = ports.iter().map(|p| p.node_uuid).collect();
+                owners.sort();
+                owners.dedup();
+                match owners.as_slice() {
+                    [one] => self.store().get_node(&NodeIdent::Uuid(*one)).await?,
+                    [] => return Err(not_found()),
+                    many => {
+                        tracing::warn!(nodes = ?many, ?addresses, "lookup matches several nodes");
+                        return Err(not_found());
+                    }
+                }
+            }
+        };
+        if !node.provision_state.lookup_allowed() {
+            tracing::info!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
+            return Err(not_found());
+        }
+        if node.driver_internal_info.contains_key("agent_secret_token") {
+            return Ok((node, token::MASK.to_string()));
+        }
+        // Issue the token under the reservation, so two racing lookups cannot both get one.
+        let mut task = self.reserve(&NodeIdent::Uuid(node.uuid)).await?;
+        let issued = async {
+            if task
+                .node
+                .driver_internal_info
+                .contains_key("agent_secret_token")
+            {
+                return Ok(token::MASK.to_string());
+            }
+            let t = token::generate().map_err(|e| ConductorError::Conflict(e.to_string()))?;
+            task.node
+                .driver_internal_info
+                .insert("agent_secret_token".into(), json!(t));
+            task.save().await?;
+            tracing::info!(node = %task.node.uuid, "agent token issued at lookup");
+            Ok::<_, ConductorError>(t)
+        }
+        .await;
+        let node = task.node.clone();
+        self.release(task).await;
+        Ok((node, issued?))
+    }
+
+    /// `POST /v1/heartbeat/{ident}`: checks the token and the callback, records the agent, and
+    /// continues a deploy waiting for it in the background.
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        ident: &NodeIdent,
+        hb: Heartbeat,
+    ) -> Result<(), ConductorError> {
+        let node = self.store().get_node(ident).await?;
+        let invalid = |m: &str| ConductorError::InvalidParameter(m.to_string());
+        if let Some(url) = dii_str(&node, "agent_url")
+            && url != hb.callback_url
+        {
+            tracing::error!(node = %node.uuid, stored = url, got = %hb.callback_url, "agent callback_url changed");
+            return Err(invalid(
+                "Detected change in ramdisk provided \"callback_url\"",
+            ));
+        }
+        if hb.agent_token.is_none() {
+            return Err(invalid("Agent token is required for heartbeat processing."));
+        }
+        if !token::matches(
+            dii_str(&node, "agent_secret_token"),
+            hb.agent_token.as_deref(),
+        ) {
+            tracing::error!(node = %node.uuid, "invalid or missing agent token in heartbeat");
+            return Err(invalid("Invalid or missing agent token received."));
+        }
+        if self.agent_settings().require_tls && !hb.callback_url.starts_with("https://") {
+            return Err(invalid(
+                "TLS is required by the conductor ([agent] require_tls), but the agent \
+                 callback_url is not https",
+            ));
+        }
+        if let (Some(stored), Some(given)) = (
+            dii_str(&node, "agent_verify_ca"),
+            hb.agent_verify_ca.as_deref(),
+        ) && stored != given
+        {
+            return Err(invalid(
+                "Agent certificate (agent_verify_ca) changed since the first heartbeat",
+            ));
+        }
+        if !node.provision_state.heartbeat_allowed() {
+            tracing::info!(node = %node.uuid, state = %node.provision_state, "heartbeat ignored in this state");
+            return Ok(());
+        }
+        let mut task = match self.reserve(ident).await {
+            Ok(t) => t,
+            Err(ConductorError::Store(StoreError::NodeLocked { node: n, holder }))
+                if dii_str(&node, "agent_url").is_none() =>
+            {
+                // The agent retries a 409 within seconds; the first heartbeat must get through.
+                return Err(ConductorError::Store(StoreError::NodeLocked {
+                    node: n,
+                    holder,
+                }));
+            }
+            Err(ConductorError::Store(StoreError::NodeLocked { .. })) => {
+                tracing::debug!(node = %node.uuid, "node busy; heartbeat only acknowledged");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let dii = &mut task.node.driver_internal_info;
+        dii.insert("agent_url".into(), json!(hb.callback_url));
+        if let Some(v) = &hb.agent_version {
+            dii.insert("agent_version".into(), json!(v));
+        }
+        if let Some(ca) = &hb.agent_verify_ca {
+            dii.insert("agent_verify_ca".into(), json!(ca));
+        }
+        if let Some(s) = &hb.agent_status {
+            dii.insert("agent_status".into(), json!(s));
+        }
+        if let Some(m) = &hb.agent_status_message {
+            dii.insert("agent_status_message".into(), json!(m));
+        }
+        dii.insert(
+            "agent_last_heartbeat".into(),
+            json!(crate::model::now().to_rfc3339()),
+        );
+        let waiting = matches!(
+            task.node.provision_state,
+            ProvisionState::DeployWait | ProvisionState::CleanWait
+        );
+        if waiting {
+            // Progress: resets the callback timeout.
+            task.node.provision_updated_at = Some(crate::model::now());
+        }
+        if let Err(e) = task.save().await {
+            self.release(task).await;
+            return Err(e.into());
+        }
+        if !waiting || task.node.maintenance {
+            if task.node.maintenance && waiting {
+                tracing::warn!(node = %task.node.uuid, "heartbeat of a node in maintenance: deploy not continued");
+            }
+            self.release(task).await;
+            return Ok(());
+        }
+        self.spawn_operation("heartbeat", task, |c, mut task| async move {
+            c.continue_after_heartbeat(&mut task).await;
+            task
+        })
+    }
+
+    /// Lets the node's deploy interface act on the heartbeat just recorded; a failure fails
+    /// the deploy (or cleaning) and ends the agent session.
+    async fn continue_after_heartbeat(&self, task: &mut super::Task) {
+        let cleaning = task.node.provision_state == ProvisionState::CleanWait;
+        let what = if cleaning { "cleaning" } else { "deploy" };
+        let ifaces = match self.interfaces().for_node(&task.node) {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail_node(task, crate::model::Event::Fail, e.to_string())
+                    .await;
+                return;
+            }
+        };
+        let result = if cleaning {
+            ifaces
+                .deploy
+                .continue_cleaning(task, ifaces.deploy_context())
+                .await
+        } else {
+            ifaces
+                .deploy
+                .continue_deploy(task, ifaces.deploy_context())
+                .await
+        };
+        if let Err(e) = result {
+            self.fail_node(
+                task,
+                crate::model::Event::Fail,
+                format!("{what} failed: {e}"),
+            )
+            .await;
+            wipe_agent_session(&mut task.node);
+            if let Err(e) = task.save().await {
+                tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after a failed deploy");
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The agent driver against the REAL ironic-python-agent 13.0.0 (PyPI), sandboxed with a loop
+//! device as its only disk (see tests/support/ipa.rs). Needs root; under CI the peers are
+//! required, locally the tests skip loudly without them.
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// `len` bytes of `dev` from `offset`.
+fn read_dev(dev: &str, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open(dev).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn fake_calls(node: &Value) -> String {
+    node["driver_internal_info"]["fake_calls"].to_string()
+}
+
+/// The MBR disk identifier as the agent reports it (`0x` + 8 hex digits).
+fn mbr_disk_id(image: &[u8]) -> String {
+    let id = u32::from_le_bytes([image[440], image[441], image[442], image[443]]);
+    format!("0x{id:08x}")
+}
+
+fn whole_disk_info(lab: &Lab, images: &TestImages, file: &str, format: &str) -> Value {
+    let served = format!("{}-{}", std::process::id(), file);
+    let url = lab.serve_image(&images.path(file), &served);
+    json!({
+        "image_source": url,
+        "image_disk_format": format,
+        "image_checksum": format!("sha256:{}", sha256_file(&images.path(file))),
+    })
+}
+
+#[test]
+fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
+    let Some(lab) = Lab::start("agent_ipa raw", LabOptions::default()) else {
+        return;
+    };
+    let images = TestImages::make();
+    let uuid = lab.create_node(
+        "raw-node",
+        whole_disk_info(&lab, &images, "wd.raw", "raw"),
+        None,
+    );
+    lab.provision(&uuid, "active");
+
+    // Wait for the agent's first heartbeat (its URL recorded), then poke at the token rules.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let node = loop {
+        let n = lab.node(&uuid);
+        if n["driver_internal_info"]["agent_url"].is_string() || n["provision_state"] == "active" {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat:\n{}",
+            lab.agent_logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    if node["provision_state"] != "active" {
+        // (e) A second lookup gets the masked token; the API never shows the real one.
+        let (s, body) = lab.api("GET", &format!("/v1/lookup?addresses={AGENT_MAC}"), None);
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["config"]["agent_token"], "******", "{body}");
+        assert_eq!(body["node"]["uuid"], uuid);
+        assert_eq!(node["driver_internal_info"]["agent_secret_token"], "******");
+        // (d) Heartbeats without the token or with a wrong one are refused with 400.
+        let url = node["driver_internal_info"]["agent_url"].as_str().unwrap();
+        for token in [None, Some("x".repeat(43))] {
+            let mut hb = json!({"callback_url": url, "agent_version": "13.0.0"});
+            if let Some(t) = &token {
+                hb["agent_token"] = json!(t);
+            }
+            let (s, body) = lab.api("POST", &format!("/v1/heartbeat/{uuid}"), Some(&hb));
+            assert_eq!(s, 400, "token {token:?}: {body}");
+            assert!(
+                body["error_message"].as_str().unwrap().contains("token"),
+                "{body}"
+            );
+        }
+        // Lookup before microversion 1.22 does not exist.
+        let (s, _) = lab.api_with_version("GET", "/v1/lookup?addresses=x", None, Some("1.21"));
+        assert_eq!(s, 404);
+    }
+
+    let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        lab.agent_logs()
+    );
+    let image = std::fs::read(images.path("wd.raw")).unwrap();
+    assert!(
+        read_dev(&lab.disk, 0, image.len()) == image,
+        "the loop device does not hold wd.raw byte for byte"
+    );
+    let calls = fake_calls(&done);
+    assert!(
+        calls.contains(&format!(
+            "boot.prepare_instance:disk={}",
+            mbr_disk_id(&image)
+        )),
+        "boot switched to the disk id the agent reported: {calls}"
+    );
+    assert!(
+        calls.contains("boot.prepare_ramdisk:ipa-api-url="),
+        "{calls}"
+    );
+    assert_eq!(done["power_state"], "power on");
+    let dii = done["driver_internal_info"].as_object().unwrap();
+    for gone in ["agent_secret_token", "agent_url", "agent_verify_ca"] {
+        assert!(!dii.contains_key(gone), "{gone} left after deploy: {dii:?}");
+    }
+    // Auto-TLS was used: the agent advertised https and the conductor pinned its certificate.
+    let log = lab.ironboot_log();
+    assert!(
+        log.contains("https://127.0.0.1:9999"),
+        "{}",
+        support::ipa::tail(&log, 40)
+    );
+    // The agent streamed from the image URL and powered off through the shim, then the
+    // instance "booted" (power on started a second process, as a BMC would boot the disk).
+    assert_eq!(lab.boots(), 2);
+    let agent = lab.agent_logs();
+    assert!(
+        agent.contains("write_image") || agent.contains("execute_deploy_step"),
+        "{}",
+        support::ipa::tail(&agent, 40)
+    );
+}
+
+#[test]
+fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
+    let opts = LabOptions {
+        erase_on_undeploy: true,
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa qcow2", opts) else {
+        return;
+    };
+    let images = TestImages::make();
+    let uuid = lab.create_node(
+        "qcow2-node",
+        whole_disk_info(&lab, &images, "wd.qcow2", "qcow2"),
+        None,
+    );
+    lab.provision(&uuid, "active");
+    let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        support::ipa::tail(&lab.agent_logs(), 80)
+    );
+    // qemu-img wrote the raw content of the qcow2 image: compare with its raw source.
+    let raw = std::fs::read(images.path("wd.raw")).unwrap();
+    assert!(
+        read_dev(&lab.disk, 0, raw.len()) == raw,
+        "the disk does not hold the converted image"
+    );
+    assert!(fake_calls(&done).contains(&format!("disk={}", mbr_disk_id(&raw))));
+    assert_eq!(
+        &read_dev(&lab.disk, 510, 2),
+        &[0x55, 0xaa],
+        "MBR signature written"
+    );
+
+    // Undeploy boots the agent once more to erase the disk metadata through its clean step.
+    lab.provision(&uuid, "deleted");
+    let clean = lab.wait_state(
+        &uuid,
+        &["available", "clean failed", "error"],
+        DEPLOY_TIMEOUT,
+    );
+    assert_eq!(
+        clean["provision_state"],
+        "available",
+        "last_error: {}\n{}",
+        clean["last_error"],
+        support::ipa::tail(&lab.agent_logs(), 60)
+    );
+    assert_eq!(lab.boots(), 3, "deploy ramdisk, instance, cleaning ramdisk");
+    assert_eq!(
+        &read_dev(&lab.disk, 510, 2),
+        &[0, 0],
+        "partition table erased by erase_devices_metadata"
+    );
+    assert_eq!(clean["power_state"], "power off");
+    assert!(lab.agent_logs().contains("erase_devices_metadata"));
+}
+
+#[derive(Debug)]
+struct Part {
+    start: u64,
+    size: u64,
+    kind: String,
+}
+
+fn partitions(dev: &str) -> Vec<Part> {
+    let (ok, out, err) = support::run(Command::new("sfdisk").args(["-J", dev]));
+    assert!(ok, "sfdisk -J {dev}: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Part {
+            start: p["start"].as_u64().unwrap() * 512,
+            size: p["size"].as_u64().unwrap() * 512,
+            kind: p["type"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn partition_image_with_swap_and_configdrive() {
+    let Some(lab) = Lab::start("agent_ipa partition", LabOptions::default()) else {
+        return;
+    };
+    let images = TestImages::make();
+    let part = images.path("part.raw");
+    let url = lab.serve_image(&part, &format!("{}-part.raw", std::process::id()));
+    support::write_pattern_file(&images.path("cd.bin"), 64 * 1024, 11);
+    let cd_bytes = std::fs::read(images.path("cd.bin")).unwrap();
+    let blob = gzip(&cd_bytes);
+    let configdrive = base64::engine::general_purpose::STANDARD.encode(&blob);
+    let info = json!({
+        "image_source": url,
+        "image_disk_format": "raw",
+        "image_checksum": format!("sha256:{}", sha256_file(&part)),
+        "kernel": "http://127.0.0.1/instance-kernel",
+        "ramdisk": "http://127.0.0.1/instance-ramdisk",
+        "root_mb": 64,
+        "swap_mb": 16,
+    });
+    let uuid = lab.create_node("part-node", info, None);
+    lab.provision_with(
+        &uuid,
+        json!({"target": "active", "configdrive": configdrive}),
+    );
+    let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
+
+    // The agent laid out the disk either way: swap, root, and the config drive.
+    let parts = partitions(&lab.disk);
+    let swap = parts
+        .iter()
+        .find(|p| p.size == 16 << 20)
+        .unwrap_or_else(|| panic!("no 16 MiB swap: {parts:?}"));
+    let root = parts
+        .iter()
+        .find(|p| p.size == 64 << 20)
+        .unwrap_or_else(|| panic!("no 64 MiB root: {parts:?}"));
+    assert_eq!(swap.kind, "82", "swap partition type: {parts:?}");
+    let image = std::fs::read(&part).unwrap();
+    assert!(
+        read_dev(&lab.disk, root.start, image.len()) == image,
+        "root partition does not hold part.raw"
+    );
+    let cd = parts
+        .iter()
+        .filter(|p| p.start != swap.start && p.start != root.start)
+        .find(|p| read_dev(&lab.disk, p.start, cd_bytes.len()) == cd_bytes);
+    assert!(
+        cd.is_some(),
+        "no partition holds the config drive: {parts:?}"
+    );
+
+    let (ok, fs_uuid, _) = support::run(
+        Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value"])
+            .arg(&part),
+    );
+    assert!(ok);
+    let fs_uuid = fs_uuid.trim();
+    if done["provision_state"] == "active" {
+        // A ramdisk with a udev database reports the root UUID: the boot config uses it.
+        assert!(
+            fake_calls(&done).contains(&format!("boot.prepare_instance:root=UUID={fs_uuid}")),
+            "{}",
+            fake_calls(&done)
+        );
+    } else {
+        // Without udev (this machine) lsblk cannot read the UUID and the agent reports "":
+        // ironboot refuses to write a boot config without root=UUID and says why.
+        let err = done["last_error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("no root partition UUID") && err.contains("udev"),
+            "unclear failure: {err}\n{}",
+            support::ipa::tail(&lab.ironboot_log(), 40)
+        );
+        assert_eq!(
+            done["power_state"], "power off",
+            "powered off after the failure"
+        );
+        let dii = done["driver_internal_info"].as_object().unwrap();
+        assert!(
+            !dii.contains_key("agent_secret_token"),
+            "token wiped after the failure"
+        );
+    }
+}
+
+/// gzip with the system tool (the crate has no compression dependency).
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn agent_that_never_calls_back_is_failed_by_the_callback_timeout() {
+    let opts = LabOptions {
+        callback_timeout: 8,
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa callback timeout", opts) else {
+        return;
+    };
+    let images = TestImages::make();
+    // The agent boots, but looks for its conductor where nothing listens.
+    let uuid = lab.create_node(
+        "silent-node",
+        whole_disk_info(&lab, &images, "wd.raw", "raw"),
+        Some("http://127.0.0.1:9"),
+    );
+    lab.provision(&uuid, "active");
+    lab.wait_state(&uuid, &["wait call-back"], Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let failed = lab.wait_state(&uuid, &["deploy failed"], Duration::from_secs(60));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "failed too early: {:?}",
+        started.elapsed()
+    );
+    let err = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("timeout reached while waiting for callback"),
+        "{err}"
+    );
+    assert_eq!(failed["power_state"], "power off");
+    assert_eq!(lab.boots(), 1, "the agent was started once");
+    let (ok, out, _) = support::run(Command::new(lab.dir().join("power.sh")).arg("status"));
+    assert!(
+        ok && out.trim() == "off",
+        "the agent process was killed: {out}"
+    );
+    assert!(
+        lab.agent_logs().contains("127.0.0.1:9"),
+        "the real agent ran and tried its API URL"
+    );
+}
+
+#[test]
+fn baremetal_cli_deploys_through_the_real_agent() {
+    let Some(cli) = support::pyenv::venv_tool(
+        "agent_ipa baremetal",
+        "ironicclient",
+        &["python-ironicclient==6.3.0"],
+        "baremetal",
+    ) else {
+        return;
+    };
+    let Some(lab) = Lab::start("agent_ipa baremetal", LabOptions::default()) else {
+        return;
+    };
+    let images = TestImages::make();
+    let home = tempfile::tempdir().unwrap();
+    let bm = |args: &[&str]| {
+        let (ok, out, err) = support::run(
+            lab.in_netns(cli.to_str().unwrap())
+                .args(args)
+                .env("OS_AUTH_TYPE", "none")
+                .env("OS_ENDPOINT", lab.api_url())
+                .env("HOME", home.path())
+                .env_remove("OS_CLOUD"),
+        );
+        assert!(
+            ok,
+            "baremetal {args:?}:\n{out}\n{err}\n{}",
+            support::ipa::tail(&lab.ironboot_log(), 40)
+        );
+        out
+    };
+    let info = whole_disk_info(&lab, &images, "wd.raw", "raw");
+    let power = lab.power_driver_info(None);
+    bm(&[
+        "node",
+        "create",
+        "--driver",
+        "fake-hardware",
+        "--name",
+        "cli-agent-node",
+        "--deploy-interface",
+        "direct",
+        "--power-interface",
+        "script",
+        "--property",
+        "capabilities=boot_mode:bios",
+    ]);
+    let mut set = vec!["node".to_string(), "set".into(), "cli-agent-node".into()];
+    for (k, v) in power.as_object().unwrap() {
+        set.push("--driver-info".into());
+        set.push(format!("{k}={v}"));
+    }
+    for (k, v) in info.as_object().unwrap() {
+        set.push("--instance-info".into());
+        set.push(format!("{k}={}", v.as_str().unwrap()));
+    }
+    bm(&set.iter().map(String::as_str).collect::<Vec<_>>());
+    bm(&["port", "create", AGENT_MAC, "--node", "cli-agent-node"]);
+    bm(&["node", "manage", "cli-agent-node", "--wait", "60"]);
+    bm(&["node", "provide", "cli-agent-node", "--wait", "60"]);
+    bm(&["node", "deploy", "cli-agent-node", "--wait", "240"]);
+    let shown: Value =
+        serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
+    assert_eq!(shown["provision_state"], "active", "{shown}");
+    let image = std::fs::read(images.path("wd.raw")).unwrap();
+    assert!(read_dev(&lab.disk, 0, image.len()) == image);
+    bm(&["node", "undeploy", "cli-agent-node", "--wait", "60"]);
+    let shown: Value =
+        serde_json::from_str(&bm(&["node", "show", "cli-agent-node", "-f", "json"])).unwrap();
+    assert_eq!(shown["provision_state"], "available", "{shown}");
+    assert_eq!(shown["power_state"], "power off");
+}
