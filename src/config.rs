@@ -310,6 +310,7 @@ pub struct ConfigFile {
     pub agent: AgentSettings,
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
+    pub vmedia: crate::publish::PublishSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -602,6 +603,9 @@ impl Config {
             ));
         }
 
+        file.vmedia
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
         file.media
             .validate()
             .map_err(|e| ConfigError::Section(e.to_string()))?;

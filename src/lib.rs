@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry and conventions.
 //! - [`images`]: the image cache (download once, verify, hard-link everywhere, evict safely).
 //! - [`media`]: virtual media builders (FAT floppy with parameters.txt, ESP, El Torito ISOs).
+//! - [`publish`]: where built virtual media live for BMCs: local web root or Swift temp URLs.
 
 pub mod agent;
 pub mod api;
@@ -25,6 +26,7 @@ pub mod images;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod publish;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -5,8 +5,6 @@
 //! test failure; locally the test is skipped with a loud message on stderr.
 #![allow(dead_code)]
 
-pub mod guest;
-
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,10 +115,12 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod guest;
 pub mod ipa;
 pub mod origin;
 pub mod pyenv;
 pub mod server;
+pub mod swift;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
 pub fn http_client() -> reqwest::Client {
