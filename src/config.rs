@@ -110,6 +110,8 @@ pub struct ConductorSettings {
     pub max_concurrent_operations: usize,
     /// Power the node off when a deploy fails (Ironic's `power_off_after_deploy_failure`).
     pub power_off_after_deploy_failure: bool,
+    /// Seconds between image cache clean-ups (TTL and size cap); 0 disables them.
+    pub cache_clean_up_interval: u64,
 }
 
 impl Default for ConductorSettings {
@@ -122,6 +124,7 @@ impl Default for ConductorSettings {
             automated_clean: false,
             max_concurrent_operations: 64,
             power_off_after_deploy_failure: true,
+            cache_clean_up_interval: 3600,
         }
     }
 }
@@ -253,7 +256,7 @@ impl Default for AgentSettings {
             command_wait_interval: 6,
             command_wait_attempts: 100,
             stream_raw_images: true,
-            image_download_source: ImageDownloadSource::Local,
+            image_download_source: ImageDownloadSource::Http,
             post_deploy_get_power_state_retries: 6,
             post_deploy_get_power_state_retry_interval: 5,
             default_boot_mode: BootMode::Uefi,
@@ -265,11 +268,17 @@ impl Default for AgentSettings {
     }
 }
 
+/// Where the agent downloads the instance image from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageDownloadSource {
-    Local,
+    /// ironboot fetches `image_source` into its image cache and serves it from its own HTTP
+    /// server at `<http_url>/agent_images/<node uuid>` (Ironic's `http` for Glance images;
+    /// `local` is accepted as a synonym).
+    #[serde(alias = "local")]
     Http,
+    /// The agent downloads `image_source` itself (an http(s) URL it can reach).
+    Direct,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

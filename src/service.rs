@@ -43,6 +43,8 @@ pub enum ServiceError {
     Conductor(#[from] ConductorError),
     #[error(transparent)]
     Auth(#[from] api::auth::AuthFileError),
+    #[error("image cache: {0}")]
+    Cache(#[from] crate::images::ImageError),
     #[error("cannot listen on {addr} for {what}: {source}{hint}")]
     Bind {
         what: &'static str,
@@ -138,6 +140,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut registry = Registry::default();
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
+    let cache = Arc::new(crate::images::ImageCache::open(
+        config.file.image_cache.clone(),
+        &config.cache_dir,
+        &[config.tftp_root.clone(), config.http_root.clone()],
+        &mut registry,
+    )?);
     let mut interfaces = Interfaces::with_fakes();
     interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
     crate::conductor::agent_deploy::register(
@@ -147,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             api_url: config.api_public_url.clone(),
             http_url: config.http_url.clone(),
             http_root: config.http_root.clone(),
+            cache: cache.clone(),
         },
         crate::agent::AgentMetrics::register(&mut registry),
     );
@@ -178,6 +187,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         conductor_cancel,
     );
     conductor.start().await?;
+    spawn_cache_clean_up(
+        &conductor,
+        cache.clone(),
+        config.file.conductor.cache_clean_up_interval,
+    );
 
     let state = AppState {
         conductor: conductor.clone(),
@@ -218,6 +232,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         what: "API",
         source: e,
     })
+}
+
+/// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).
+fn spawn_cache_clean_up(
+    conductor: &Arc<Conductor>,
+    cache: Arc<crate::images::ImageCache>,
+    interval: u64,
+) {
+    if interval == 0 {
+        return;
+    }
+    conductor.spawn_periodic(
+        "image_cache_clean_up",
+        Duration::from_secs(interval),
+        move |_| {
+            let cache = cache.clone();
+            async move {
+                match cache.clean_up(None).await {
+                    Ok(report) if !report.removed.is_empty() => {
+                        tracing::info!(
+                            removed = report.removed.len(),
+                            "image cache clean-up evicted unused images"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "image cache clean-up failed"),
+                }
+            }
+        },
+    );
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

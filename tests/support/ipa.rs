@@ -14,7 +14,7 @@
 //! lives. Tests reach the API with `nsenter --net` + curl.
 //!
 //! Stop-gap until ironboot serves its HTTP root itself: a Python `http.server` in the sandbox
-//! serves `<lab>/images`, and ironboot runs with `[agent] image_download_source = "http"`.
+//! serves `<lab>/images`, and ironboot runs with `[agent] image_download_source = "direct"`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -368,7 +368,7 @@ wait
                 opts.callback_timeout.to_string(),
             )
             .env("IRONBOOT_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "2")
-            .env("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "http")
+            .env("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "direct")
             .env("IRONBOOT_AGENT__DEFAULT_BOOT_MODE", "bios")
             .env("IRONBOOT_AGENT__POST_DEPLOY_GET_POWER_STATE_RETRIES", "2")
             .env(

@@ -28,6 +28,7 @@ use super::ramdisk::wipe_agent_session;
 use super::task::{Task, TaskFuture};
 use crate::agent::{AgentClient, AgentError, AgentMetrics, ClientOptions, CommandStatus};
 use crate::config::{AgentSettings, ImageDownloadSource};
+use crate::images::{self, ImageCache, ImageFormat, ImageRequest};
 use crate::model::node::mask_secrets;
 use crate::model::{Event, PowerState};
 use plan::{DeployPlan, ImageSource};
@@ -35,8 +36,6 @@ use plan::{DeployPlan, ImageSource};
 const NAME: &str = "direct";
 /// The one in-band deploy step ironboot runs on the agent.
 const WRITE_IMAGE: &str = "write_image";
-/// Where served instance images live under the HTTP root (Ironic's `http_image_subdir`).
-pub const AGENT_IMAGES_DIR: &str = "agent_images";
 
 /// What the interface needs from the configuration.
 #[derive(Debug, Clone)]
@@ -47,6 +46,8 @@ pub struct AgentDeployConfig {
     /// `http_url` (no trailing slash): where nodes fetch `<http_root>` files.
     pub http_url: String,
     pub http_root: PathBuf,
+    /// Fetches and serves instance images (`image_download_source = "http"`).
+    pub cache: Arc<ImageCache>,
 }
 
 pub struct AgentDeploy {
@@ -97,34 +98,34 @@ impl AgentDeploy {
         .map_err(|e| Self::failed(task, e))
     }
 
-    /// Where the agent downloads the image and how it checks it.
+    /// Where the agent downloads the image and how it checks it. With `http` (the default)
+    /// the image goes through the cache and is served by ironboot's own HTTP server.
     async fn image_source(
         &self,
         task: &Task,
         plan: &DeployPlan,
     ) -> Result<ImageSource, DeployError> {
+        let declared_format = task
+            .node
+            .instance_info
+            .get("image_disk_format")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         match self.config.settings.image_download_source {
-            ImageDownloadSource::Http => {
-                if !(plan.image_source.starts_with("http://")
-                    || plan.image_source.starts_with("https://"))
-                {
+            ImageDownloadSource::Direct => {
+                if !is_http_url(&plan.image_source) {
                     return Err(Self::invalid(format!(
                         "image_source {:?} is not an http(s) URL; with [agent] \
-                         image_download_source = \"http\" the agent downloads it directly",
+                         image_download_source = \"direct\" the agent downloads it itself",
                         plan.image_source
                     )));
                 }
-                let disk_format = task
-                    .node
-                    .instance_info
-                    .get("image_disk_format")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        Self::invalid(
-                            "instance_info.image_disk_format is required when the agent \
-                             downloads from the origin (raw, qcow2, ...)",
-                        )
-                    })?;
+                let disk_format = declared_format.ok_or_else(|| {
+                    Self::invalid(
+                        "instance_info.image_disk_format is required when the agent \
+                         downloads from the origin (raw, qcow2, ...)",
+                    )
+                })?;
                 let checksum = plan::declared_checksum(&task.node).map_err(Self::invalid)?;
                 Ok(ImageSource {
                     url: plan.image_source.clone(),
@@ -132,10 +133,59 @@ impl AgentDeploy {
                     checksum,
                 })
             }
-            ImageDownloadSource::Local => Err(Self::invalid(
-                "[agent] image_download_source = \"local\" needs the image cache, which this \
-                 build does not have yet; use image_download_source = \"http\"",
-            )),
+            ImageDownloadSource::Http => {
+                let checksum = Self::cache_checksum(task, &plan.image_source)?;
+                let expected_format = declared_format
+                    .map(|f| {
+                        f.parse::<ImageFormat>().map_err(|e| {
+                            Self::invalid(format!("instance_info.image_disk_format: {e}"))
+                        })
+                    })
+                    .transpose()?;
+                let request = ImageRequest {
+                    href: plan.image_source.clone(),
+                    checksum: checksum.checksum,
+                    os_hash_algo: checksum.os_hash_algo,
+                    os_hash_value: checksum.os_hash_value,
+                    expected_format,
+                    kind: images::ImageKind::Instance,
+                    ..Default::default()
+                };
+                let cache = &self.config.cache;
+                let image = cache
+                    .fetch(&request)
+                    .await
+                    .map_err(|e| Self::failed(task, format!("cannot cache instance image: {e}")))?;
+                let served = cache
+                    .place_agent_image(&image, &self.config.http_root, &task.node.uuid)
+                    .await
+                    .map_err(|e| Self::failed(task, format!("cannot serve instance image: {e}")))?;
+                tracing::info!(node = %task.node.uuid, source = %plan.image_source,
+                    size = image.size, format = ?served.disk_format, converted = image.converted,
+                    "instance image cached and served to the agent");
+                Ok(ImageSource {
+                    url: format!("{}/{}", self.config.http_url, served.url_path),
+                    disk_format: served
+                        .disk_format
+                        .map(|f| f.to_string())
+                        .unwrap_or_else(|| "raw".into()),
+                    checksum: plan::Checksum {
+                        os_hash_algo: Some(served.os_hash_algo.to_string()),
+                        os_hash_value: Some(served.os_hash_value),
+                        checksum: None,
+                    },
+                })
+            }
+        }
+    }
+
+    /// The checksum the cache verifies the download against: required for network sources;
+    /// optional for local files (the cache computes a sha256 the agent then verifies).
+    fn cache_checksum(task: &Task, source: &str) -> Result<plan::Checksum, DeployError> {
+        match plan::declared_checksum(&task.node) {
+            Ok(c) => Ok(c),
+            Err(_) if !is_http_url(source) => Ok(plan::Checksum::default()),
+            Err(e) => Err(Self::invalid(e)),
         }
     }
 
@@ -390,22 +440,14 @@ impl AgentDeploy {
         Ok(())
     }
 
-    fn agent_image_path(&self, task: &Task) -> PathBuf {
-        self.config
-            .http_root
-            .join(AGENT_IMAGES_DIR)
-            .join(task.node.uuid.to_string())
-    }
-
     /// Removes the served copy of the instance image (the agent has written it).
     async fn remove_agent_image(&self, task: &Task) {
-        let path = self.agent_image_path(task);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => tracing::debug!(path = %path.display(), "agent image link removed"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove agent image link")
-            }
+        let cache = &self.config.cache;
+        if let Err(e) = cache
+            .remove_agent_image(&self.config.http_root, &task.node.uuid)
+            .await
+        {
+            tracing::warn!(node = %task.node.uuid, error = %e, "cannot remove served agent image");
         }
     }
 
@@ -626,9 +668,14 @@ impl DeployInterface for AgentDeploy {
     }
 
     fn validate(&self, task: &Task) -> Result<(), DeployError> {
-        self.plan(task)?;
-        if self.config.settings.image_download_source == ImageDownloadSource::Http {
-            plan::declared_checksum(&task.node).map_err(Self::invalid)?;
+        let plan = self.plan(task)?;
+        match self.config.settings.image_download_source {
+            ImageDownloadSource::Direct => {
+                plan::declared_checksum(&task.node).map_err(Self::invalid)?;
+            }
+            ImageDownloadSource::Http => {
+                Self::cache_checksum(task, &plan.image_source)?;
+            }
         }
         Self::configdrive(task)?;
         Ok(())
@@ -723,4 +770,8 @@ pub fn register(
     metrics: AgentMetrics,
 ) {
     interfaces.add_deploy(Arc::new(AgentDeploy::new(config, metrics)));
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
 }

@@ -75,12 +75,20 @@ async fn fake_agent(script: Script) -> String {
     format!("http://{addr}")
 }
 
+/// A cache in a directory of its own (these tests let the agent download directly).
+fn test_cache(reg: &mut crate::metrics::Registry) -> Arc<crate::images::ImageCache> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Arc::new(
+        crate::images::ImageCache::open(Default::default(), &dir.join("cache"), &[], reg).unwrap(),
+    )
+}
+
 async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let mut reg = crate::metrics::Registry::default();
     let settings = AgentSettings {
         require_tls: false,
-        image_download_source: ImageDownloadSource::Http,
+        image_download_source: ImageDownloadSource::Direct,
         post_deploy_get_power_state_retries: 1,
         post_deploy_get_power_state_retry_interval: 0,
         max_command_attempts: 1,
@@ -94,6 +102,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
             api_url: "http://127.0.0.1:6385".into(),
             http_url: "http://127.0.0.1:8080".into(),
             http_root: std::env::temp_dir(),
+            cache: test_cache(&mut reg),
         },
         AgentMetrics::register(&mut reg),
     );
