@@ -45,6 +45,8 @@ pub enum ServiceError {
     Auth(#[from] api::auth::AuthFileError),
     #[error("image cache: {0}")]
     Cache(#[from] crate::images::ImageError),
+    #[error("media builder: {0}")]
+    Media(#[from] crate::media::MediaError),
     #[error("cannot listen on {addr} for {what}: {source}{hint}")]
     Bind {
         what: &'static str,
@@ -146,6 +148,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         &[config.tftp_root.clone(), config.http_root.clone()],
         &mut registry,
     )?);
+    let media = Arc::new(
+        crate::media::MediaBuilder::new(config.file.media.clone())?.with_metrics(Arc::new(
+            crate::media::MediaMetrics::register(&mut registry),
+        )),
+    );
     let mut interfaces = Interfaces::with_fakes();
     interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
     crate::conductor::agent_deploy::register(
@@ -156,6 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             http_url: config.http_url.clone(),
             http_root: config.http_root.clone(),
             cache: cache.clone(),
+            media: media.clone(),
         },
         crate::agent::AgentMetrics::register(&mut registry),
     );

@@ -159,7 +159,10 @@ fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
         whole_disk_info(&lab, &images, "wd.qcow2", "qcow2"),
         None,
     );
-    lab.provision(&uuid, "active");
+    // A config drive given as JSON: ironboot builds the config-2 ISO, the agent writes it
+    // into a partition of its own after the image.
+    let drive = json!({"meta_data": {"hostname": "qcow2-node"}, "user_data": "#cloud-config\n"});
+    lab.provision_with(&uuid, json!({"target": "active", "configdrive": drive}));
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
     assert_eq!(
         done["provision_state"],
@@ -168,11 +171,25 @@ fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
         done["last_error"],
         support::ipa::tail(&lab.agent_logs(), 80)
     );
-    // qemu-img wrote the raw content of the qcow2 image: compare with its raw source.
+    // qemu-img wrote the raw content of the qcow2 image: compare with its raw source (the
+    // config drive partition entry added to the MBR aside).
     let raw = std::fs::read(images.path("wd.raw")).unwrap();
+    let disk = read_dev(&lab.disk, 0, raw.len());
     assert!(
-        read_dev(&lab.disk, 0, raw.len()) == raw,
+        disk[512..] == raw[512..] && disk[..446] == raw[..446],
         "the disk does not hold the converted image"
+    );
+    let config_2 = partitions(&lab.disk).into_iter().find(|p| {
+        let pvd = read_dev(&lab.disk, p.start + 16 * 2048, 72);
+        &pvd[1..6] == b"CD001" && pvd[40..72].starts_with(b"config-2 ")
+    });
+    let config_2 =
+        config_2.unwrap_or_else(|| panic!("no config-2 partition: {:?}", partitions(&lab.disk)));
+    let content =
+        String::from_utf8_lossy(&read_dev(&lab.disk, config_2.start, 1 << 20)).into_owned();
+    assert!(
+        content.contains("qcow2-node") && content.contains(&uuid),
+        "meta_data.json not on the drive"
     );
     assert!(fake_calls(&done).contains(&format!("disk={}", mbr_disk_id(&raw))));
     assert_eq!(

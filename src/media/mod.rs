@@ -19,6 +19,7 @@
 
 pub mod cli;
 mod cmdline;
+pub mod configdrive;
 mod esp;
 mod fat;
 mod fat_fixup;

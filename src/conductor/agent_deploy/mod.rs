@@ -48,6 +48,8 @@ pub struct AgentDeployConfig {
     pub http_root: PathBuf,
     /// Fetches and serves instance images (`image_download_source = "http"`).
     pub cache: Arc<ImageCache>,
+    /// Builds config drives given as JSON.
+    pub media: Arc<crate::media::MediaBuilder>,
 }
 
 pub struct AgentDeploy {
@@ -216,20 +218,52 @@ impl AgentDeploy {
         ))
     }
 
-    /// The configdrive for the agent: a gzip+base64 ISO (or URL) passed as given.
+    /// The configdrive for the agent: a gzip+base64 ISO or a URL, passed as given. A JSON
+    /// drive has already been built into that form by [`AgentDeploy::build_configdrive`].
     fn configdrive(task: &Task) -> Result<Value, DeployError> {
+        Self::check_configdrive(task)?;
         match task.node.instance_info.get("configdrive") {
-            None | Some(Value::Null) => Ok(Value::Null),
-            Some(Value::String(s)) if s.is_empty() => Ok(Value::Null),
-            Some(Value::String(s)) => Ok(json!(s)),
-            Some(Value::Object(_)) => Err(Self::invalid(
-                "a configdrive given as meta_data/user_data needs the media builder, which \
-                 this build does not have yet; pass a gzip+base64 ISO instead",
+            Some(Value::String(s)) if !s.is_empty() => Ok(json!(s)),
+            Some(Value::Object(_)) => Err(Self::failed(
+                task,
+                "the JSON config drive was not built before write_image",
             )),
+            _ => Ok(Value::Null),
+        }
+    }
+
+    /// Checks `instance_info.configdrive` without building anything (validation).
+    fn check_configdrive(task: &Task) -> Result<(), DeployError> {
+        match task.node.instance_info.get("configdrive") {
+            None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+            Some(Value::Object(spec)) => crate::media::configdrive::files(spec, &task.node.uuid)
+                .map(|_| ())
+                .map_err(Self::invalid),
             Some(other) => Err(Self::invalid(format!(
                 "configdrive must be a string (gzip+base64 ISO or URL) or an object, not {other}"
             ))),
         }
+    }
+
+    /// Turns a JSON config drive (`meta_data`, `user_data`, `network_data`, `vendor_data`)
+    /// into a gzip+base64 `config-2` ISO in `instance_info.configdrive`, as Ironic does.
+    async fn build_configdrive(&self, task: &mut Task) -> Result<(), DeployError> {
+        let Some(Value::Object(spec)) = task.node.instance_info.get("configdrive").cloned() else {
+            return Ok(());
+        };
+        let builder = self.config.media.clone();
+        let uuid = task.node.uuid;
+        let encoded = tokio::task::spawn_blocking(move || {
+            crate::media::configdrive::build_encoded(&builder, &spec, &uuid)
+        })
+        .await
+        .map_err(|e| Self::failed(task, format!("config drive build was cancelled: {e}")))?
+        .map_err(|e| Self::failed(task, format!("cannot build the config drive: {e}")))?;
+        tracing::info!(node = %uuid, bytes = encoded.len(), "config drive built from JSON");
+        task.node
+            .instance_info
+            .insert("configdrive".into(), json!(encoded));
+        Ok(())
     }
 
     /// Sends `write_image` (first heartbeat, or an agent that came back without it).
@@ -677,7 +711,7 @@ impl DeployInterface for AgentDeploy {
                 Self::cache_checksum(task, &plan.image_source)?;
             }
         }
-        Self::configdrive(task)?;
+        Self::check_configdrive(task)?;
         Ok(())
     }
 
@@ -690,6 +724,7 @@ impl DeployInterface for AgentDeploy {
             let plan = self.plan(task)?;
             ctx.power.set_power_state(task, PowerState::Off).await?;
             let source = self.image_source(task, &plan).await?;
+            self.build_configdrive(task).await?;
             let image_info = plan::image_info(&task.node, &plan, &source, &self.config.settings);
             // A new deploy starts a new agent session: a fresh lookup, token and step list.
             wipe_agent_session(&mut task.node);

@@ -103,6 +103,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
             http_url: "http://127.0.0.1:8080".into(),
             http_root: std::env::temp_dir(),
             cache: test_cache(&mut reg),
+            media: Arc::new(crate::media::MediaBuilder::new(Default::default()).unwrap()),
         },
         AgentMetrics::register(&mut reg),
     );
