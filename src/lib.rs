@@ -1,12 +1,27 @@
 //! ironboot: the boot and media service that runs on every bare-metal conductor host.
 //!
 //! Module map (see ARCHITECTURE.md for the data flow):
-//! - [`boot`]: PXELINUX/GRUB/iPXE config rendering and the per-node layout of boot files.
+//! - [`model`]: nodes, ports, provision states and transitions (pure, no I/O).
+//! - [`store`]: the `Store` trait and its embedded SQLite implementation.
+//! - [`conductor`]: reservations, provisioning actions, periodic tasks.
+//! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives; `boot` also renders
+//!   PXELINUX/GRUB/iPXE configs and lays out the per-node boot files.
+//! - [`config`]: file + environment + flags → validated `Config`.
+//! - [`api`]: the Ironic-compatible HTTP API.
+//! - [`service`]: `ironboot serve` — wiring, listeners, signals.
+//! - [`serve`]: the TFTP and HTTP servers of the boot roots (read-only, confined).
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
-//! - [`serve`]: the TFTP and HTTP servers of the boot roots (read-only, confined).
 
+pub mod api;
+pub mod bmc;
 pub mod boot;
+pub mod conductor;
+pub mod config;
 pub mod fsutil;
 pub mod metrics;
+pub mod model;
 pub mod serve;
+pub mod service;
+pub mod store;
+pub mod telemetry;

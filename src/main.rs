@@ -1,16 +1,123 @@
 //! Command-line entry point: parse, load config, call the library. No logic lives here.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ironboot::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ironboot",
     version,
-    about = "Boot and media service for bare-metal conductors"
+    about = "Boot and media service for bare-metal conductors",
+    long_about = "ironboot renders and serves PXELINUX, GRUB and iPXE boot files over TFTP and HTTP, \
+                  keeps an image cache, builds virtual media, and speaks an Ironic-compatible API \
+                  (including the ironic-python-agent ramdisk endpoints).\n\n\
+                  Configuration comes from an optional TOML file (--config), IRONBOOT_* environment \
+                  variables (IRONBOOT_<SECTION>__<KEY>) and flags, in that order of precedence."
 )]
-struct Cli {}
+struct Cli {
+    /// TOML configuration file (optional; embedded defaults otherwise).
+    #[arg(long, global = true, env = "IRONBOOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: API, TFTP, HTTP and the conductor.
+    Serve(ServeArgs),
+    /// Validate or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Directory holding the database, the TFTP and HTTP roots and the image cache.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the API (management and ramdisk endpoints, /metrics, /healthz) [default: 127.0.0.1:6385].
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_listen: Option<SocketAddr>,
+    /// Address of the HTTP boot server [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// Address of the TFTP server [default: 0.0.0.0:69].
+    #[arg(long, value_name = "ADDR:PORT")]
+    tftp_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (file, environment, flags) without starting anything.
+    Check(ServeArgs),
+    /// Print the effective configuration as TOML, every derived value filled in.
+    Show(ServeArgs),
+}
+
+fn overrides(args: &ServeArgs, log_json: bool) -> Overrides {
+    Overrides {
+        data_dir: args.data_dir.clone(),
+        api_listen: args.api_listen,
+        http_listen: args.http_listen,
+        tftp_listen: args.tftp_listen,
+        log_json,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ironboot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            ironboot::telemetry::init_logging(&config.file.log);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                ironboot::service::cancel_on_signals(shutdown.clone());
+                ironboot::service::run(config, shutdown).await
+            })?;
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            if let Some(path) = &config.file.api.http_basic_auth_user_file {
+                ironboot::api::auth::Htpasswd::load(path)?;
+            }
+            println!(
+                "configuration OK: data_dir={} api={} http={} tftp={} ipa-api-url={} http_url={}",
+                config.data_dir.display(),
+                config.file.api.listen,
+                config.file.http.listen,
+                config.file.tftp.listen,
+                config.api_public_url,
+                config.http_url
+            );
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show(args)) => {
+            let config = Config::load(cli.config.as_deref(), &overrides(args, cli.log_json))?;
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+    }
 }

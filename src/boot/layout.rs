@@ -17,17 +17,16 @@
 //! functions here do blocking file I/O: async callers run them in `spawn_blocking`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use uuid::Uuid;
 
 use super::render::ImagePair;
-use super::{BootError, BootMode, NetBoot};
+use super::{BootFilesError, BootMode, NetBoot};
 use crate::fsutil;
+use crate::model::port::MacAddress;
 
 /// Directory of the PXELINUX (tftp) and iPXE (http) per-MAC links.
 pub const PXE_CONFIG_SUBDIR: &str = "pxelinux.cfg";
@@ -63,60 +62,6 @@ impl NodeFile {
 pub enum Images {
     Deploy,
     Instance,
-}
-
-/// An Ethernet MAC address, as Ironic's ports carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr([u8; 6]);
-
-impl MacAddr {
-    pub fn new(bytes: [u8; 6]) -> Self {
-        Self(bytes)
-    }
-
-    /// `aa-bb-cc-dd-ee-ff`, iPXE's `${mac:hexhyp}`.
-    pub fn hexhyp(&self) -> String {
-        self.0
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join("-")
-    }
-}
-
-impl fmt::Display for MacAddr {
-    /// `aa:bb:cc:dd:ee:ff`, lower case (GRUB's `$net_default_mac`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = BootError;
-    /// Accepts `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
-    fn from_str(s: &str) -> Result<Self, BootError> {
-        let bad = || {
-            BootError::invalid(
-                "mac address",
-                s,
-                "expected six hex octets separated by ':' or '-'",
-            )
-        };
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Self(out))
-    }
 }
 
 /// What [`Layout::install_loaders`] did.
@@ -174,10 +119,11 @@ impl Layout {
     }
 
     /// Creates both roots and their link directories.
-    pub fn create_roots(&self) -> Result<(), BootError> {
+    pub fn create_roots(&self) -> Result<(), BootFilesError> {
         for root in [&self.tftp_root, &self.http_root] {
             let dir = root.join(PXE_CONFIG_SUBDIR);
-            fsutil::ensure_dir(&dir).map_err(|e| BootError::io("create directory", &dir, e))?;
+            fsutil::ensure_dir(&dir)
+                .map_err(|e| BootFilesError::io("create directory", &dir, e))?;
         }
         Ok(())
     }
@@ -200,7 +146,7 @@ impl Layout {
         node: Uuid,
         images: Images,
         http_url: Option<&str>,
-    ) -> Result<ImagePair, BootError> {
+    ) -> Result<ImagePair, BootFilesError> {
         let (kernel, ramdisk) = match images {
             Images::Deploy => (NodeFile::DeployKernel, NodeFile::DeployRamdisk),
             Images::Instance => (NodeFile::Kernel, NodeFile::Ramdisk),
@@ -209,7 +155,7 @@ impl Layout {
             (NetBoot::Pxe, BootMode::Bios) => format!("{node}/"),
             (NetBoot::Pxe, BootMode::Uefi) => format!("/{node}/"),
             (NetBoot::Ipxe, _) => {
-                let url = http_url.ok_or(BootError::MissingInput {
+                let url = http_url.ok_or(BootFilesError::MissingInput {
                     entry: "ipxe",
                     what: "http_url (where nodes reach the http root)",
                 })?;
@@ -228,12 +174,12 @@ impl Layout {
         interface: NetBoot,
         node: Uuid,
         text: &str,
-    ) -> Result<PathBuf, BootError> {
+    ) -> Result<PathBuf, BootFilesError> {
         let dir = self.node_dir(interface, node);
-        fsutil::ensure_dir(&dir).map_err(|e| BootError::io("create directory", &dir, e))?;
+        fsutil::ensure_dir(&dir).map_err(|e| BootFilesError::io("create directory", &dir, e))?;
         let path = dir.join(NodeFile::Config.file_name());
         fsutil::write_atomic(&path, text.as_bytes())
-            .map_err(|e| BootError::io("write config", &path, e))?;
+            .map_err(|e| BootFilesError::io("write config", &path, e))?;
         Ok(path)
     }
 
@@ -245,19 +191,19 @@ impl Layout {
         node: Uuid,
         file: NodeFile,
         src: &Path,
-    ) -> Result<bool, BootError> {
+    ) -> Result<bool, BootFilesError> {
         if file == NodeFile::Config {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 "node file",
                 file.file_name(),
                 "the config is rendered, not placed",
             ));
         }
         let dir = self.node_dir(interface, node);
-        fsutil::ensure_dir(&dir).map_err(|e| BootError::io("create directory", &dir, e))?;
+        fsutil::ensure_dir(&dir).map_err(|e| BootFilesError::io("create directory", &dir, e))?;
         let dest = dir.join(file.file_name());
         let copied = fsutil::link_or_copy_atomic(src, &dest)
-            .map_err(|e| BootError::io("place image from", src, e))?;
+            .map_err(|e| BootFilesError::io("place image from", src, e))?;
         if copied {
             tracing::info!(node = %node, src = %src.display(), dest = %dest.display(),
                 "copied image (different filesystem from the cache: uses disk twice)");
@@ -271,16 +217,16 @@ impl Layout {
         interface: NetBoot,
         node: Uuid,
         file: NodeFile,
-    ) -> Result<(), BootError> {
+    ) -> Result<(), BootFilesError> {
         let path = self.node_file(interface, node, file);
-        fsutil::remove_if_exists(&path).map_err(|e| BootError::io("remove", &path, e))
+        fsutil::remove_if_exists(&path).map_err(|e| BootFilesError::io("remove", &path, e))
     }
 
     /// The per-MAC links of an interface: (link path relative to the root, link target).
-    fn mac_links(interface: NetBoot, node: Uuid, mac: MacAddr) -> Vec<(PathBuf, PathBuf)> {
+    fn mac_links(interface: NetBoot, node: Uuid, mac: &MacAddress) -> Vec<(PathBuf, PathBuf)> {
         let in_subdir = PathBuf::from(format!("../{node}/config"));
         let at_top = PathBuf::from(format!("{node}/config"));
-        let hexhyp = mac.hexhyp();
+        let hexhyp = mac.hyphenated();
         match interface {
             NetBoot::Pxe => vec![
                 (
@@ -303,17 +249,18 @@ impl Layout {
         &self,
         interface: NetBoot,
         node: Uuid,
-        macs: &[MacAddr],
-    ) -> Result<Vec<PathBuf>, BootError> {
+        macs: &[MacAddress],
+    ) -> Result<Vec<PathBuf>, BootFilesError> {
         let root = self.root(interface);
         let subdir = root.join(PXE_CONFIG_SUBDIR);
-        fsutil::ensure_dir(&subdir).map_err(|e| BootError::io("create directory", &subdir, e))?;
+        fsutil::ensure_dir(&subdir)
+            .map_err(|e| BootFilesError::io("create directory", &subdir, e))?;
         let mut made = Vec::new();
         for mac in macs {
-            for (rel, target) in Self::mac_links(interface, node, *mac) {
+            for (rel, target) in Self::mac_links(interface, node, mac) {
                 let link = root.join(rel);
                 fsutil::symlink_atomic(&target, &link)
-                    .map_err(|e| BootError::io("link", &link, e))?;
+                    .map_err(|e| BootFilesError::io("link", &link, e))?;
                 made.push(link);
             }
         }
@@ -323,7 +270,7 @@ impl Layout {
     /// Removes the node's directory and every link that points into it — found by scanning
     /// the link directories, so links of ports deleted since are found too, and a link that
     /// a MAC's new owner has re-pointed is left alone.
-    pub fn clean_up_node(&self, interface: NetBoot, node: Uuid) -> Result<CleanUp, BootError> {
+    pub fn clean_up_node(&self, interface: NetBoot, node: Uuid) -> Result<CleanUp, BootFilesError> {
         let root = self.root(interface);
         let mut report = CleanUp::default();
         let targets = [
@@ -337,15 +284,15 @@ impl Layout {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(BootError::io("read directory", &dir, e)),
+                Err(e) => return Err(BootFilesError::io("read directory", &dir, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| BootError::io("read directory", &dir, e))?;
+                let entry = entry.map_err(|e| BootFilesError::io("read directory", &dir, e))?;
                 let path = entry.path();
                 let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
                 if is_link && fs::read_link(&path).is_ok_and(|t| t == target) {
                     fsutil::remove_if_exists(&path)
-                        .map_err(|e| BootError::io("remove link", &path, e))?;
+                        .map_err(|e| BootFilesError::io("remove link", &path, e))?;
                     report.links.push(path);
                 }
             }
@@ -354,23 +301,24 @@ impl Layout {
         match fs::remove_dir_all(&dir) {
             Ok(()) => report.node_dir_removed = true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BootError::io("remove node directory", &dir, e)),
+            Err(e) => return Err(BootFilesError::io("remove node directory", &dir, e)),
         }
         report.links.sort();
         Ok(report)
     }
 
     /// Writes `<http root>/boot.ipxe` when its content differs. Returns `true` if it wrote.
-    pub fn write_boot_ipxe(&self, text: &str) -> Result<bool, BootError> {
+    pub fn write_boot_ipxe(&self, text: &str) -> Result<bool, BootFilesError> {
         write_if_changed(&self.http_root.join(BOOT_IPXE), text.as_bytes())
     }
 
     /// Writes the common GRUB config into both roots when it differs.
-    pub fn write_grub_common(&self, text: &str) -> Result<(), BootError> {
+    pub fn write_grub_common(&self, text: &str) -> Result<(), BootFilesError> {
         for root in [&self.tftp_root, &self.http_root] {
             let path = root.join(GRUB_COMMON_CONFIG);
             if let Some(dir) = path.parent() {
-                fsutil::ensure_dir(dir).map_err(|e| BootError::io("create directory", dir, e))?;
+                fsutil::ensure_dir(dir)
+                    .map_err(|e| BootFilesError::io("create directory", dir, e))?;
             }
             write_if_changed(&path, text.as_bytes())?;
         }
@@ -406,14 +354,14 @@ impl Layout {
     }
 }
 
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, BootError> {
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, BootFilesError> {
     match fs::read(path) {
         Ok(old) if old == bytes => return Ok(false),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(BootError::io("read", path, e)),
+        Err(e) => return Err(BootFilesError::io("read", path, e)),
     }
-    fsutil::write_atomic(path, bytes).map_err(|e| BootError::io("write", path, e))?;
+    fsutil::write_atomic(path, bytes).map_err(|e| BootFilesError::io("write", path, e))?;
     Ok(true)
 }
 
@@ -471,26 +419,8 @@ mod tests {
         (dir, l)
     }
 
-    fn mac(s: &str) -> MacAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn mac_parsing_and_formats() {
-        let m = mac("52:54:00:AB:cd:0F");
-        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
-        assert_eq!(m.hexhyp(), "52-54-00-ab-cd-0f");
-        assert_eq!(mac("52-54-00-ab-cd-0f"), m);
-        for bad in [
-            "",
-            "52:54:00:ab:cd",
-            "52:54:00:ab:cd:0f:00",
-            "5:54:00:ab:cd:0f",
-            "zz:54:00:ab:cd:0f",
-            "../../x",
-        ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
-        }
+    fn mac(s: &str) -> MacAddress {
+        MacAddress::parse(s).unwrap()
     }
 
     #[test]
@@ -528,8 +458,12 @@ mod tests {
         for n in [a, b] {
             l.write_config(NetBoot::Ipxe, n, "#!ipxe\n").unwrap();
         }
-        l.link_macs(NetBoot::Ipxe, a, &[shared, mac("52:54:00:00:00:02")])
-            .unwrap();
+        l.link_macs(
+            NetBoot::Ipxe,
+            a,
+            &[shared.clone(), mac("52:54:00:00:00:02")],
+        )
+        .unwrap();
         // The shared MAC's port moved to node b: its link now belongs to b.
         l.link_macs(NetBoot::Ipxe, b, &[shared]).unwrap();
         let report = l.clean_up_node(NetBoot::Ipxe, a).unwrap();

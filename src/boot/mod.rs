@@ -1,17 +1,60 @@
-//! Network boot: render PXELINUX, GRUB and iPXE configs and lay them out per node.
+//! Boot interfaces: make a node boot something (the deploy ramdisk, then its instance).
 //!
-//! [`render`] turns a plain [`render::BootContext`] into the text of a node's config (or the
-//! `boot.ipxe` chain script); [`layout`] puts that text, the deploy and instance kernels and the
-//! per-MAC links where firmware looks for them. Neither knows about the node model or the
-//! database: the conductor (through its boot interfaces) builds the inputs and calls them.
+//! Chosen per node by `boot_interface`. `fake` records what it was asked and changes nothing.
+//!
+//! The network boot building blocks live here too, independent of the node model:
+//! [`render`] turns a plain [`render::BootContext`] into the text of a node's PXELINUX, GRUB
+//! or iPXE config (or the `boot.ipxe` chain script); [`layout`] puts that text, the deploy
+//! and instance kernels and the per-MAC links where firmware looks for them.
 
+pub mod fake;
 pub mod layout;
 pub mod render;
 mod settings;
 
 use std::path::PathBuf;
 
+use crate::conductor::task::{Task, TaskFuture};
+
 pub use settings::PxeSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("boot interface {interface}: driver_info is missing or invalid: {reason}")]
+    InvalidDriverInfo {
+        interface: &'static str,
+        reason: String,
+    },
+    #[error("boot interface {interface} failed for node {node}: {reason}")]
+    Failed {
+        interface: &'static str,
+        node: String,
+        reason: String,
+    },
+}
+
+/// What the conductor asks of a boot interface. Every method leaves the node's boot files in a
+/// consistent state: either the old set or the new one, never a mix a node could fetch.
+pub trait BootInterface: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Checks the node has what this interface needs (deploy kernel/ramdisk, ports, ...).
+    fn validate(&self, task: &Task) -> Result<(), BootError>;
+    /// Prepares the node to boot the deploy ramdisk, handing it `ramdisk_params`
+    /// (`ipa-api-url=...` and friends) on its kernel command line.
+    fn prepare_ramdisk<'a>(
+        &'a self,
+        task: &'a mut Task,
+        ramdisk_params: &'a [(String, String)],
+    ) -> TaskFuture<'a, (), BootError>;
+    /// Removes what `prepare_ramdisk` created.
+    fn clean_up_ramdisk<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError>;
+    /// Prepares the node to boot its instance (local disk, or a partition image's kernel).
+    fn prepare_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError>;
+    /// Removes what `prepare_instance` created.
+    fn clean_up_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError>;
+    /// Regenerates this conductor's copy of the node's boot files after another conductor died.
+    fn take_over<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError>;
+}
 
 /// The network boot interfaces this module serves (Ironic's `pxe` and `ipxe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,12 +75,12 @@ impl NetBoot {
 }
 
 impl std::str::FromStr for NetBoot {
-    type Err = BootError;
-    fn from_str(s: &str) -> Result<Self, BootError> {
+    type Err = BootFilesError;
+    fn from_str(s: &str) -> Result<Self, BootFilesError> {
         match s {
             "pxe" => Ok(NetBoot::Pxe),
             "ipxe" => Ok(NetBoot::Ipxe),
-            other => Err(BootError::Unsupported(format!(
+            other => Err(BootFilesError::Unsupported(format!(
                 "boot interface {other:?} (expected \"pxe\" or \"ipxe\")"
             ))),
         }
@@ -61,12 +104,12 @@ impl BootMode {
 }
 
 impl std::str::FromStr for BootMode {
-    type Err = BootError;
-    fn from_str(s: &str) -> Result<Self, BootError> {
+    type Err = BootFilesError;
+    fn from_str(s: &str) -> Result<Self, BootFilesError> {
         match s {
             "bios" => Ok(BootMode::Bios),
             "uefi" => Ok(BootMode::Uefi),
-            other => Err(BootError::Unsupported(format!(
+            other => Err(BootFilesError::Unsupported(format!(
                 "boot mode {other:?} (expected \"bios\" or \"uefi\")"
             ))),
         }
@@ -90,13 +133,13 @@ impl Arch {
 }
 
 impl std::str::FromStr for Arch {
-    type Err = BootError;
+    type Err = BootFilesError;
     /// Accepts Ironic's `cpu_arch` spellings (`x86_64`, `amd64`, `aarch64`, `arm64`).
-    fn from_str(s: &str) -> Result<Self, BootError> {
+    fn from_str(s: &str) -> Result<Self, BootFilesError> {
         match s {
             "x86_64" | "amd64" => Ok(Arch::X86_64),
             "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            other => Err(BootError::Unsupported(format!(
+            other => Err(BootFilesError::Unsupported(format!(
                 "cpu architecture {other:?} (expected x86_64 or aarch64)"
             ))),
         }
@@ -105,7 +148,7 @@ impl std::str::FromStr for Arch {
 
 /// Everything that can go wrong while rendering or laying out boot files.
 #[derive(Debug, thiserror::Error)]
-pub enum BootError {
+pub enum BootFilesError {
     /// A value that would end up in a boot config is not acceptable there.
     #[error("invalid {field} {value:?}: {reason}")]
     InvalidValue {
@@ -135,13 +178,13 @@ pub enum BootError {
     },
 }
 
-impl BootError {
+impl BootFilesError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        BootError::Io {
+        BootFilesError::Io {
             action,
             path: path.into(),
             source,
@@ -149,7 +192,7 @@ impl BootError {
     }
 
     pub(crate) fn invalid(field: &str, value: &str, reason: impl Into<String>) -> Self {
-        BootError::InvalidValue {
+        BootFilesError::InvalidValue {
             field: field.to_string(),
             value: value.to_string(),
             reason: reason.into(),

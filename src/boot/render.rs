@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use uuid::Uuid;
 
-use super::{Arch, BootError, BootMode, NetBoot, PxeSettings};
+use super::{Arch, BootFilesError, BootMode, NetBoot, PxeSettings};
 
 /// The compiled-in templates, by file name.
 const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
@@ -79,9 +79,9 @@ pub enum ConfigFormat {
 impl ConfigFormat {
     /// The format for an interface, boot mode and architecture; PXELINUX and iPXE's BIOS
     /// builds only exist for x86.
-    pub fn select(interface: NetBoot, mode: BootMode, arch: Arch) -> Result<Self, BootError> {
+    pub fn select(interface: NetBoot, mode: BootMode, arch: Arch) -> Result<Self, BootFilesError> {
         match (interface, mode, arch) {
-            (_, BootMode::Bios, Arch::Aarch64) => Err(BootError::Unsupported(format!(
+            (_, BootMode::Bios, Arch::Aarch64) => Err(BootFilesError::Unsupported(format!(
                 "boot mode bios on {} (aarch64 boots UEFI only)",
                 arch.as_str()
             ))),
@@ -128,7 +128,7 @@ impl KernelParams {
     /// Parses a whitespace-separated command line (`nofb vga=normal`); `field` names where it
     /// came from in errors. Only spaces separate parameters: any other whitespace or control
     /// character (a newline in a node field, say) is refused, not treated as a separator.
-    pub fn parse(field: &str, text: &str) -> Result<Self, BootError> {
+    pub fn parse(field: &str, text: &str) -> Result<Self, BootFilesError> {
         let mut params = Self::new();
         for word in text.split(' ').filter(|w| !w.is_empty()) {
             match word.split_once('=') {
@@ -145,7 +145,7 @@ impl KernelParams {
         field: &str,
         text: &str,
         default: &KernelParams,
-    ) -> Result<Self, BootError> {
+    ) -> Result<Self, BootFilesError> {
         let mut params = Self::new();
         for word in text.split(' ').filter(|w| !w.is_empty()) {
             if word == "%default%" {
@@ -161,7 +161,12 @@ impl KernelParams {
     }
 
     /// Appends `key` or `key=value` after validating both.
-    pub fn push(&mut self, field: &str, key: &str, value: Option<&str>) -> Result<(), BootError> {
+    pub fn push(
+        &mut self,
+        field: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), BootFilesError> {
         validate_param_key(field, key)?;
         if let Some(v) = value {
             validate_param_value(field, key, v)?;
@@ -172,7 +177,7 @@ impl KernelParams {
         };
         let new_len = self.cmdline_len() + usize::from(!self.0.is_empty()) + param_len(&param);
         if new_len > MAX_CMDLINE {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 field,
                 key,
                 format!("the kernel command line would exceed {MAX_CMDLINE} bytes"),
@@ -223,19 +228,19 @@ fn param_len(p: &KernelParam) -> usize {
 
 /// Keys start with a letter or digit (a leading `-` would read as an option to iPXE's `kernel`)
 /// and use letters, digits, `_`, `-`, `.` (`ipa-api-url`, `rd.shell`, `BOOTIF`).
-fn validate_param_key(field: &str, key: &str) -> Result<(), BootError> {
+fn validate_param_key(field: &str, key: &str) -> Result<(), BootFilesError> {
     if key.is_empty() {
-        return Err(BootError::invalid(field, key, "empty parameter name"));
+        return Err(BootFilesError::invalid(field, key, "empty parameter name"));
     }
     if key.len() > 128 {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             key,
             "parameter name longer than 128 bytes",
         ));
     }
     if !key.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             key,
             "a parameter name must start with a letter or digit",
@@ -245,7 +250,7 @@ fn validate_param_key(field: &str, key: &str) -> Result<(), BootError> {
         .char_indices()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
     {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             key,
             format!("character {c:?} at byte {i} is not allowed in a parameter name"),
@@ -256,16 +261,20 @@ fn validate_param_key(field: &str, key: &str) -> Result<(), BootError> {
 
 /// Values: letters, digits and `-_.:/,=+@%~` — URLs without query strings, `ttyS0,115200n8`,
 /// `UUID=...`, `ip=` specs. Anything else could end a token or start syntax in some loader.
-fn validate_param_value(field: &str, key: &str, value: &str) -> Result<(), BootError> {
+fn validate_param_value(field: &str, key: &str, value: &str) -> Result<(), BootFilesError> {
     let what = format!("{key}={value}");
     if value.is_empty() {
-        return Err(BootError::invalid(field, &what, "empty value after '='"));
+        return Err(BootFilesError::invalid(
+            field,
+            &what,
+            "empty value after '='",
+        ));
     }
     if let Some((i, c)) = value
         .char_indices()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || "-_.:/,=+@%~".contains(*c)))
     {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             &what,
             format!("character {c:?} at byte {i} of the value is not allowed"),
@@ -279,20 +288,20 @@ fn validate_param_value(field: &str, key: &str, value: &str) -> Result<(), BootE
 const LOCATION_FORBIDDEN: &str = "\"'`\\$;|{}<>#^*[]()!";
 
 /// Validates an image location (a path in a root or an http URL) for use in a config.
-pub fn validate_location(field: &str, value: &str) -> Result<(), BootError> {
+pub fn validate_location(field: &str, value: &str) -> Result<(), BootFilesError> {
     if value.is_empty() {
-        return Err(BootError::invalid(field, value, "empty location"));
+        return Err(BootFilesError::invalid(field, value, "empty location"));
     }
     if value.len() > MAX_LOCATION {
         let start: String = value.chars().take(64).collect();
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             &format!("{start}..."),
             format!("location longer than {MAX_LOCATION} bytes"),
         ));
     }
     if value.starts_with('-') {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             value,
             "a location must not start with '-' (it would read as an option)",
@@ -302,7 +311,7 @@ pub fn validate_location(field: &str, value: &str) -> Result<(), BootError> {
         .char_indices()
         .find(|(_, c)| !c.is_ascii_graphic() || LOCATION_FORBIDDEN.contains(*c))
     {
-        return Err(BootError::invalid(
+        return Err(BootFilesError::invalid(
             field,
             value,
             format!("character {c:?} at byte {i} is not allowed in a location"),
@@ -312,14 +321,14 @@ pub fn validate_location(field: &str, value: &str) -> Result<(), BootError> {
 }
 
 /// A filesystem UUID (`root=UUID=...`): hex digits and dashes (FAT volume ids are `ABCD-1234`).
-fn validate_root_uuid(value: &str) -> Result<(), BootError> {
+fn validate_root_uuid(value: &str) -> Result<(), BootFilesError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(BootError::invalid(
+        Err(BootFilesError::invalid(
             "root_uuid",
             value,
             "expected a filesystem UUID (hex digits and '-')",
@@ -328,7 +337,7 @@ fn validate_root_uuid(value: &str) -> Result<(), BootError> {
 }
 
 /// A disk identifier as IPA reports it for whole-disk images (`0x1234abcd`, or a GPT uuid).
-fn validate_disk_id(value: &str) -> Result<(), BootError> {
+fn validate_disk_id(value: &str) -> Result<(), BootFilesError> {
     let hex = value.strip_prefix("0x").unwrap_or(value);
     let ok = !hex.is_empty()
         && value.len() <= 64
@@ -336,7 +345,7 @@ fn validate_disk_id(value: &str) -> Result<(), BootError> {
     if ok {
         Ok(())
     } else {
-        Err(BootError::invalid(
+        Err(BootFilesError::invalid(
             "disk_id",
             value,
             "expected an MBR signature (0x1234abcd) or a GPT uuid",
@@ -378,23 +387,23 @@ pub struct BootContext {
 
 impl BootContext {
     /// Checks that the selected entry has its inputs and that every value is safe to render.
-    fn validate(&self) -> Result<(), BootError> {
+    fn validate(&self) -> Result<(), BootFilesError> {
         let entry = self.entry.label();
         match self.entry {
             Entry::Deploy if self.deploy.is_none() => {
-                return Err(BootError::MissingInput {
+                return Err(BootFilesError::MissingInput {
                     entry,
                     what: "the deploy kernel and ramdisk",
                 });
             }
             Entry::BootPartition | Entry::BootRamdisk if self.instance.is_none() => {
-                return Err(BootError::MissingInput {
+                return Err(BootFilesError::MissingInput {
                     entry,
                     what: "the instance kernel and ramdisk",
                 });
             }
             Entry::BootPartition if self.root_uuid.is_none() => {
-                return Err(BootError::MissingInput {
+                return Err(BootFilesError::MissingInput {
                     entry,
                     what: "the root filesystem uuid",
                 });
@@ -440,7 +449,7 @@ pub struct Renderer {
 impl Renderer {
     /// Compiles the built-in templates and every override in `settings.template_dir`; a
     /// template that does not compile is an error here, at start-up, not at a node's boot.
-    pub fn new(settings: &PxeSettings) -> Result<Self, BootError> {
+    pub fn new(settings: &PxeSettings) -> Result<Self, BootFilesError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -459,7 +468,7 @@ impl Renderer {
         if let Some(dir) = &settings.template_dir {
             for (file, path) in override_files(dir)? {
                 let source = std::fs::read_to_string(&path)
-                    .map_err(|e| BootError::io("read template", &path, e))?;
+                    .map_err(|e| BootFilesError::io("read template", &path, e))?;
                 env.add_template_owned(format!("override/{file}"), source)
                     .map_err(|e| template_error(&path.display().to_string(), &e))?;
                 overrides.insert(file, path);
@@ -480,7 +489,7 @@ impl Renderer {
     }
 
     /// Renders a node's config (`<root>/<uuid>/config`).
-    pub fn render_node_config(&self, ctx: &BootContext) -> Result<String, BootError> {
+    pub fn render_node_config(&self, ctx: &BootContext) -> Result<String, BootFilesError> {
         ctx.validate()?;
         let format = ConfigFormat::select(ctx.interface, ctx.boot_mode, ctx.arch)?;
         let name = self.select(format.family(), Some((ctx.arch, ctx.boot_mode)))?;
@@ -509,7 +518,7 @@ impl Renderer {
     }
 
     /// Renders `boot.ipxe`, the script at the top of the http root every iPXE client chains.
-    pub fn render_boot_ipxe(&self) -> Result<String, BootError> {
+    pub fn render_boot_ipxe(&self) -> Result<String, BootFilesError> {
         let name = self.select("boot.ipxe", None)?;
         let vars = context! {
             mac_script_dir => "pxelinux.cfg",
@@ -520,13 +529,17 @@ impl Renderer {
 
     /// Renders `grub/grub.cfg`, the config GRUB reads first when it finds no per-MAC config
     /// under its prefix: it loads `/<mac>.conf` from the server root.
-    pub fn render_grub_common(&self) -> Result<String, BootError> {
+    pub fn render_grub_common(&self) -> Result<String, BootFilesError> {
         let name = self.select("grub-common", None)?;
         self.render(&name, context! {})
     }
 
     /// Picks the most specific template: overrides first, then compiled-in.
-    fn select(&self, family: &str, variant: Option<(Arch, BootMode)>) -> Result<String, BootError> {
+    fn select(
+        &self,
+        family: &str,
+        variant: Option<(Arch, BootMode)>,
+    ) -> Result<String, BootFilesError> {
         let mut candidates = Vec::with_capacity(3);
         if let Some((arch, mode)) = variant {
             candidates.push(format!("{family}-{}-{}.j2", arch.as_str(), mode.as_str()));
@@ -541,13 +554,13 @@ impl Renderer {
                 }
             }
         }
-        Err(BootError::Template {
+        Err(BootFilesError::Template {
             name: family.to_string(),
             detail: format!("no template found (looked for {})", candidates.join(", ")),
         })
     }
 
-    fn render(&self, name: &str, vars: Value) -> Result<String, BootError> {
+    fn render(&self, name: &str, vars: Value) -> Result<String, BootFilesError> {
         let tmpl = self
             .env
             .get_template(name)
@@ -560,7 +573,7 @@ impl Renderer {
     }
 }
 
-fn template_error(name: &str, e: &minijinja::Error) -> BootError {
+fn template_error(name: &str, e: &minijinja::Error) -> BootFilesError {
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -568,7 +581,7 @@ fn template_error(name: &str, e: &minijinja::Error) -> BootError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    BootError::Template {
+    BootFilesError::Template {
         name: name.to_string(),
         detail,
     }
@@ -576,17 +589,18 @@ fn template_error(name: &str, e: &minijinja::Error) -> BootError {
 
 /// The `*.j2` files of the override directory that belong to a known family; others are
 /// refused so a misspelt override does not silently fall back to the built-in template.
-fn override_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, BootError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| BootError::io("read template dir", dir, e))?;
+fn override_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, BootFilesError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| BootFilesError::io("read template dir", dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| BootError::io("read template dir", dir, e))?;
+        let entry = entry.map_err(|e| BootFilesError::io("read template dir", dir, e))?;
         let file = entry.file_name().to_string_lossy().into_owned();
         let Some(stem) = file.strip_suffix(".j2") else {
             continue;
         };
         if !is_known_template_stem(stem) {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 "pxe.template_dir file",
                 &file,
                 format!(

@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::BootError;
+use super::BootFilesError;
 use super::render::{KernelParams, validate_location};
 
 /// The `[pxe]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PxeSettings {
+    /// Root served over TFTP; default `<data_dir>/tftpboot` (resolved by `config`).
+    pub tftp_root: Option<PathBuf>,
     /// Directory whose `*.j2` files replace the compiled-in templates of the same name (see
     /// `render`); unset = compiled-in templates only.
     pub template_dir: Option<PathBuf>,
@@ -34,6 +36,7 @@ pub struct PxeSettings {
 impl Default for PxeSettings {
     fn default() -> Self {
         Self {
+            tftp_root: None,
             template_dir: None,
             loader_file_paths: default_loader_file_paths(),
             kernel_append_params: "nofb vga=normal".to_string(),
@@ -74,11 +77,11 @@ const MAX_IPXE_RETRIES: u32 = 100;
 
 impl PxeSettings {
     /// Checks every key; the error names the key, the value and the reason.
-    pub fn validate(&self) -> Result<(), BootError> {
+    pub fn validate(&self) -> Result<(), BootFilesError> {
         if let Some(dir) = &self.template_dir
             && !dir.is_dir()
         {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 "pxe.template_dir",
                 &dir.display().to_string(),
                 "is not a directory",
@@ -87,7 +90,7 @@ impl PxeSettings {
         for (dest, src) in &self.loader_file_paths {
             validate_loader_name(dest)?;
             if !src.is_absolute() {
-                return Err(BootError::invalid(
+                return Err(BootFilesError::invalid(
                     &format!("pxe.loader_file_paths.{dest:?}"),
                     &src.display().to_string(),
                     "the source must be an absolute path",
@@ -96,14 +99,14 @@ impl PxeSettings {
         }
         KernelParams::parse("pxe.kernel_append_params", &self.kernel_append_params)?;
         if self.ipxe_timeout_secs > MAX_IPXE_TIMEOUT_SECS {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 "pxe.ipxe_timeout_secs",
                 &self.ipxe_timeout_secs.to_string(),
                 format!("must be at most {MAX_IPXE_TIMEOUT_SECS}"),
             ));
         }
         if !(1..=MAX_IPXE_RETRIES).contains(&self.ipxe_retries) {
-            return Err(BootError::invalid(
+            return Err(BootFilesError::invalid(
                 "pxe.ipxe_retries",
                 &self.ipxe_retries.to_string(),
                 format!("must be between 1 and {MAX_IPXE_RETRIES}"),
@@ -116,13 +119,13 @@ impl PxeSettings {
     }
 
     /// The parsed `kernel_append_params` (valid once [`PxeSettings::validate`] passed).
-    pub fn default_kernel_params(&self) -> Result<KernelParams, BootError> {
+    pub fn default_kernel_params(&self) -> Result<KernelParams, BootFilesError> {
         KernelParams::parse("pxe.kernel_append_params", &self.kernel_append_params)
     }
 }
 
 /// A loader destination is a bare file name in the root: no directories, no dot names.
-fn validate_loader_name(dest: &str) -> Result<(), BootError> {
+fn validate_loader_name(dest: &str) -> Result<(), BootFilesError> {
     let ok = !dest.is_empty()
         && dest != "."
         && dest != ".."
@@ -133,7 +136,7 @@ fn validate_loader_name(dest: &str) -> Result<(), BootError> {
     if ok {
         Ok(())
     } else {
-        Err(BootError::invalid(
+        Err(BootFilesError::invalid(
             "pxe.loader_file_paths key",
             dest,
             "must be a bare file name (letters, digits, '.', '_', '-', '+'; not starting with '.')",
@@ -158,7 +161,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = toml::from_str::<PxeSettings>("tftp_root = \"/x\"").unwrap_err();
+        let err = toml::from_str::<PxeSettings>("template_directory = \"/x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_util::io::ReaderStream;
@@ -31,11 +31,13 @@ use super::confine::{Confinement, OpenedFile, Refusal};
 use crate::metrics::Registry;
 
 /// The `[http]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     /// Address the boot HTTP server listens on (what `http_url` points nodes at).
     pub listen: SocketAddr,
+    /// Run the boot HTTP server at all (a site may serve the http root with its own).
+    pub enabled: bool,
     /// Size of each file read while streaming, in KiB: larger means fewer thread hops per
     /// GiB, at this much memory per download in flight.
     pub read_chunk_kib: usize,
@@ -45,6 +47,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            enabled: true,
             read_chunk_kib: 512,
         }
     }

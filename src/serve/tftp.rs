@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::confine::{Confinement, Refusal};
@@ -46,11 +46,13 @@ const MAX_BLKSIZE: u16 = 65464;
 const MAX_WINDOW_BYTES: u32 = 64 * 1024;
 
 /// The `[tftp]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TftpSettings {
     /// Address to listen on; port 69 needs root or CAP_NET_BIND_SERVICE.
     pub listen: SocketAddr,
+    /// Run the TFTP server at all (a site may run its own).
+    pub enabled: bool,
     /// Largest blksize granted (larger requests are lowered to it). 1468 fills a 1500-byte
     /// MTU without fragmenting.
     pub block_size_limit: u16,
@@ -71,6 +73,7 @@ impl Default for TftpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
+            enabled: true,
             block_size_limit: 1468,
             window_size_limit: 16,
             timeout_ms: 1000,

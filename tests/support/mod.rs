@@ -18,15 +18,24 @@ pub fn peers_required() -> bool {
 /// one is missing and peers are optional; panics when peers are required.
 #[must_use]
 pub fn require_peer(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
     if missing.is_empty() {
         return true;
     }
-    let msg = format!("{test}: peer tool(s) not found on PATH: {}", missing.join(", "));
+    let msg = format!(
+        "{test}: peer tool(s) not found on PATH: {}",
+        missing.join(", ")
+    );
     if peers_required() {
         panic!("{msg} (IRONBOOT_REQUIRE_PEERS=1: .ci/run must install them)");
     }
-    eprintln!("\n######## SKIPPED {msg} ########\n######## install them (see .ci/run) to run this test ########\n");
+    eprintln!(
+        "\n######## SKIPPED {msg} ########\n######## install them (see .ci/run) to run this test ########\n"
+    );
     false
 }
 
@@ -48,7 +57,11 @@ pub fn require_condition(test: &str, ok: bool, what: &str) -> bool {
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].iter().map(PathBuf::from))
+        .chain(
+            ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+                .iter()
+                .map(PathBuf::from),
+        )
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
@@ -60,17 +73,27 @@ pub fn ironboot_bin() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (released before returning; tests bind it right away).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs a command and returns (status ok, stdout, stderr) as strings.
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -90,4 +113,16 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     }
     buf.truncate(len);
     std::fs::write(path, buf).unwrap();
+}
+
+pub mod pyenv;
+pub mod server;
+
+/// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
 }

@@ -1,0 +1,122 @@
+//! Request extractors that report malformed input in Ironic's error format.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::version::Version;
+
+/// A JSON request body; any parse or type error becomes a 400 naming what was wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                format!("cannot read request body: {}", e.body_text()),
+            )
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "request body is empty; a JSON document is required",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
+/// Query parameters, checked against the names a route accepts.
+#[derive(Debug, Default)]
+pub struct QueryParams(pub BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let mut map = BTreeMap::new();
+        if let Some(q) = parts.uri.query() {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                if map.insert(k.to_string(), v.to_string()).is_some() {
+                    return Err(ApiError::bad_request(format!(
+                        "query parameter {k:?} given more than once"
+                    )));
+                }
+            }
+        }
+        Ok(QueryParams(map))
+    }
+}
+
+impl QueryParams {
+    /// Refuses parameters outside `allowed`.
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        if let Some(bad) = self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {bad:?}; accepted: {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    pub fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        self.get(k)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ApiError::bad_request(format!(
+                    "query parameter {k}={v:?} is not a boolean"
+                ))),
+            })
+            .transpose()
+    }
+
+    pub fn uuid(&self, k: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+        self.get(k)
+            .map(|v| {
+                uuid::Uuid::parse_str(v).map_err(|_| {
+                    ApiError::bad_request(format!("query parameter {k}={v:?} is not a UUID"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `limit`: a positive integer, capped at `max`; absent means `max`.
+    pub fn limit(&self, max: u32) -> Result<u32, ApiError> {
+        match self.get("limit") {
+            None => Ok(max),
+            Some(v) => match v.parse::<u64>() {
+                Ok(0) | Err(_) => Err(ApiError::bad_request(format!(
+                    "limit={v:?} must be a positive integer"
+                ))),
+                Ok(n) => Ok(n.min(u64::from(max)) as u32),
+            },
+        }
+    }
+}
+
+/// The negotiated microversion (set by the version middleware).
+impl<S: Send + Sync> FromRequestParts<S> for Version {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(parts
+            .extensions
+            .get::<Version>()
+            .copied()
+            .unwrap_or(super::version::MIN))
+    }
+}

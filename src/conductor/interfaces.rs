@@ -1,0 +1,81 @@
+//! The interfaces this conductor has enabled, looked up per node by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::ConductorError;
+use super::deploy::{DeployContext, DeployInterface, FakeDeploy};
+use crate::bmc::PowerInterface;
+use crate::bmc::fake::FakePower;
+use crate::boot::BootInterface;
+use crate::boot::fake::FakeBoot;
+use crate::model::Node;
+
+#[derive(Default)]
+pub struct Interfaces {
+    boot: BTreeMap<&'static str, Arc<dyn BootInterface>>,
+    deploy: BTreeMap<&'static str, Arc<dyn DeployInterface>>,
+    power: BTreeMap<&'static str, Arc<dyn PowerInterface>>,
+}
+
+/// The three interfaces of one node.
+#[derive(Clone)]
+pub struct NodeInterfaces {
+    pub boot: Arc<dyn BootInterface>,
+    pub deploy: Arc<dyn DeployInterface>,
+    pub power: Arc<dyn PowerInterface>,
+}
+
+impl NodeInterfaces {
+    pub fn deploy_context(&self) -> DeployContext<'_> {
+        DeployContext {
+            boot: self.boot.as_ref(),
+            power: self.power.as_ref(),
+        }
+    }
+}
+
+impl Interfaces {
+    /// The `fake` boot, deploy and power interfaces (always enabled).
+    pub fn with_fakes() -> Interfaces {
+        let mut i = Interfaces::default();
+        i.add_boot(Arc::new(FakeBoot));
+        i.add_deploy(Arc::new(FakeDeploy));
+        i.add_power(Arc::new(FakePower));
+        i
+    }
+
+    pub fn add_boot(&mut self, b: Arc<dyn BootInterface>) {
+        self.boot.insert(b.name(), b);
+    }
+
+    pub fn add_deploy(&mut self, d: Arc<dyn DeployInterface>) {
+        self.deploy.insert(d.name(), d);
+    }
+
+    pub fn add_power(&mut self, p: Arc<dyn PowerInterface>) {
+        self.power.insert(p.name(), p);
+    }
+
+    /// The node's interfaces, or an error naming the one this conductor does not have.
+    pub fn for_node(&self, node: &Node) -> Result<NodeInterfaces, ConductorError> {
+        fn pick<T: ?Sized>(
+            map: &BTreeMap<&'static str, Arc<T>>,
+            field: &str,
+            name: &str,
+        ) -> Result<Arc<T>, ConductorError> {
+            map.get(name).cloned().ok_or_else(|| {
+                let enabled: Vec<&str> = map.keys().copied().collect();
+                ConductorError::InvalidParameter(format!(
+                    "{field} {name:?} is not enabled on this conductor; enabled: {}",
+                    enabled.join(", ")
+                ))
+            })
+        }
+        Ok(NodeInterfaces {
+            boot: pick(&self.boot, "boot_interface", &node.boot_interface)?,
+            deploy: pick(&self.deploy, "deploy_interface", &node.deploy_interface)?,
+            power: pick(&self.power, "power_interface", &node.power_interface)?,
+        })
+    }
+}

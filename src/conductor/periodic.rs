@@ -1,0 +1,114 @@
+//! Periodic tasks: the conductor keepalive, callback timeouts, and any task other subsystems
+//! register (cache clean-up). Each runs on its own interval until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Conductor;
+use crate::model::{Event, ProvisionState};
+use crate::store::{NodeIdent, NodeQuery};
+
+/// Starts the conductor's own periodic tasks.
+pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
+    let s = conductor.settings().clone();
+    conductor.spawn_periodic(
+        "conductor_keepalive",
+        Duration::from_secs(s.heartbeat_interval),
+        |c| async move {
+            if let Err(e) = c.store().touch_conductor(c.host()).await {
+                tracing::error!(error = %e, "conductor keepalive failed");
+            }
+        },
+    );
+    if s.deploy_callback_timeout > 0 {
+        conductor.spawn_periodic(
+            "check_deploy_timeouts",
+            Duration::from_secs(s.check_provision_state_interval),
+            |c| async move {
+                c.check_deploy_timeouts().await;
+            },
+        );
+    }
+}
+
+impl Conductor {
+    /// Runs `tick` every `interval` (first run after one interval) until shutdown. A tick never
+    /// overlaps the previous one.
+    pub fn spawn_periodic<F, Fut>(self: &Arc<Self>, name: &'static str, interval: Duration, tick: F)
+    where
+        F: Fn(Arc<Conductor>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let this = self.clone();
+        let cancel = self.cancel_token().clone();
+        self.tracker().spawn(async move {
+            let mut timer =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = timer.tick() => {}
+                }
+                tracing::debug!(task = name, "periodic task running");
+                tick(this.clone()).await;
+            }
+        });
+    }
+
+    /// Fails nodes that waited in `wait call-back` longer than `deploy_callback_timeout` since
+    /// their last progress (heartbeats touch `provision_updated_at`).
+    pub async fn check_deploy_timeouts(self: &Arc<Self>) {
+        let timeout = self.settings().deploy_callback_timeout;
+        let cutoff = crate::model::now() - chrono::Duration::seconds(timeout as i64);
+        let query = NodeQuery {
+            provision_state: Some(ProvisionState::DeployWait),
+            maintenance: Some(false),
+            reserved: Some(false),
+            provision_updated_before: Some(cutoff),
+            ..Default::default()
+        };
+        let nodes = match self.store().list_nodes(&query).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list nodes for callback timeouts");
+                return;
+            }
+        };
+        for node in nodes {
+            let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
+                continue;
+            };
+            // Re-check under the reservation: a heartbeat may have arrived meanwhile.
+            let still_late = task.node.provision_state == ProvisionState::DeployWait
+                && task.node.provision_updated_at.is_some_and(|t| t < cutoff);
+            if !still_late {
+                self.release(task).await;
+                continue;
+            }
+            let message = format!(
+                "timeout reached while waiting for callback for node {} ({timeout} s since the last progress); \
+                 check the node boots the deploy ramdisk and reaches {}",
+                task.node.ident(),
+                self.api_public_url()
+            );
+            let result = self.spawn_operation("callback_timeout", task, move |c, mut task| async move {
+                c.fail_node(&mut task, Event::Fail, message).await;
+                if let Ok(ifaces) = c.interfaces().for_node(&task.node)
+                    && let Err(e) = ifaces.boot.clean_up_ramdisk(&mut task).await
+                {
+                    tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after callback timeout failed");
+                }
+                super::actions::wipe_deploy_info(&mut task);
+                if let Err(e) = task.save().await {
+                    tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after callback timeout");
+                }
+                task
+            });
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "callback timeout not processed");
+            }
+        }
+    }
+}

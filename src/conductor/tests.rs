@@ -1,0 +1,195 @@
+//! Conductor behaviour that needs no HTTP: restarts, reservations, callback timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::*;
+use crate::model::{HardwareType, Node, ProvisionState};
+use crate::store::sqlite::SqliteStore;
+
+async fn conductor(settings: ConductorSettings) -> (Arc<Conductor>, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let mut reg = crate::metrics::Registry::default();
+    let c = Conductor::new(
+        store.clone(),
+        "c1".into(),
+        settings,
+        Interfaces::with_fakes(),
+        ConductorMetrics::register(&mut reg),
+        "http://127.0.0.1:6385".into(),
+        CancellationToken::new(),
+    );
+    (c, store)
+}
+
+async fn node_in(store: &Arc<dyn Store>, state: ProvisionState) -> Node {
+    let mut n = Node::new(
+        Uuid::new_v4(),
+        HardwareType::find("fake-hardware").unwrap(),
+        crate::model::now(),
+    );
+    n.provision_state = state;
+    n.target_provision_state = crate::model::state::target_of(state);
+    store.create_node(&n).await.unwrap();
+    n
+}
+
+async fn settle(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
+    for _ in 0..200 {
+        let n = store.get_node(&NodeIdent::Uuid(uuid)).await.unwrap();
+        if n.reservation.is_none() {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("node {uuid} stayed reserved");
+}
+
+#[tokio::test]
+async fn start_fails_nodes_stuck_in_transient_states_and_clears_old_reservations() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let deploying = node_in(&store, ProvisionState::Deploying).await;
+    let deleting = node_in(&store, ProvisionState::Deleting).await;
+    let waiting = node_in(&store, ProvisionState::DeployWait).await;
+    let reserved = node_in(&store, ProvisionState::Cleaning).await;
+    store
+        .reserve_node(&NodeIdent::Uuid(reserved.uuid), "c1")
+        .await
+        .unwrap();
+
+    c.start().await.unwrap();
+
+    let d = store
+        .get_node(&NodeIdent::Uuid(deploying.uuid))
+        .await
+        .unwrap();
+    assert_eq!(d.provision_state, ProvisionState::DeployFailed);
+    assert!(
+        d.last_error
+            .unwrap()
+            .contains("restarted while the node was deploying")
+    );
+    assert_eq!(
+        store
+            .get_node(&NodeIdent::Uuid(deleting.uuid))
+            .await
+            .unwrap()
+            .provision_state,
+        ProvisionState::Error
+    );
+    // Waiting states survive a restart: the agent keeps heartbeating.
+    assert_eq!(
+        store
+            .get_node(&NodeIdent::Uuid(waiting.uuid))
+            .await
+            .unwrap()
+            .provision_state,
+        ProvisionState::DeployWait
+    );
+    let r = store
+        .get_node(&NodeIdent::Uuid(reserved.uuid))
+        .await
+        .unwrap();
+    assert!(r.reservation.is_none(), "our stale reservation is released");
+    assert_eq!(r.provision_state, ProvisionState::CleanFailed);
+    assert!(store.list_conductors().await.unwrap()[0].online);
+    c.shutdown(Duration::from_secs(1)).await;
+    assert!(!store.list_conductors().await.unwrap()[0].online);
+}
+
+#[tokio::test]
+async fn callback_timeout_fails_only_late_unreserved_waiting_nodes() {
+    let settings = ConductorSettings {
+        deploy_callback_timeout: 60,
+        ..Default::default()
+    };
+    let (c, store) = conductor(settings).await;
+    let mut late = node_in(&store, ProvisionState::DeployWait).await;
+    late.provision_updated_at = Some(crate::model::now() - chrono::Duration::seconds(120));
+    late.power_state = Some(crate::model::PowerState::On);
+    store.save_node(&late).await.unwrap();
+    let mut fresh = node_in(&store, ProvisionState::DeployWait).await;
+    fresh.provision_updated_at = Some(crate::model::now());
+    store.save_node(&fresh).await.unwrap();
+    let mut busy = node_in(&store, ProvisionState::DeployWait).await;
+    busy.provision_updated_at = late.provision_updated_at;
+    store.save_node(&busy).await.unwrap();
+    store
+        .reserve_node(&NodeIdent::Uuid(busy.uuid), "other")
+        .await
+        .unwrap();
+
+    c.check_deploy_timeouts().await;
+
+    let l = settle(&store, late.uuid).await;
+    assert_eq!(l.provision_state, ProvisionState::DeployFailed);
+    assert!(
+        l.last_error
+            .as_deref()
+            .unwrap()
+            .contains("timeout reached while waiting for callback"),
+        "{:?}",
+        l.last_error
+    );
+    assert_eq!(
+        l.power_state,
+        Some(crate::model::PowerState::Off),
+        "powered off after the failure"
+    );
+    assert_eq!(
+        store
+            .get_node(&NodeIdent::Uuid(fresh.uuid))
+            .await
+            .unwrap()
+            .provision_state,
+        ProvisionState::DeployWait
+    );
+    assert_eq!(
+        store
+            .get_node(&NodeIdent::Uuid(busy.uuid))
+            .await
+            .unwrap()
+            .provision_state,
+        ProvisionState::DeployWait
+    );
+}
+
+#[tokio::test]
+async fn a_locked_node_refuses_a_second_action() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let n = node_in(&store, ProvisionState::Available).await;
+    let id = NodeIdent::Uuid(n.uuid);
+    let held = c.reserve(&id).await.unwrap();
+    let err = c.provision(&id, "active", None).await.unwrap_err();
+    assert!(
+        matches!(err, ConductorError::Store(StoreError::NodeLocked { .. })),
+        "{err}"
+    );
+    c.release(held).await;
+    c.provision(&id, "active", None).await.unwrap();
+    assert_eq!(
+        settle(&store, n.uuid).await.provision_state,
+        ProvisionState::Active
+    );
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_operations() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let n = node_in(&store, ProvisionState::Available).await;
+    c.shutdown(Duration::from_millis(100)).await;
+    let err = c
+        .provision(&NodeIdent::Uuid(n.uuid), "active", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConductorError::ShuttingDown));
+    let after = settle(&store, n.uuid).await;
+    assert_eq!(
+        after.provision_state,
+        ProvisionState::Available,
+        "nothing moved"
+    );
+}

@@ -1,0 +1,16 @@
+//! Pure domain model: nodes, ports, provision states and their transitions. No I/O here.
+
+pub mod node;
+pub mod port;
+pub mod state;
+
+pub use node::{Fields, HardwareType, Node, NodeError, PowerState};
+pub use port::{InvalidMac, MacAddress, Port};
+pub use state::{Event, InvalidTransition, ProvisionState, Transition};
+
+/// The current time at the precision the store keeps (microseconds), so a value written and
+/// read back compares equal.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

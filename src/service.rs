@@ -1,0 +1,225 @@
+//! `ironboot serve`: builds every part from the validated config, runs the listeners and the
+//! conductor, and shuts down cleanly on SIGTERM/SIGINT.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::conductor::{Conductor, ConductorError, ConductorMetrics, Interfaces};
+use crate::config::{AuthStrategy, Config};
+use crate::metrics::Registry;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for running operations before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot create directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another ironboot is already using data directory {0} (lock file ironboot.lock is held)"
+    )]
+    Locked(PathBuf),
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Conductor(#[from] ConductorError),
+    #[error(transparent)]
+    Auth(#[from] api::auth::AuthFileError),
+    #[error("cannot listen on {addr} for {what}: {source}{hint}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{what} server failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Binds a TCP listener, explaining the usual failures.
+pub async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServiceError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Bind {
+            what,
+            addr,
+            hint: bind_hint(&e, addr),
+            source: e,
+        })
+}
+
+/// A hint for the operator when binding fails.
+pub fn bind_hint(e: &std::io::Error, addr: SocketAddr) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; run as root, grant the capability, or pick another port)"
+        }
+        std::io::ErrorKind::AddrInUse => {
+            " (another process, e.g. tftpd-hpa or nginx, already listens there; stop it or pick another address)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => " (this host has no such address)",
+        _ => "",
+    }
+}
+
+/// Holds `<data_dir>/ironboot.lock` for the life of the process so two services never share
+/// one database and set of roots.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ServiceError> {
+        let path = data_dir.join("ironboot.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ServiceError::Lock {
+                path: path.clone(),
+                source: e,
+            })?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                ServiceError::Locked(data_dir.to_path_buf())
+            } else {
+                ServiceError::Lock { path, source: err }
+            });
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+fn ensure_dirs(config: &Config) -> Result<(), ServiceError> {
+    for dir in [
+        &config.data_dir,
+        &config.tftp_root,
+        &config.http_root,
+        &config.cache_dir,
+    ] {
+        crate::fsutil::ensure_dir(dir).map_err(|e| ServiceError::Dir {
+            path: dir.clone(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the service until `shutdown` fires (or a listener fails).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    ensure_dirs(&config)?;
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path).await?);
+    let mut registry = Registry::default();
+    let conductor_metrics = ConductorMetrics::register(&mut registry);
+    let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
+    let interfaces = Interfaces::with_fakes();
+
+    let auth = match config.file.api.auth_strategy {
+        AuthStrategy::Noauth => None,
+        AuthStrategy::HttpBasic => {
+            // Invariant: Config::resolve refuses http_basic without a user file.
+            let path = config
+                .file
+                .api
+                .http_basic_auth_user_file
+                .clone()
+                .unwrap_or_default();
+            Some(Arc::new(api::auth::Htpasswd::load(&path)?))
+        }
+    };
+
+    let api_listener = bind_tcp("the API", config.file.api.listen).await?;
+    let conductor_cancel = shutdown.child_token();
+    let conductor = Conductor::new(
+        store.clone(),
+        config.host.clone(),
+        config.file.conductor.clone(),
+        interfaces,
+        conductor_metrics,
+        config.api_public_url.clone(),
+        conductor_cancel,
+    );
+    conductor.start().await?;
+
+    let state = AppState {
+        conductor: conductor.clone(),
+        store: store.clone(),
+        base_url: Arc::from(config.api_public_url.as_str()),
+        registry: Arc::new(registry),
+        max_limit: api::MAX_LIMIT,
+    };
+    let app = api::service(
+        state,
+        api::ApiOptions {
+            auth,
+            max_body_bytes: config.file.api.max_body_bytes,
+            metrics: api_metrics,
+        },
+    );
+    tracing::info!(
+        api = %config.file.api.listen,
+        data_dir = %config.data_dir.display(),
+        host = %config.host,
+        "ironboot is serving"
+    );
+    let api_shutdown = shutdown.clone();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    let served = axum::serve(api_listener, app)
+        .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+        .await;
+    shutdown.cancel();
+    conductor.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("ironboot stopped");
+    served.map_err(|e| ServiceError::Serve {
+        what: "API",
+        source: e,
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+        token.cancel();
+    });
+}

@@ -1,0 +1,171 @@
+//! Persistence behind one small, backend-neutral trait.
+//!
+//! [`sqlite::SqliteStore`] is the embedded default (one process, WAL). The trait avoids anything
+//! SQLite-specific so a PostgreSQL store for multi-conductor take over can implement it too.
+//!
+//! Concurrency rule: the `reservation` column is only ever changed by [`Store::reserve_node`] and
+//! [`Store::release_node`], atomically in the database. Whoever holds a node's reservation is the
+//! only writer of its other fields ([`Store::save_node`] never touches `reservation`).
+
+pub mod schema;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{MacAddress, Node, Port, ProvisionState};
+
+/// Futures returned by [`Store`] methods (boxed so the trait stays object-safe).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("node {0} could not be found")]
+    NodeNotFound(String),
+    #[error("port {0} could not be found")]
+    PortNotFound(String),
+    #[error(
+        "node {node} is locked by host {holder}, please retry after the current operation is completed"
+    )]
+    NodeLocked { node: String, holder: String },
+    #[error("a node with {field} {value:?} already exists")]
+    DuplicateNode { field: &'static str, value: String },
+    #[error("a port with MAC address {0} already exists")]
+    DuplicateMac(String),
+    #[error("cannot open database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("database migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: sqlx::Error,
+    },
+    #[error(
+        "database schema version {found} is newer than this ironboot understands ({known}); upgrade ironboot"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("stored {column} value {value:?} is invalid: {reason}")]
+    Corrupt {
+        column: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// How API clients name a node: its uuid or its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeIdent {
+    Uuid(Uuid),
+    Name(String),
+}
+
+impl NodeIdent {
+    pub fn parse(s: &str) -> NodeIdent {
+        match Uuid::parse_str(s) {
+            Ok(u) => NodeIdent::Uuid(u),
+            Err(_) => NodeIdent::Name(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeIdent::Uuid(u) => write!(f, "{u}"),
+            NodeIdent::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Columns a node list may be sorted by (all non-null, so marker pagination is well defined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeSortKey {
+    #[default]
+    Id,
+    Uuid,
+    Name,
+    CreatedAt,
+    ProvisionState,
+    Driver,
+}
+
+impl NodeSortKey {
+    pub fn parse(s: &str) -> Option<NodeSortKey> {
+        Some(match s {
+            "id" => NodeSortKey::Id,
+            "uuid" => NodeSortKey::Uuid,
+            "name" => NodeSortKey::Name,
+            "created_at" => NodeSortKey::CreatedAt,
+            "provision_state" => NodeSortKey::ProvisionState,
+            "driver" => NodeSortKey::Driver,
+            _ => return None,
+        })
+    }
+}
+
+/// Filters and paging for [`Store::list_nodes`]. Empty = every node, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct NodeQuery {
+    pub provision_state: Option<ProvisionState>,
+    pub maintenance: Option<bool>,
+    pub driver: Option<String>,
+    pub reserved: Option<bool>,
+    /// Only nodes whose `provision_updated_at` is older than this (callback timeouts).
+    pub provision_updated_before: Option<DateTime<Utc>>,
+    pub sort_key: NodeSortKey,
+    pub descending: bool,
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// Filters and paging for [`Store::list_ports`].
+#[derive(Debug, Clone, Default)]
+pub struct PortQuery {
+    pub node: Option<Uuid>,
+    pub addresses: Vec<MacAddress>,
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// A row of the conductors table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConductorRecord {
+    pub hostname: String,
+    pub online: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new node; duplicate uuid or name is an error.
+    fn create_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, ()>;
+    fn get_node<'a>(&'a self, ident: &'a NodeIdent) -> StoreFuture<'a, Node>;
+    fn list_nodes<'a>(&'a self, query: &'a NodeQuery) -> StoreFuture<'a, Vec<Node>>;
+    /// Writes every field except `reservation` and `created_at`, stamping `updated_at`.
+    fn save_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, Node>;
+    /// Deletes the node and its ports.
+    fn delete_node(&self, uuid: Uuid) -> StoreFuture<'_, ()>;
+    /// Atomically takes the node's reservation for `host`, or fails with `NodeLocked`.
+    fn reserve_node<'a>(&'a self, ident: &'a NodeIdent, host: &'a str) -> StoreFuture<'a, Node>;
+    /// Releases the node's reservation if `host` holds it.
+    fn release_node<'a>(&'a self, uuid: Uuid, host: &'a str) -> StoreFuture<'a, ()>;
+    /// Releases every reservation `host` holds (start-up and shutdown); returns how many.
+    fn release_reservations<'a>(&'a self, host: &'a str) -> StoreFuture<'a, u64>;
+
+    fn create_port<'a>(&'a self, port: &'a Port) -> StoreFuture<'a, ()>;
+    fn get_port(&self, uuid: Uuid) -> StoreFuture<'_, Port>;
+    fn list_ports<'a>(&'a self, query: &'a PortQuery) -> StoreFuture<'a, Vec<Port>>;
+    fn delete_port(&self, uuid: Uuid) -> StoreFuture<'_, ()>;
+
+    /// Registers (or re-registers) a conductor as online.
+    fn register_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
+    /// The keepalive: bumps `updated_at` of an online conductor.
+    fn touch_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
+    fn unregister_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
+    fn list_conductors(&self) -> StoreFuture<'_, Vec<ConductorRecord>>;
+}
