@@ -12,9 +12,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::boot::PxeSettings;
+use crate::boot::layout::Layout;
+use crate::boot::render::Renderer;
 use crate::conductor::{Conductor, ConductorError, ConductorMetrics, Interfaces};
 use crate::config::{AuthStrategy, Config};
 use crate::metrics::Registry;
+use crate::serve::confine::Confinement;
+use crate::serve::http::{self as boot_http, HttpMetrics, HttpSettings};
+use crate::serve::tftp::{TftpMetrics, TftpService, TftpSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -55,6 +61,101 @@ pub enum ServiceError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    BootFiles(#[from] crate::boot::BootFilesError),
+    #[error(transparent)]
+    Root(#[from] crate::serve::confine::RootError),
+    #[error(transparent)]
+    Tftp(#[from] crate::serve::tftp::TftpError),
+    #[error(transparent)]
+    BootHttp(#[from] crate::serve::http::HttpError),
+}
+
+/// The data plane's tasks, stopped with the service's token.
+struct DataPlane {
+    tftp: Option<tokio::task::JoinHandle<Result<(), crate::serve::tftp::TftpError>>>,
+    http: Option<tokio::task::JoinHandle<Result<(), crate::serve::http::HttpError>>>,
+}
+
+/// Prepares the boot roots (loaders, `boot.ipxe`, common GRUB config) and starts the TFTP and
+/// HTTP servers. Binding happens here, so a port problem stops the start-up.
+// TODO(lead): take PxeSettings/TftpSettings/HttpSettings from the config file once its
+// [pxe]/[tftp]/[http] sections carry their keys; until then listen/enabled come from the
+// config and every other key has its default.
+async fn start_data_plane(
+    config: &Config,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> Result<DataPlane, ServiceError> {
+    let pxe = PxeSettings::default();
+    let renderer = Renderer::new(&pxe)?;
+    let layout = Layout::new(&config.tftp_root, &config.http_root);
+    let boot_ipxe = renderer.render_boot_ipxe()?;
+    let grub_common = renderer.render_grub_common()?;
+    let loaders = pxe.loader_file_paths.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        layout.create_roots()?;
+        layout.write_boot_ipxe(&boot_ipxe)?;
+        layout.write_grub_common(&grub_common)?;
+        Ok::<_, crate::boot::BootFilesError>(layout.install_loaders(&loaders))
+    })
+    .await
+    .map_err(|e| ServiceError::Serve {
+        what: "boot root preparation",
+        source: std::io::Error::other(e),
+    })??;
+    tracing::info!(
+        installed = report.installed.len(),
+        unchanged = report.unchanged.len(),
+        missing = report.warnings.len(),
+        "boot loaders in place"
+    );
+    let tftp_metrics = TftpMetrics::register(registry);
+    let http_metrics = HttpMetrics::register(registry);
+    let mut plane = DataPlane {
+        tftp: None,
+        http: None,
+    };
+    if config.file.tftp.enabled {
+        let settings = TftpSettings {
+            listen: config.file.tftp.listen,
+            ..TftpSettings::default()
+        };
+        let confinement = Confinement::new(&config.tftp_root, &[config.cache_dir.clone()])?;
+        let service = TftpService::bind(&settings, confinement, tftp_metrics)?;
+        plane.tftp = Some(tokio::spawn(service.run(shutdown.child_token())));
+    }
+    if config.file.http.enabled {
+        let settings = HttpSettings {
+            listen: config.file.http.listen,
+            ..HttpSettings::default()
+        };
+        let listener = boot_http::bind(&settings).await?;
+        let confinement = Confinement::new(&config.http_root, &[config.cache_dir.clone()])?;
+        let router = boot_http::router(confinement, &settings, http_metrics);
+        plane.http = Some(tokio::spawn(boot_http::serve(
+            listener,
+            router,
+            shutdown.child_token(),
+        )));
+    }
+    Ok(plane)
+}
+
+impl DataPlane {
+    /// Waits for both servers after the shutdown token fired; logs their failures.
+    async fn join(self) {
+        if let Some(t) = self.tftp
+            && let Ok(Err(e)) = t.await
+        {
+            tracing::error!(error = %e, "tftp server failed");
+        }
+        if let Some(h) = self.http
+            && let Ok(Err(e)) = h.await
+        {
+            tracing::error!(error = %e, "boot http server failed");
+        }
+    }
 }
 
 /// Binds a TCP listener, explaining the usual failures.
@@ -155,6 +256,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
 
     let api_listener = bind_tcp("the API", config.file.api.listen).await?;
+    let data_plane = start_data_plane(&config, &mut registry, &shutdown).await?;
     let conductor_cancel = shutdown.child_token();
     let conductor = Conductor::new(
         store.clone(),
@@ -195,6 +297,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
+    data_plane.join().await;
     tracing::info!("ironboot stopped");
     served.map_err(|e| ServiceError::Serve {
         what: "API",

@@ -220,7 +220,7 @@ async fn access_log(State(state): State<HttpState>, req: Request, next: Next) ->
         status,
         length,
         range,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms_to_headers = started.elapsed().as_secs_f64() * 1000.0,
         "http"
     );
     resp
