@@ -78,7 +78,7 @@ pub enum HttpError {
     },
     #[error(
         "cannot bind HTTP to {addr}: permission denied; ports below 1024 need root or \
-         CAP_NET_BIND_SERVICE, or set [http] listen to a port >= 1024"
+         CAP_NET_BIND_SERVICE, or listen on a port >= 1024 ([http] listen, --http-listen)"
     )]
     BindPrivileged { addr: SocketAddr },
     #[error("cannot bind HTTP to {addr}: {source}")]

@@ -151,8 +151,8 @@ pub enum TftpError {
     },
     #[error(
         "cannot bind TFTP to {addr}: permission denied; ports below 1024 need root or \
-         CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the binary), or set \
-         [tftp] listen to a port >= 1024"
+         CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the binary), or listen \
+         on a port >= 1024 ([tftp] listen, --tftp-listen)"
     )]
     BindPrivileged { addr: SocketAddr },
     #[error("cannot bind TFTP to {addr}: {source}")]
