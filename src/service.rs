@@ -121,7 +121,8 @@ async fn start_data_plane(
             listen: config.file.tftp.listen,
             ..TftpSettings::default()
         };
-        let confinement = Confinement::new(&config.tftp_root, &[config.cache_dir.clone()])?;
+        let confinement =
+            Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
         let service = TftpService::bind(&settings, confinement, tftp_metrics)?;
         plane.tftp = Some(tokio::spawn(service.run(shutdown.child_token())));
     }
@@ -131,7 +132,8 @@ async fn start_data_plane(
             ..HttpSettings::default()
         };
         let listener = boot_http::bind(&settings).await?;
-        let confinement = Confinement::new(&config.http_root, &[config.cache_dir.clone()])?;
+        let confinement =
+            Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
         let router = boot_http::router(confinement, &settings, http_metrics);
         plane.http = Some(tokio::spawn(boot_http::serve(
             listener,

@@ -176,8 +176,10 @@ mod tests {
             "{e}"
         );
 
-        let mut s = PxeSettings::default();
-        s.kernel_append_params = "nofb\ninit=/bin/sh".into();
+        let s = PxeSettings {
+            kernel_append_params: "nofb\ninit=/bin/sh".into(),
+            ..PxeSettings::default()
+        };
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("pxe.kernel_append_params"), "{e}");
 
