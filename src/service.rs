@@ -124,7 +124,12 @@ async fn start_data_plane(
         let confinement =
             Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
         let service = TftpService::bind(&settings, confinement, tftp_metrics)?;
-        plane.tftp = Some(tokio::spawn(service.run(shutdown.child_token())));
+        let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
+        plane.tftp = Some(tokio::spawn(async move {
+            let result = service.run(token).await;
+            stop_service_on_error("tftp", &result, &stop_all);
+            result
+        }));
     }
     if config.file.http.enabled {
         let settings = HttpSettings {
@@ -135,27 +140,38 @@ async fn start_data_plane(
         let confinement =
             Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
         let router = boot_http::router(confinement, &settings, http_metrics);
-        plane.http = Some(tokio::spawn(boot_http::serve(
-            listener,
-            router,
-            shutdown.child_token(),
-        )));
+        let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
+        plane.http = Some(tokio::spawn(async move {
+            let result = boot_http::serve(listener, router, token).await;
+            stop_service_on_error("boot http", &result, &stop_all);
+            result
+        }));
     }
     Ok(plane)
 }
 
+/// A data-plane server that dies takes the service down: running on without it would be a
+/// silent outage for every node that boots.
+fn stop_service_on_error<E: std::fmt::Display>(
+    what: &str,
+    result: &Result<(), E>,
+    shutdown: &CancellationToken,
+) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "{what} server failed, stopping the service");
+        shutdown.cancel();
+    }
+}
+
 impl DataPlane {
-    /// Waits for both servers after the shutdown token fired; logs their failures.
+    /// Waits for both servers after the shutdown token fired.
     async fn join(self) {
-        if let Some(t) = self.tftp
-            && let Ok(Err(e)) = t.await
-        {
-            tracing::error!(error = %e, "tftp server failed");
+        // Failures were logged when they happened (stop_service_on_error).
+        if let Some(t) = self.tftp {
+            let _ = t.await;
         }
-        if let Some(h) = self.http
-            && let Ok(Err(e)) = h.await
-        {
-            tracing::error!(error = %e, "boot http server failed");
+        if let Some(h) = self.http {
+            let _ = h.await;
         }
     }
 }
