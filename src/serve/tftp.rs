@@ -6,8 +6,9 @@
 //! block read and sent on one thread: no hop to async-io's reactor thread and back to a
 //! tokio worker per block. async-io has a single reactor per process, though: with more
 //! workers, whichever is idle polls it and must wake the one owning the transfer, a thread
-//! hop per block. Measured here, two workers more than halved single-client lock-step speed but
-//! cut a 200-client storm by about a quarter; `workers` is the knob for storm-heavy sites.
+//! hop per block. Measured here, two workers more than halved single-client lock-step
+//! speed but cut a 200-client storm by about a quarter; `workers` is the knob for
+//! storm-heavy sites.
 //! The kernel spreads clients across workers by source address, so a client's retransmitted
 //! RRQ always reaches the same worker.
 //!
