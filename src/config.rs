@@ -154,14 +154,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[pxe]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct PxeSettings {
-    /// Root served over TFTP; default `<data_dir>/tftpboot`.
-    pub tftp_root: Option<PathBuf>,
-}
-
 /// `[deploy]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -172,41 +164,6 @@ pub struct DeploySettings {
     pub http_url: Option<String>,
     /// URL given to BMCs for virtual media, when it differs from `http_url`.
     pub external_http_url: Option<String>,
-}
-
-/// `[tftp]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TftpListenSettings {
-    pub listen: SocketAddr,
-    /// Run the TFTP server at all (a site may use its own).
-    pub enabled: bool,
-}
-
-impl Default for TftpListenSettings {
-    fn default() -> Self {
-        TftpListenSettings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 69)),
-            enabled: true,
-        }
-    }
-}
-
-/// `[http]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpListenSettings {
-    pub listen: SocketAddr,
-    pub enabled: bool,
-}
-
-impl Default for HttpListenSettings {
-    fn default() -> Self {
-        HttpListenSettings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            enabled: true,
-        }
-    }
 }
 
 /// `[agent]`: talking to the ironic-python-agent (the `direct` deploy interface).
@@ -226,9 +183,9 @@ pub struct AgentSettings {
     pub command_wait_attempts: u32,
     /// Let the agent write raw images straight to disk while downloading.
     pub stream_raw_images: bool,
-    /// `local`: cache `instance_info.image_source` and serve it from
-    /// `<http_root>/agent_images/<node>`; `http`: hand an http(s) `image_source` to the agent
-    /// as it is (its checksum must then be in `instance_info`).
+    /// `http` (alias `local`): cache `instance_info.image_source` and serve it from
+    /// `<http_root>/agent_images/<node>`; `direct`: hand an http(s) `image_source` to the
+    /// agent as it is (its checksum must then be in `instance_info`).
     pub image_download_source: ImageDownloadSource,
     /// Power-state polls after `standby.power_off` before a hard power off.
     pub post_deploy_get_power_state_retries: u32,
@@ -312,10 +269,10 @@ pub struct ConfigFile {
     pub database: DatabaseSettings,
     pub conductor: ConductorSettings,
     pub log: LogSettings,
-    pub pxe: PxeSettings,
+    pub pxe: crate::boot::PxeSettings,
     pub deploy: DeploySettings,
-    pub tftp: TftpListenSettings,
-    pub http: HttpListenSettings,
+    pub tftp: crate::serve::tftp::TftpSettings,
+    pub http: crate::serve::http::HttpSettings,
     pub agent: AgentSettings,
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
@@ -612,6 +569,15 @@ impl Config {
             ));
         }
 
+        file.pxe
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
+        file.tftp
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
+        file.http
+            .validate()
+            .map_err(|e| ConfigError::Section(e.to_string()))?;
         file.vmedia
             .validate()
             .map_err(|e| ConfigError::Section(e.to_string()))?;

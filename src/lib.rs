@@ -4,11 +4,13 @@
 //! - [`model`]: nodes, ports, provision states and transitions (pure, no I/O).
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`conductor`]: reservations, provisioning actions, periodic tasks.
-//! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives.
 //! - [`agent`]: ironic-python-agent client (commands, pinned TLS) and agent tokens.
+//! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives; `boot` also renders
+//!   PXELINUX/GRUB/iPXE configs and lays out the per-node boot files.
 //! - [`config`]: file + environment + flags → validated `Config`.
 //! - [`api`]: the Ironic-compatible HTTP API.
 //! - [`service`]: `ironboot serve` — wiring, listeners, signals.
+//! - [`serve`]: the TFTP and HTTP servers of the boot roots (read-only, confined).
 //! - [`fsutil`]: atomic file placement shared by everything that writes served files.
 //! - [`metrics`]: the Prometheus registry and conventions.
 //! - [`images`]: the image cache (download once, verify, hard-link everywhere, evict safely).
@@ -27,6 +29,7 @@ pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod publish;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -12,9 +12,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::boot::layout::Layout;
+use crate::boot::render::Renderer;
 use crate::conductor::{Conductor, ConductorError, ConductorMetrics, Interfaces};
 use crate::config::{AuthStrategy, Config};
 use crate::metrics::Registry;
+use crate::serve::confine::Confinement;
+use crate::serve::http::{self as boot_http, HttpMetrics};
+use crate::serve::tftp::{TftpMetrics, TftpService};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -59,6 +64,112 @@ pub enum ServiceError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    BootFiles(#[from] crate::boot::BootFilesError),
+    #[error(transparent)]
+    Root(#[from] crate::serve::confine::RootError),
+    #[error(transparent)]
+    Tftp(#[from] crate::serve::tftp::TftpError),
+    #[error(transparent)]
+    BootHttp(#[from] crate::serve::http::HttpError),
+}
+
+/// The data plane's tasks, stopped with the service's token.
+struct DataPlane {
+    tftp: Option<tokio::task::JoinHandle<Result<(), crate::serve::tftp::TftpError>>>,
+    http: Option<tokio::task::JoinHandle<Result<(), crate::serve::http::HttpError>>>,
+}
+
+/// Prepares the boot roots (loaders, `boot.ipxe`, common GRUB config) and starts the TFTP and
+/// HTTP servers. Binding happens here, so a port problem stops the start-up.
+/// Prepares the boot roots (boot.ipxe, the common GRUB config, boot loaders) and starts the
+/// TFTP and HTTP servers on the service's shutdown token.
+async fn start_data_plane(
+    config: &Config,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> Result<DataPlane, ServiceError> {
+    let pxe = &config.file.pxe;
+    let renderer = Renderer::new(pxe)?;
+    let layout = Layout::new(&config.tftp_root, &config.http_root);
+    let boot_ipxe = renderer.render_boot_ipxe()?;
+    let grub_common = renderer.render_grub_common()?;
+    let loaders = pxe.loader_file_paths.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        layout.create_roots()?;
+        layout.write_boot_ipxe(&boot_ipxe)?;
+        layout.write_grub_common(&grub_common)?;
+        Ok::<_, crate::boot::BootFilesError>(layout.install_loaders(&loaders))
+    })
+    .await
+    .map_err(|e| ServiceError::Serve {
+        what: "boot root preparation",
+        source: std::io::Error::other(e),
+    })??;
+    tracing::info!(
+        installed = report.installed.len(),
+        unchanged = report.unchanged.len(),
+        missing = report.warnings.len(),
+        "boot loaders in place"
+    );
+    let tftp_metrics = TftpMetrics::register(registry);
+    let http_metrics = HttpMetrics::register(registry);
+    let mut plane = DataPlane {
+        tftp: None,
+        http: None,
+    };
+    if config.file.tftp.enabled {
+        let settings = &config.file.tftp;
+        let confinement =
+            Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
+        let service = TftpService::bind(settings, confinement, tftp_metrics)?;
+        let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
+        plane.tftp = Some(tokio::spawn(async move {
+            let result = service.run(token).await;
+            stop_service_on_error("tftp", &result, &stop_all);
+            result
+        }));
+    }
+    if config.file.http.enabled {
+        let settings = &config.file.http;
+        let listener = boot_http::bind(settings).await?;
+        let confinement =
+            Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
+        let router = boot_http::router(confinement, settings, http_metrics);
+        let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
+        plane.http = Some(tokio::spawn(async move {
+            let result = boot_http::serve(listener, router, token).await;
+            stop_service_on_error("boot http", &result, &stop_all);
+            result
+        }));
+    }
+    Ok(plane)
+}
+
+/// A data-plane server that dies takes the service down: running on without it would be a
+/// silent outage for every node that boots.
+fn stop_service_on_error<E: std::fmt::Display>(
+    what: &str,
+    result: &Result<(), E>,
+    shutdown: &CancellationToken,
+) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "{what} server failed, stopping the service");
+        shutdown.cancel();
+    }
+}
+
+impl DataPlane {
+    /// Waits for both servers after the shutdown token fired.
+    async fn join(self) {
+        // Failures were logged when they happened (stop_service_on_error).
+        if let Some(t) = self.tftp {
+            let _ = t.await;
+        }
+        if let Some(h) = self.http {
+            let _ = h.await;
+        }
+    }
 }
 
 /// Binds a TCP listener, explaining the usual failures.
@@ -183,6 +294,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
 
     let api_listener = bind_tcp("the API", config.file.api.listen).await?;
+    let data_plane = start_data_plane(&config, &mut registry, &shutdown).await?;
     let conductor_cancel = shutdown.child_token();
     let conductor = Conductor::new(
         store.clone(),
@@ -235,6 +347,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
+    data_plane.join().await;
     tracing::info!("ironboot stopped");
     served.map_err(|e| ServiceError::Serve {
         what: "API",

@@ -115,6 +115,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod bootserve;
 pub mod guest;
 pub mod ipa;
 pub mod origin;
