@@ -218,8 +218,10 @@ impl<F: Flavor> NetBootInterface<F> {
         Ok((get("deploy_kernel")?, get("deploy_ramdisk")?))
     }
 
-    /// What the node boots once deployed, from `instance_info` and what the deploy recorded.
-    fn instance_kind(node: &Node) -> Result<InstanceKind, BootError> {
+    /// What the node boots once deployed, from `instance_info` and, with `recorded`, what the
+    /// running deploy recorded (`driver_internal_info.is_whole_disk_image`; before a deploy
+    /// that value belongs to the previous one).
+    fn instance_kind(node: &Node, recorded: bool) -> Result<InstanceKind, BootError> {
         let info = &node.instance_info;
         let images = || {
             let get = |key: &str| {
@@ -242,6 +244,7 @@ impl<F: Flavor> NetBootInterface<F> {
             .driver_internal_info
             .get("is_whole_disk_image")
             .and_then(Value::as_bool)
+            .filter(|_| recorded)
         {
             Some(w) => w,
             None => match text(info, "image_type") {
@@ -446,7 +449,7 @@ impl<F: Flavor> NetBootInterface<F> {
         let node = &task.node;
         let boot = self.node_boot(node)?;
         let recorded = text(&node.driver_internal_info, "root_uuid_or_disk_id").map(String::from);
-        let (entry, images) = match Self::instance_kind(node)? {
+        let (entry, images) = match Self::instance_kind(node, true)? {
             InstanceKind::WholeDisk if !self.config.settings.enable_netboot_fallback => {
                 // Ironic's default: the instance boots from its disk, the network has nothing
                 // left to offer this node.
@@ -540,7 +543,7 @@ impl<F: Flavor> BootInterface for NetBootInterface<F> {
             let node = &task.node;
             self.node_boot(node)?;
             Self::deploy_hrefs(node)?;
-            if matches!(Self::instance_kind(node)?, InstanceKind::Ramdisk { .. }) {
+            if let InstanceKind::Ramdisk { .. } = Self::instance_kind(node, false)? {
                 Self::ramdisk_arguments(node)?;
             }
             Self::boot_macs(task).await?;

@@ -178,6 +178,15 @@ async fn validate_names_what_is_missing_or_invalid() {
     let pxe = lab.pxe();
     let ok = lab.task("pxe", |_| {}).await;
     pxe.validate(&ok).await.unwrap();
+    // What the previous deploy recorded (a partition image) does not make a whole-disk
+    // redeploy need an instance kernel.
+    let rebuilt = lab
+        .task("pxe", |n| {
+            n.driver_internal_info
+                .insert("is_whole_disk_image".into(), json!(false));
+        })
+        .await;
+    pxe.validate(&rebuilt).await.unwrap();
 
     type Edit = Box<dyn FnOnce(&mut Node)>;
     let cases: Vec<(Edit, &str)> = vec![
