@@ -260,6 +260,46 @@ async fn swift_publish_fetch_range_expiry_and_unpublish() {
         metric(&registry, "ironboot_publish_swift_authentications_total"),
         1.0
     );
+
+    // The same through the binary and a config file: `[vmedia] publisher = "swift"`.
+    let config = tmp.path().join("ironboot.toml");
+    fs::write(
+        &config,
+        format!(
+            "[vmedia]\npublisher = \"swift\"\n[vmedia.swift]\nauth_version = \"tempauth\"\n\
+             auth_url = \"{}\"\nuser = \"{TEMPAUTH_USER}\"\nkey = \"{TEMPAUTH_KEY}\"\n",
+            swift.tempauth_url()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(support::ironboot_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["publish", "--data-dir"])
+            .arg(tmp.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let url = cli(&["put", iso.to_str().unwrap(), "--name", name.as_str()]);
+    assert!(
+        url.contains("temp_url_sig=") && url.contains(&format!("filename={name}")),
+        "{url}"
+    );
+    let (status, body, _) = curl_get(&url, &[]);
+    assert_eq!(status, 200);
+    assert!(body == want);
+    assert_eq!(cli(&["exists", "--name", name.as_str()]), "published");
+    cli(&["remove", "--name", name.as_str()]);
+    assert_eq!(cli(&["exists", "--name", name.as_str()]), "not published");
+    assert_eq!(curl_get(&url, &[]).0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
