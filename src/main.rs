@@ -42,6 +42,17 @@ enum Command {
     Image(ImageCli),
     /// Build virtual media (floppy, ISO, GRUB EFI image) by hand, with the `[media]` settings.
     Media(ironboot::media::cli::MediaArgs),
+    /// Publish built media where BMCs fetch it (local HTTP root or Swift), with `[vmedia]`.
+    Publish(PublishCli),
+}
+
+#[derive(Debug, Args)]
+struct PublishCli {
+    /// Data directory whose HTTP root the local publisher writes into.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    publish: ironboot::publish::cli::PublishArgs,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +174,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config_path, &overrides)?;
             init_cli_logging(&config);
             ironboot::media::cli::run(args, config.file.media.clone())?;
+            Ok(())
+        }
+        Command::Publish(args) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir.clone(),
+                log_json: cli.log_json,
+                ..Default::default()
+            };
+            let config = Config::load(config_path, &overrides)?;
+            init_cli_logging(&config);
+            let root_url = config
+                .file
+                .deploy
+                .external_http_url
+                .clone()
+                .unwrap_or_else(|| config.http_url.clone());
+            tokio::runtime::Runtime::new()?.block_on(ironboot::publish::cli::run(
+                &args.publish,
+                &config.file.vmedia,
+                &config.http_root,
+                root_url.trim_end_matches('/'),
+            ))?;
             Ok(())
         }
         Command::Config(ConfigCommand::Show(args)) => {

@@ -126,8 +126,17 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     for gone in ["agent_secret_token", "agent_url", "agent_verify_ca"] {
         assert!(!dii.contains_key(gone), "{gone} left after deploy: {dii:?}");
     }
-    // Auto-TLS was used: the agent advertised https and the conductor pinned its certificate.
+    // The image went origin -> ironboot's cache -> ironboot's HTTP server -> agent, and the
+    // served link is gone once written.
     let log = lab.ironboot_log();
+    assert!(
+        log.contains("instance image cached and served to the agent"),
+        "{}",
+        support::ipa::tail(&log, 40)
+    );
+    let served = lab.dir().join("data/httpboot/agent_images").join(&uuid);
+    assert!(!served.exists(), "{} left behind", served.display());
+    // Auto-TLS was used: the agent advertised https and the conductor pinned its certificate.
     assert!(
         log.contains("https://127.0.0.1:9999"),
         "{}",
@@ -146,8 +155,10 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
 
 #[test]
 fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
+    // The agent downloads from the origin and converts the qcow2 image itself.
     let opts = LabOptions {
         erase_on_undeploy: true,
+        image_download_source: "direct",
         ..Default::default()
     };
     let Some(lab) = Lab::start("agent_ipa qcow2", opts) else {

@@ -260,6 +260,46 @@ async fn swift_publish_fetch_range_expiry_and_unpublish() {
         metric(&registry, "ironboot_publish_swift_authentications_total"),
         1.0
     );
+
+    // The same through the binary and a config file: `[vmedia] publisher = "swift"`.
+    let config = tmp.path().join("ironboot.toml");
+    fs::write(
+        &config,
+        format!(
+            "[vmedia]\npublisher = \"swift\"\n[vmedia.swift]\nauth_version = \"tempauth\"\n\
+             auth_url = \"{}\"\nuser = \"{TEMPAUTH_USER}\"\nkey = \"{TEMPAUTH_KEY}\"\n",
+            swift.tempauth_url()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(support::ironboot_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["publish", "--data-dir"])
+            .arg(tmp.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let url = cli(&["put", iso.to_str().unwrap(), "--name", name.as_str()]);
+    assert!(
+        url.contains("temp_url_sig=") && url.contains(&format!("filename={name}")),
+        "{url}"
+    );
+    let (status, body, _) = curl_get(&url, &[]);
+    assert_eq!(status, 200);
+    assert!(body == want);
+    assert_eq!(cli(&["exists", "--name", name.as_str()]), "published");
+    cli(&["remove", "--name", name.as_str()]);
+    assert_eq!(cli(&["exists", "--name", name.as_str()]), "not published");
+    assert_eq!(curl_get(&url, &[]).0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,34 +527,18 @@ async fn keystone_v3_auth_and_catalog_endpoint_selection() {
     );
 }
 
-/// The local publisher's files and URLs, fetched over HTTP from its root. The server here is
-/// Python's http.server standing in for ironboot's own (`serve::http`, not on main yet).
+/// The local publisher's files and URLs, fetched from ironboot's own HTTP server (the real
+/// `ironboot serve`, publishing into its data directory's HTTP root).
 #[tokio::test]
 async fn local_publish_serves_the_file_and_unpublish_gives_404() {
     let test = "local_publish_serves_the_file_and_unpublish_gives_404";
-    if !support::require_peer(test, &["python3", "curl"]) {
+    if !support::require_peer(test, &["curl"]) {
         return;
     }
+    let srv = support::server::Server::start();
+    let root = srv.data_dir.join("httpboot");
+    let base = srv.http_url();
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("httproot");
-    fs::create_dir_all(&root).unwrap();
-    let port = support::free_tcp_port();
-    let mut server = ServerGuard(
-        Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(&root)
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "http.server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let mut registry = Registry::default();
     let metrics = PublishMetrics::register(&mut registry);
@@ -550,14 +574,4 @@ async fn local_publish_serves_the_file_and_unpublish_gives_404() {
         ),
         3_000_009.0
     );
-    server.0.kill().unwrap();
-}
-
-struct ServerGuard(std::process::Child);
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

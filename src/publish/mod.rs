@@ -6,6 +6,7 @@
 //! per node, honouring a per-node override from driver_info; the [`SelectedPublisher`] it
 //! returns records metrics for every call.
 
+pub mod cli;
 mod error;
 mod local;
 mod metrics;

@@ -13,8 +13,9 @@
 //! the machine into the deploy ramdisk), "power off" kills it, "status" reports whether it
 //! lives. Tests reach the API with `nsenter --net` + curl.
 //!
-//! Stop-gap until ironboot serves its HTTP root itself: a Python `http.server` in the sandbox
-//! serves `<lab>/images`, and ironboot runs with `[agent] image_download_source = "direct"`.
+//! A Python `http.server` in the sandbox is the image origin (as Glance or a web server would
+//! be): it serves `<lab>/images`. By default ironboot fetches from it into its image cache and
+//! the agent downloads from ironboot's own HTTP server; `direct` lets the agent use the origin.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -201,6 +202,9 @@ pub struct LabOptions {
     pub disk_size: &'static str,
     /// `[agent] erase_metadata_on_undeploy`.
     pub erase_on_undeploy: bool,
+    /// `[agent] image_download_source`: `http` (ironboot caches the image and serves it from
+    /// its own HTTP server) or `direct` (the agent downloads from the lab's image origin).
+    pub image_download_source: &'static str,
 }
 
 impl Default for LabOptions {
@@ -210,6 +214,7 @@ impl Default for LabOptions {
             callback_timeout: 600,
             disk_size: "2G",
             erase_on_undeploy: false,
+            image_download_source: "http",
         }
     }
 }
@@ -368,7 +373,10 @@ wait
                 opts.callback_timeout.to_string(),
             )
             .env("IRONBOOT_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "2")
-            .env("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "direct")
+            .env(
+                "IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE",
+                opts.image_download_source,
+            )
             .env("IRONBOOT_AGENT__DEFAULT_BOOT_MODE", "bios")
             .env("IRONBOOT_AGENT__POST_DEPLOY_GET_POWER_STATE_RETRIES", "2")
             .env(
