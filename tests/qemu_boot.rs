@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::json;
+use support::guest::GuestRun;
 use support::netboot::{NetbootLab, NodeSpec, grub_efi_image, tree};
 
 /// What the stand-in agent reports as the root partition's filesystem UUID.
@@ -33,8 +34,11 @@ fn diff(before: &str, after: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     )
 }
 
-fn set(lines: &[String]) -> BTreeSet<String> {
-    lines.iter().cloned().collect()
+/// Checks that `root` now has exactly the lines `expected` more than `before`, and lost none.
+fn assert_added(before: &str, root: &Path, expected: &[String]) {
+    let (added, removed) = diff(before, &tree(root));
+    assert!(removed.is_empty(), "files disappeared: {removed:?}");
+    assert_eq!(added, expected.iter().cloned().collect::<BTreeSet<_>>());
 }
 
 /// A small raw "disk image" for `instance_info.image_source` (the stand-in agent does not
@@ -50,8 +54,41 @@ fn read(path: impl AsRef<Path>) -> String {
         .unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
 }
 
-fn qemu_args(extra: &[&str]) -> Vec<String> {
-    extra.iter().map(|s| s.to_string()).collect()
+/// One NIC with `mac` on QEMU's user network, whose DHCP hands out `bootfile`; OVMF for UEFI.
+fn netboot_args(bootfile: &str, mac: &str, uefi: bool) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if uefi {
+        args.extend(["-bios".into(), support::guest::OVMF.into()]);
+    }
+    args.extend([
+        "-netdev".into(),
+        format!("user,id=n0,bootfile={bootfile}"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        "-boot".into(),
+        "n".into(),
+    ]);
+    args
+}
+
+/// Checks the guest's `/proc/cmdline` has `ipa-api-url` pointing at the lab's API and `wants`.
+fn assert_deploy_cmdline(lab: &NetbootLab, run: &GuestRun, wants: &[&str]) {
+    let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
+    let api = format!("ipa-api-url=http://10.0.2.2:{}", lab.api_port);
+    for want in wants.iter().copied().chain([api.as_str()]) {
+        assert!(cmdline.contains(want), "{want:?} not in {cmdline:?}");
+    }
+}
+
+/// Checks ironboot's log shows a complete TFTP transfer of each file (as the client named it).
+fn assert_tftp_complete(lab: &NetbootLab, files: &[String]) {
+    for file in files {
+        let outcomes = lab.tftp_outcomes(file);
+        assert!(
+            outcomes.iter().any(|o| o == "complete"),
+            "no complete TFTP transfer of {file}: {outcomes:?}"
+        );
+    }
 }
 
 #[test]
@@ -81,18 +118,17 @@ fn ipxe_bios_chains_past_net0_to_the_deploy_ramdisk_then_boots_the_partition_ins
     let before = tree(&root);
 
     lab.deploy_until_wait_call_back(uuid);
-    let (added, removed) = diff(&before, &tree(&root));
-    assert!(removed.is_empty(), "{removed:?}");
-    assert_eq!(
-        added,
-        set(&[
+    assert_added(
+        &before,
+        &root,
+        &[
             format!("{uuid}/"),
             format!("{uuid}/config"),
             format!("{uuid}/deploy_kernel"),
             format!("{uuid}/deploy_ramdisk"),
             format!("agent_images/{uuid}"),
             format!("pxelinux.cfg/52-54-00-1b-0a-01 -> ../{uuid}/config"),
-        ])
+        ],
     );
     let script = read(root.join("pxelinux.cfg/52-54-00-1b-0a-01"));
     assert!(script.contains("goto deploy\n"), "{script}");
@@ -102,28 +138,26 @@ fn ipxe_bios_chains_past_net0_to_the_deploy_ramdisk_then_boots_the_partition_ins
     let run = lab.boot(
         "iPXE BIOS deploy",
         uuid,
-        &qemu_args(&[
-            "-netdev",
-            &format!("user,id=n0,bootfile={}/boot.ipxe", lab.guest_http()),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={net0}"),
-            "-netdev",
-            "user,id=n1",
-            "-device",
-            &format!("virtio-net-pci,netdev=n1,mac={mac}"),
-            "-boot",
-            "n",
-        ]),
+        &[
+            netboot_args(&format!("{}/boot.ipxe", lab.guest_http()), net0, false),
+            vec![
+                "-netdev".into(),
+                "user,id=n1".into(),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n1,mac={mac}"),
+            ],
+        ]
+        .concat(),
     );
-    let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
-    for want in [
-        "nofb vga=normal console=ttyS0 panic=-1".to_string(),
-        format!("ipa-api-url=http://10.0.2.2:{}", lab.api_port),
-        "BOOTIF=01-52-54-00-1b-0a-01".to_string(),
-        "initrd=deploy_ramdisk".to_string(),
-    ] {
-        assert!(cmdline.contains(&want), "{want:?} not in {cmdline:?}");
-    }
+    assert_deploy_cmdline(
+        &lab,
+        &run,
+        &[
+            "nofb vga=normal console=ttyS0 panic=-1",
+            "BOOTIF=01-52-54-00-1b-0a-01",
+            "initrd=deploy_ramdisk",
+        ],
+    );
     assert!(
         run.output
             .contains("ironboot: trying the boot script of net1 (52-54-00-1b-0a-01)"),
@@ -155,30 +189,23 @@ fn ipxe_bios_chains_past_net0_to_the_deploy_ramdisk_then_boots_the_partition_ins
         )),
         "{script}"
     );
-    let (added, _) = diff(&before, &tree(&root));
-    assert_eq!(
-        added,
-        set(&[
+    assert_added(
+        &before,
+        &root,
+        &[
             format!("{uuid}/"),
             format!("{uuid}/config"),
             format!("{uuid}/kernel"),
             format!("{uuid}/ramdisk"),
             format!("pxelinux.cfg/52-54-00-1b-0a-01 -> ../{uuid}/config"),
-        ])
+        ],
     );
 
     // The active node boots its instance kernel through the same chain.
     let run = lab.boot(
         "iPXE BIOS partition instance",
         uuid,
-        &qemu_args(&[
-            "-netdev",
-            &format!("user,id=n0,bootfile={}/boot.ipxe", lab.guest_http()),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={mac}"),
-            "-boot",
-            "n",
-        ]),
+        &netboot_args(&format!("{}/boot.ipxe", lab.guest_http()), mac, false),
     );
     let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
     assert!(
@@ -218,11 +245,10 @@ fn pxelinux_over_tftp_boots_the_deploy_ramdisk_and_a_whole_disk_instance_drops_t
     });
     let before = tree(&tftp_root);
     lab.deploy_until_wait_call_back(uuid);
-    let (added, removed) = diff(&before, &tree(&tftp_root));
-    assert!(removed.is_empty(), "{removed:?}");
-    assert_eq!(
-        added,
-        set(&[
+    assert_added(
+        &before,
+        &tftp_root,
+        &[
             format!("{uuid}/"),
             format!("{uuid}/config"),
             format!("{uuid}/deploy_kernel"),
@@ -230,7 +256,7 @@ fn pxelinux_over_tftp_boots_the_deploy_ramdisk_and_a_whole_disk_instance_drops_t
             format!("pxelinux.cfg/01-52-54-00-1b-0b-01 -> ../{uuid}/config"),
             format!("grub.cfg-01-52-54-00-1b-0b-01 -> {uuid}/config"),
             format!("{mac}.conf -> {uuid}/config"),
-        ])
+        ],
     );
 
     // SeaBIOS + iPXE ROM load pxelinux.0 from ironboot's TFTP server; PXELINUX takes its
@@ -238,36 +264,20 @@ fn pxelinux_over_tftp_boots_the_deploy_ramdisk_and_a_whole_disk_instance_drops_t
     let run = lab.boot(
         "PXELINUX deploy",
         uuid,
-        &qemu_args(&[
-            "-netdev",
-            &format!("user,id=n0,bootfile={}/pxelinux.0", lab.guest_tftp()),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={mac}"),
-            "-boot",
-            "n",
-        ]),
+        &netboot_args(&format!("{}/pxelinux.0", lab.guest_tftp()), mac, false),
     );
-    let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
-    for want in [
-        format!("ipa-api-url=http://10.0.2.2:{}", lab.api_port),
-        // PXELINUX's IPAPPEND 2.
-        "BOOTIF=01-52-54-00-1b-0b-01".to_string(),
-    ] {
-        assert!(cmdline.contains(&want), "{want:?} not in {cmdline:?}");
-    }
-    for file in [
-        "pxelinux.0".to_string(),
-        "ldlinux.c32".to_string(),
-        "pxelinux.cfg/01-52-54-00-1b-0b-01".to_string(),
-        format!("{uuid}/deploy_kernel"),
-        format!("{uuid}/deploy_ramdisk"),
-    ] {
-        let outcomes = lab.tftp_outcomes(&file);
-        assert!(
-            outcomes.iter().any(|o| o == "complete"),
-            "no complete TFTP transfer of {file}: {outcomes:?}"
-        );
-    }
+    // PXELINUX's IPAPPEND 2 adds BOOTIF.
+    assert_deploy_cmdline(&lab, &run, &["BOOTIF=01-52-54-00-1b-0b-01"]);
+    assert_tftp_complete(
+        &lab,
+        &[
+            "pxelinux.0".into(),
+            "ldlinux.c32".into(),
+            "pxelinux.cfg/01-52-54-00-1b-0b-01".into(),
+            format!("{uuid}/deploy_kernel"),
+            format!("{uuid}/deploy_ramdisk"),
+        ],
+    );
 
     // A whole-disk instance boots from its disk: without netboot fallback (the default) the
     // node's boot files go once it is deployed.
@@ -333,38 +343,20 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
     let run = lab.boot(
         "GRUB EFI deploy",
         uuid,
-        &qemu_args(&[
-            "-bios",
-            support::guest::OVMF,
-            "-netdev",
-            &format!("user,id=n0,bootfile={}/grubx64.efi", lab.guest_tftp()),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={mac}"),
-            "-boot",
-            "n",
-        ]),
+        &netboot_args(&format!("{}/grubx64.efi", lab.guest_tftp()), mac, true),
     );
-    let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
-    for want in [
-        format!("ipa-api-url=http://10.0.2.2:{}", lab.api_port),
-        // GRUB's ${net_default_mac} is colon-separated.
-        format!("BOOTIF=01-{mac}"),
-    ] {
-        assert!(cmdline.contains(&want), "{want:?} not in {cmdline:?}");
-    }
+    // GRUB's ${net_default_mac} is colon-separated.
+    assert_deploy_cmdline(&lab, &run, &[&format!("BOOTIF=01-{mac}")]);
     // GRUB sends absolute names.
-    for file in [
-        "/grub/grub.cfg".to_string(),
-        format!("/{mac}.conf"),
-        format!("/{uuid}/deploy_kernel"),
-        format!("/{uuid}/deploy_ramdisk"),
-    ] {
-        let outcomes = lab.tftp_outcomes(&file);
-        assert!(
-            outcomes.iter().any(|o| o == "complete"),
-            "no complete TFTP transfer of {file}: {outcomes:?}"
-        );
-    }
+    assert_tftp_complete(
+        &lab,
+        &[
+            "/grub/grub.cfg".into(),
+            format!("/{mac}.conf"),
+            format!("/{uuid}/deploy_kernel"),
+            format!("/{uuid}/deploy_ramdisk"),
+        ],
+    );
 
     // With enable_netboot_fallback the deployed whole-disk node keeps a config that hands
     // the boot to its disk; the deploy kernel and ramdisk are gone.
@@ -373,17 +365,16 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
     let config = read(tftp_root.join(format!("{mac}.conf")));
     assert!(config.contains("set default=boot_whole_disk"), "{config}");
     assert!(!config.contains("deploy_kernel"), "{config}");
-    let (added, removed) = diff(&before, &tree(&tftp_root));
-    assert!(removed.is_empty(), "{removed:?}");
-    assert_eq!(
-        added,
-        set(&[
+    assert_added(
+        &before,
+        &tftp_root,
+        &[
             format!("{uuid}/"),
             format!("{uuid}/config"),
             format!("pxelinux.cfg/01-52-54-00-1b-0c-01 -> ../{uuid}/config"),
             format!("grub.cfg-01-52-54-00-1b-0c-01 -> {uuid}/config"),
             format!("{mac}.conf -> {uuid}/config"),
-        ])
+        ],
     );
     lab.provision(uuid, "undeploy");
     lab.wait_state(uuid, "available");
@@ -421,25 +412,13 @@ fn ipxe_under_uefi_boots_the_deploy_ramdisk_and_abort_removes_its_files() {
     let run = lab.boot(
         "iPXE UEFI deploy",
         uuid,
-        &qemu_args(&[
-            "-bios",
-            support::guest::OVMF,
-            "-netdev",
-            &format!("user,id=n0,bootfile={}/boot.ipxe", lab.guest_http()),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={mac}"),
-            "-boot",
-            "n",
-        ]),
+        &netboot_args(&format!("{}/boot.ipxe", lab.guest_http()), mac, true),
     );
-    let cmdline = run.cmdline().expect("no IRONBOOT-CMDLINE line");
-    for want in [
-        format!("ipa-api-url=http://10.0.2.2:{}", lab.api_port),
-        "BOOTIF=01-52-54-00-1b-0d-01".to_string(),
-        "initrd=deploy_ramdisk".to_string(),
-    ] {
-        assert!(cmdline.contains(&want), "{want:?} not in {cmdline:?}");
-    }
+    assert_deploy_cmdline(
+        &lab,
+        &run,
+        &["BOOTIF=01-52-54-00-1b-0d-01", "initrd=deploy_ramdisk"],
+    );
     // The operator gives up on the deploy: the ramdisk boot is undone.
     lab.provision(uuid, "abort");
     lab.wait_state(uuid, "deploy failed");
