@@ -21,6 +21,7 @@ struct Lab {
     layout: Layout,
     config: NetBootConfig,
     registry: crate::metrics::Registry,
+    metrics: BootMetrics,
     store: Arc<dyn Store>,
     /// Last octet of the next node's MAC (MACs are unique across nodes).
     next_mac: std::sync::atomic::AtomicU8,
@@ -59,30 +60,24 @@ impl Lab {
             default_boot_mode: BootMode::Uefi,
         };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let metrics = BootMetrics::register(&mut registry);
         Lab {
             dir,
             layout,
             config,
             registry,
+            metrics,
             store,
             next_mac: std::sync::atomic::AtomicU8::new(0x56),
         }
     }
 
-    fn pxe(&mut self) -> PxeBoot {
-        PxeBoot::new(
-            self.config.clone(),
-            BootMetrics::register(&mut self.registry),
-        )
-        .unwrap()
+    fn pxe(&self) -> PxeBoot {
+        PxeBoot::new(self.config.clone(), self.metrics.clone()).unwrap()
     }
 
-    fn ipxe(&mut self) -> IpxeBoot {
-        IpxeBoot::new(
-            self.config.clone(),
-            BootMetrics::register(&mut self.registry),
-        )
-        .unwrap()
+    fn ipxe(&self) -> IpxeBoot {
+        IpxeBoot::new(self.config.clone(), self.metrics.clone()).unwrap()
     }
 
     fn file_url(&self, name: &str) -> String {
@@ -174,7 +169,7 @@ fn err_text(r: Result<(), BootError>) -> String {
 
 #[tokio::test]
 async fn validate_names_what_is_missing_or_invalid() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let pxe = lab.pxe();
     let ok = lab.task("pxe", |_| {}).await;
     pxe.validate(&ok).await.unwrap();
@@ -271,7 +266,7 @@ async fn validate_names_what_is_missing_or_invalid() {
 
 #[tokio::test]
 async fn prepare_ramdisk_lays_out_the_deploy_files_of_each_interface() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let (pxe, ipxe) = (lab.pxe(), lab.ipxe());
     let bios = |n: &mut Node| {
         n.properties
@@ -364,7 +359,7 @@ async fn prepare_ramdisk_lays_out_the_deploy_files_of_each_interface() {
 
 #[tokio::test]
 async fn a_failed_fetch_or_bad_parameter_leaves_no_config() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let pxe = lab.pxe();
     let missing = lab.dir.path().join("no-such-kernel");
     let mut task = lab
@@ -397,7 +392,7 @@ async fn deployed(lab: &Lab, iface: &impl BootInterface, edit: impl FnOnce(&mut 
 
 #[tokio::test]
 async fn whole_disk_instances_drop_their_files_unless_netboot_fallback_is_on() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let pxe = lab.pxe();
     let mut task = deployed(&lab, &pxe, |_| {}).await;
     task.node
@@ -406,7 +401,7 @@ async fn whole_disk_instances_drop_their_files_unless_netboot_fallback_is_on() {
     pxe.prepare_instance(&mut task).await.unwrap();
     assert_eq!(lab.tree(lab.layout.tftp_root()), ["grub/grub.cfg"]);
 
-    let mut lab = Lab::new(PxeSettings {
+    let lab = Lab::new(PxeSettings {
         enable_netboot_fallback: true,
         ..PxeSettings::default()
     })
@@ -435,7 +430,7 @@ async fn whole_disk_instances_drop_their_files_unless_netboot_fallback_is_on() {
 
 #[tokio::test]
 async fn partition_and_ramdisk_instances_boot_their_own_kernel() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let ipxe = lab.ipxe();
     let (k, r) = (lab.file_url("os.vmlinuz"), lab.file_url("os.initrd"));
     let mut task = deployed(&lab, &ipxe, |n| {
@@ -507,7 +502,7 @@ async fn partition_and_ramdisk_instances_boot_their_own_kernel() {
 
 #[tokio::test]
 async fn take_over_regenerates_active_nodes_and_clean_up_removes_only_the_node() {
-    let mut lab = Lab::new(PxeSettings::default()).await;
+    let lab = Lab::new(PxeSettings::default()).await;
     let pxe = lab.pxe();
     let (k, r) = (lab.file_url("os.vmlinuz"), lab.file_url("os.initrd"));
     let partition = move |n: &mut Node| {
