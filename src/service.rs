@@ -80,21 +80,19 @@ struct DataPlane {
     http: Option<tokio::task::JoinHandle<Result<(), crate::serve::http::HttpError>>>,
 }
 
-/// Prepares the boot roots (loaders, `boot.ipxe`, common GRUB config) and starts the TFTP and
-/// HTTP servers. Binding happens here, so a port problem stops the start-up.
 /// Prepares the boot roots (boot.ipxe, the common GRUB config, boot loaders) and starts the
-/// TFTP and HTTP servers on the service's shutdown token.
+/// TFTP and HTTP servers on the service's shutdown token. Binding happens here, so a port
+/// problem stops the start-up.
 async fn start_data_plane(
     config: &Config,
+    renderer: &Renderer,
+    layout: Layout,
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> Result<DataPlane, ServiceError> {
-    let pxe = &config.file.pxe;
-    let renderer = Renderer::new(pxe)?;
-    let layout = Layout::new(&config.tftp_root, &config.http_root);
     let boot_ipxe = renderer.render_boot_ipxe()?;
     let grub_common = renderer.render_grub_common()?;
-    let loaders = pxe.loader_file_paths.clone();
+    let loaders = config.file.pxe.loader_file_paths.clone();
     let report = tokio::task::spawn_blocking(move || {
         layout.create_roots()?;
         layout.write_boot_ipxe(&boot_ipxe)?;
@@ -264,8 +262,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             crate::media::MediaMetrics::register(&mut registry),
         )),
     );
+    let renderer = Arc::new(Renderer::new(&config.file.pxe)?);
+    let layout = Layout::new(&config.tftp_root, &config.http_root);
     let mut interfaces = Interfaces::with_fakes();
     interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
+    add_netboot_interfaces(
+        &mut interfaces,
+        &config,
+        &renderer,
+        &layout,
+        &cache,
+        &mut registry,
+    )?;
     crate::conductor::agent_deploy::register(
         &mut interfaces,
         crate::conductor::agent_deploy::AgentDeployConfig {
@@ -294,7 +302,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
 
     let api_listener = bind_tcp("the API", config.file.api.listen).await?;
-    let data_plane = start_data_plane(&config, &mut registry, &shutdown).await?;
+    let data_plane = start_data_plane(&config, &renderer, layout, &mut registry, &shutdown).await?;
     let conductor_cancel = shutdown.child_token();
     let conductor = Conductor::new(
         store.clone(),
@@ -353,6 +361,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         what: "API",
         source: e,
     })
+}
+
+/// Enables the `pxe` and `ipxe` boot interfaces on the service's renderer, roots and cache.
+fn add_netboot_interfaces(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    renderer: &Arc<Renderer>,
+    layout: &Layout,
+    cache: &Arc<crate::images::ImageCache>,
+    registry: &mut Registry,
+) -> Result<(), ServiceError> {
+    use crate::boot::{
+        BootMetrics, BootMode, ipxe::IpxeBoot, netboot::NetBootConfig, pxe::PxeBoot,
+    };
+    let netboot = NetBootConfig {
+        settings: config.file.pxe.clone(),
+        renderer: renderer.clone(),
+        layout: layout.clone(),
+        cache: cache.clone(),
+        http_url: config.http_url.clone(),
+        default_boot_mode: match config.file.agent.default_boot_mode {
+            crate::config::BootMode::Bios => BootMode::Bios,
+            crate::config::BootMode::Uefi => BootMode::Uefi,
+        },
+    };
+    let metrics = BootMetrics::register(registry);
+    interfaces.add_boot(Arc::new(PxeBoot::new(netboot.clone(), metrics.clone())?));
+    interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics)?));
+    Ok(())
 }
 
 /// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).

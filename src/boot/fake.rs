@@ -11,8 +11,8 @@ impl BootInterface for FakeBoot {
         "fake"
     }
 
-    fn validate(&self, _task: &Task) -> Result<(), BootError> {
-        Ok(())
+    fn validate<'a>(&'a self, _task: &'a Task) -> TaskFuture<'a, (), BootError> {
+        Box::pin(async { Ok(()) })
     }
 
     fn prepare_ramdisk<'a>(

@@ -1,6 +1,8 @@
 //! Boot interfaces: make a node boot something (the deploy ramdisk, then its instance).
 //!
-//! Chosen per node by `boot_interface`. `fake` records what it was asked and changes nothing.
+//! Chosen per node by `boot_interface`. `fake` records what it was asked and changes nothing;
+//! [`pxe`] (PXELINUX/GRUB over TFTP) and [`ipxe`] (iPXE over HTTP) render the node's boot
+//! config and lay out its files, sharing everything but their root in [`netboot`].
 //!
 //! The network boot building blocks live here too, independent of the node model:
 //! [`render`] turns a plain [`render::BootContext`] into the text of a node's PXELINUX, GRUB
@@ -8,7 +10,11 @@
 //! and instance kernels and the per-MAC links where firmware looks for them.
 
 pub mod fake;
+pub mod ipxe;
 pub mod layout;
+mod metrics;
+pub mod netboot;
+pub mod pxe;
 pub mod render;
 mod settings;
 
@@ -16,12 +22,19 @@ use std::path::PathBuf;
 
 use crate::conductor::task::{Task, TaskFuture};
 
+pub use metrics::BootMetrics;
 pub use settings::PxeSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("boot interface {interface}: driver_info is missing or invalid: {reason}")]
     InvalidDriverInfo {
+        interface: &'static str,
+        reason: String,
+    },
+    /// Node input other than driver_info (instance_info, properties, ports) is unusable.
+    #[error("boot interface {interface}: {reason}")]
+    InvalidNode {
         interface: &'static str,
         reason: String,
     },
@@ -37,8 +50,9 @@ pub enum BootError {
 /// consistent state: either the old set or the new one, never a mix a node could fetch.
 pub trait BootInterface: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Checks the node has what this interface needs (deploy kernel/ramdisk, ports, ...).
-    fn validate(&self, task: &Task) -> Result<(), BootError>;
+    /// Checks the node has what this interface needs (deploy kernel/ramdisk, ports, ...),
+    /// without changing anything. Async because ports live in the store.
+    fn validate<'a>(&'a self, task: &'a Task) -> TaskFuture<'a, (), BootError>;
     /// Prepares the node to boot the deploy ramdisk, handing it `ramdisk_params`
     /// (`ipa-api-url=...` and friends) on its kernel command line.
     fn prepare_ramdisk<'a>(

@@ -31,6 +31,11 @@ pub struct PxeSettings {
     /// Script `boot.ipxe` chains when no per-MAC script matches any NIC (URL, or a path
     /// relative to `boot.ipxe`); unset = hand the boot back to the firmware.
     pub ipxe_fallback_script: Option<String>,
+    /// Keep a whole-disk node's network boot config after deploy, switched to
+    /// `boot_whole_disk` (hand the boot to the local disk), so a node whose boot order puts
+    /// the network first still boots its instance. Off (Ironic's default): the node's boot
+    /// files are removed once the instance is deployed.
+    pub enable_netboot_fallback: bool,
 }
 
 impl Default for PxeSettings {
@@ -43,6 +48,7 @@ impl Default for PxeSettings {
             ipxe_timeout_secs: 0,
             ipxe_retries: 10,
             ipxe_fallback_script: None,
+            enable_netboot_fallback: false,
         }
     }
 }

@@ -100,6 +100,7 @@ impl Conductor {
             ifaces
                 .boot
                 .validate(task)
+                .await
                 .map_err(|e| ConductorError::InvalidParameter(e.to_string()))?;
             ifaces
                 .deploy

@@ -204,7 +204,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
     name: "fake-hardware",
     boot: InterfaceSet {
         default: "fake",
-        enabled: &["fake"],
+        enabled: &["fake", "pxe", "ipxe"],
     },
     deploy: InterfaceSet {
         default: "fake",

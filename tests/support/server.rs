@@ -35,8 +35,19 @@ impl Server {
 
     /// Starts a server on an existing data directory (restart tests).
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let ports = (free_tcp_port(), free_tcp_port(), free_udp_port());
+        Self::start_in_on_ports(data_dir, ports, args, env)
+    }
+
+    /// Starts a server on the caller's `(api, http, tftp)` ports, for configurations that
+    /// embed them (URLs as a QEMU guest sees them, GRUB prefixes).
+    pub fn start_in_on_ports(
+        data_dir: &Path,
+        (api_port, http_port, tftp_port): (u16, u16, u16),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
-        let (api_port, http_port, tftp_port) = (free_tcp_port(), free_tcp_port(), free_udp_port());
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -1,0 +1,598 @@
+//! What the `pxe` and `ipxe` boot interfaces share: reading the node record, fetching kernels
+//! and ramdisks through the image cache, rendering the node's config and laying out its files.
+//!
+//! The two interfaces differ only in their root (tftp root or http root, see
+//! [`Layout::root`]), in how the firmware's loader names files ([`Layout::image_locations`]),
+//! in the config format ([`ConfigFormat::select`]) and in the root-level file every node of the
+//! interface chains through ([`Flavor::refresh_root`]). [`NetBootInterface`] is generic over
+//! that [`Flavor`]; `pxe.rs` and `ipxe.rs` provide the two.
+//!
+//! Order of work, so a node that boots at any moment finds a consistent set: images are
+//! fetched and placed first, then the config is written (atomically), then the MAC links
+//! that make firmware find it. Switching to an instance entry writes a new config over the
+//! old one before the deploy kernel and ramdisk are removed.
+//!
+//! What a node's record means here:
+//! - boot mode: `instance_info.deploy_boot_mode`, else `properties.capabilities` `boot_mode`,
+//!   else the configured default; architecture: `properties.cpu_arch` (default x86_64);
+//! - deploy kernel and ramdisk: `driver_info.deploy_kernel` / `deploy_ramdisk` (http(s),
+//!   `file://` or an absolute path), fetched through the image cache as boot files;
+//! - kernel parameters: `instance_info.kernel_append_params`, else
+//!   `driver_info.kernel_append_params`, else `[pxe] kernel_append_params` (`%default%` in a
+//!   node value expands to the configured one), then the deploy interface's ramdisk
+//!   parameters (`ipa-api-url=...`); `BOOTIF` is added by the config itself, as each
+//!   firmware knows the booting NIC;
+//! - the instance: a ramdisk boot when `instance_info.capabilities` has `boot_option:ramdisk`;
+//!   else a partition image when `driver_internal_info.is_whole_disk_image` is false (or,
+//!   before a deploy recorded it, when `instance_info.image_type` is `partition`, or kernel and
+//!   ramdisk are both given); else a whole-disk image. `driver_internal_info.root_uuid_or_disk_id`
+//!   is the root filesystem UUID (partition) or the disk identifier (whole disk).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::layout::{Images, Layout, NodeFile};
+use super::render::{BootContext, ConfigFormat, Entry, KernelParams, Renderer};
+use super::{Arch, BootError, BootFilesError, BootInterface, BootMetrics, BootMode, NetBoot};
+use super::{PxeSettings, render};
+use crate::conductor::agent_deploy::plan::capability;
+use crate::conductor::task::{Task, TaskFuture};
+use crate::images::{ImageCache, ImageKind, ImageRequest};
+use crate::model::{MacAddress, Node, ProvisionState};
+
+/// What distinguishes `pxe` from `ipxe`.
+pub trait Flavor: Send + Sync + 'static {
+    const KIND: NetBoot;
+    /// Refreshes the root-level file every node of this interface boots through (rewritten
+    /// only when its content changed), in case the root was emptied since start.
+    fn refresh_root(renderer: &Renderer, layout: &Layout) -> Result<(), BootFilesError>;
+}
+
+/// What both interfaces need from the service; built once at start.
+#[derive(Debug, Clone)]
+pub struct NetBootConfig {
+    pub settings: PxeSettings,
+    pub renderer: Arc<Renderer>,
+    pub layout: Layout,
+    pub cache: Arc<ImageCache>,
+    /// `http_url` without a trailing slash: where nodes reach the http root.
+    pub http_url: String,
+    /// Boot mode of nodes that name none (`[agent] default_boot_mode`).
+    pub default_boot_mode: BootMode,
+}
+
+/// A network boot interface (`pxe` or `ipxe`, by its [`Flavor`]).
+pub struct NetBootInterface<F> {
+    config: Arc<NetBootConfig>,
+    /// `[pxe] kernel_append_params`, parsed once.
+    default_params: KernelParams,
+    metrics: BootMetrics,
+    flavor: PhantomData<fn() -> F>,
+}
+
+impl<F> std::fmt::Debug for NetBootInterface<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetBootInterface")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the node boots, as far as every entry is concerned.
+#[derive(Debug, Clone)]
+struct NodeBoot {
+    mode: BootMode,
+    arch: Arch,
+    /// The kernel parameters every entry gets (configured or the node's own).
+    append: KernelParams,
+}
+
+/// What the node boots once deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InstanceKind {
+    WholeDisk,
+    Partition { kernel: String, ramdisk: String },
+    Ramdisk { kernel: String, ramdisk: String },
+}
+
+fn text<'a>(fields: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    fields
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// `instance_info.capabilities` entry `key` (a JSON object or `"k1:v1,k2:v2"`).
+fn instance_capability(node: &Node, key: &str) -> Option<String> {
+    match node.instance_info.get("capabilities") {
+        Some(Value::Object(m)) => m.get(key).and_then(Value::as_str).map(String::from),
+        Some(Value::String(s)) => s.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        }),
+        _ => None,
+    }
+}
+
+impl<F: Flavor> NetBootInterface<F> {
+    pub fn new(config: NetBootConfig, metrics: BootMetrics) -> Result<Self, BootFilesError> {
+        let default_params = config.settings.default_kernel_params()?;
+        Ok(Self {
+            config: Arc::new(config),
+            default_params,
+            metrics,
+            flavor: PhantomData,
+        })
+    }
+
+    fn name() -> &'static str {
+        F::KIND.as_str()
+    }
+
+    fn invalid_node(reason: impl std::fmt::Display) -> BootError {
+        BootError::InvalidNode {
+            interface: Self::name(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn invalid_driver_info(reason: impl std::fmt::Display) -> BootError {
+        BootError::InvalidDriverInfo {
+            interface: Self::name(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn failed(node: &Node, reason: impl std::fmt::Display) -> BootError {
+        BootError::Failed {
+            interface: Self::name(),
+            node: node.ident(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Boot mode, architecture and kernel parameters from the node record.
+    fn node_boot(&self, node: &Node) -> Result<NodeBoot, BootError> {
+        let mode = match text(&node.instance_info, "deploy_boot_mode") {
+            Some(m) => m
+                .parse::<BootMode>()
+                .map_err(|e| Self::invalid_node(format!("instance_info.deploy_boot_mode: {e}")))?,
+            None => match capability(node, "boot_mode") {
+                Some(m) => m.parse::<BootMode>().map_err(|e| {
+                    Self::invalid_node(format!("properties.capabilities boot_mode: {e}"))
+                })?,
+                None => self.config.default_boot_mode,
+            },
+        };
+        let arch = match text(&node.properties, "cpu_arch") {
+            Some(a) => a
+                .parse::<Arch>()
+                .map_err(|e| Self::invalid_node(format!("properties.cpu_arch: {e}")))?,
+            None => Arch::X86_64,
+        };
+        ConfigFormat::select(F::KIND, mode, arch).map_err(Self::invalid_node)?;
+        let append = match (
+            text(&node.instance_info, "kernel_append_params"),
+            text(&node.driver_info, "kernel_append_params"),
+        ) {
+            (Some(p), _) => KernelParams::parse_with_default(
+                "instance_info.kernel_append_params",
+                p,
+                &self.default_params,
+            ),
+            (None, Some(p)) => KernelParams::parse_with_default(
+                "driver_info.kernel_append_params",
+                p,
+                &self.default_params,
+            ),
+            (None, None) => Ok(self.default_params.clone()),
+        }
+        .map_err(Self::invalid_node)?;
+        Ok(NodeBoot { mode, arch, append })
+    }
+
+    /// `driver_info.deploy_kernel` and `deploy_ramdisk`, checked as image sources.
+    fn deploy_hrefs(node: &Node) -> Result<(String, String), BootError> {
+        let get = |key: &str| {
+            let href = text(&node.driver_info, key).ok_or_else(|| {
+                Self::invalid_driver_info(format!(
+                    "{key} is required (http(s) URL, file:// URL or absolute path of the deploy {})",
+                    if key == "deploy_kernel" {
+                        "kernel"
+                    } else {
+                        "ramdisk"
+                    }
+                ))
+            })?;
+            crate::images::source::Source::parse(href)
+                .map_err(|e| Self::invalid_driver_info(format!("{key}: {e}")))?;
+            Ok::<_, BootError>(href.to_string())
+        };
+        Ok((get("deploy_kernel")?, get("deploy_ramdisk")?))
+    }
+
+    /// What the node boots once deployed, from `instance_info` and, with `recorded`, what the
+    /// running deploy recorded (`driver_internal_info.is_whole_disk_image`; before a deploy
+    /// that value belongs to the previous one).
+    fn instance_kind(node: &Node, recorded: bool) -> Result<InstanceKind, BootError> {
+        let info = &node.instance_info;
+        let images = || {
+            let get = |key: &str| {
+                let href = text(info, key).ok_or_else(|| {
+                    Self::invalid_node(format!(
+                        "instance_info.{key} is required to boot the instance over the network"
+                    ))
+                })?;
+                crate::images::source::Source::parse(href)
+                    .map_err(|e| Self::invalid_node(format!("instance_info.{key}: {e}")))?;
+                Ok::<_, BootError>(href.to_string())
+            };
+            Ok::<_, BootError>((get("kernel")?, get("ramdisk")?))
+        };
+        if instance_capability(node, "boot_option").as_deref() == Some("ramdisk") {
+            let (kernel, ramdisk) = images()?;
+            return Ok(InstanceKind::Ramdisk { kernel, ramdisk });
+        }
+        let whole_disk = match node
+            .driver_internal_info
+            .get("is_whole_disk_image")
+            .and_then(Value::as_bool)
+            .filter(|_| recorded)
+        {
+            Some(w) => w,
+            None => match text(info, "image_type") {
+                Some("partition") => false,
+                Some(_) => true,
+                None => text(info, "kernel").is_none() || text(info, "ramdisk").is_none(),
+            },
+        };
+        if whole_disk {
+            return Ok(InstanceKind::WholeDisk);
+        }
+        let (kernel, ramdisk) = images()?;
+        Ok(InstanceKind::Partition { kernel, ramdisk })
+    }
+
+    /// `instance_info.ramdisk_kernel_arguments`, the extra command line of a ramdisk boot.
+    fn ramdisk_arguments(node: &Node) -> Result<KernelParams, BootError> {
+        match text(&node.instance_info, "ramdisk_kernel_arguments") {
+            Some(a) => KernelParams::parse("instance_info.ramdisk_kernel_arguments", a)
+                .map_err(Self::invalid_node),
+            None => Ok(KernelParams::new()),
+        }
+    }
+
+    /// The MACs of the node's pxe-enabled ports: the names firmware looks its config up by.
+    async fn boot_macs(task: &Task) -> Result<Vec<MacAddress>, BootError> {
+        let ports = task
+            .ports()
+            .await
+            .map_err(|e| Self::failed(&task.node, format!("cannot list ports: {e}")))?;
+        let macs: Vec<MacAddress> = ports
+            .into_iter()
+            .filter(|p| p.pxe_enabled)
+            .map(|p| p.address)
+            .collect();
+        if macs.is_empty() {
+            return Err(Self::invalid_node(format!(
+                "node {} has no port with pxe_enabled=true: firmware finds its boot config by the \
+                 MAC of such a port (create one with the MAC the node boots from)",
+                task.node.ident()
+            )));
+        }
+        Ok(macs)
+    }
+
+    /// Runs blocking layout work off the async threads.
+    async fn blocking<T, W>(&self, node: &Node, work: W) -> Result<T, BootError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&NetBootConfig) -> Result<T, BootFilesError> + Send + 'static,
+    {
+        let config = Arc::clone(&self.config);
+        tokio::task::spawn_blocking(move || work(&config))
+            .await
+            .map_err(|e| Self::failed(node, format!("boot file task did not finish: {e}")))?
+            .map_err(|e| Self::failed(node, e))
+    }
+
+    /// Fetches a kernel and ramdisk through the cache and links them into the node directory.
+    async fn place_images(
+        &self,
+        node: &Node,
+        (kernel, ramdisk): (&str, &str),
+        (kernel_file, ramdisk_file): (NodeFile, NodeFile),
+    ) -> Result<(), BootError> {
+        let cache = &self.config.cache;
+        let fetch = |href: &str| {
+            let request = ImageRequest {
+                kind: ImageKind::BootFile,
+                ..ImageRequest::new(href)
+            };
+            async move {
+                cache
+                    .fetch(&request)
+                    .await
+                    .map_err(|e| Self::failed(node, format!("cannot fetch {}: {e}", request.href)))
+            }
+        };
+        let (k, r) = tokio::try_join!(fetch(kernel), fetch(ramdisk))?;
+        let layout = &self.config.layout;
+        for (image, file) in [(&k, kernel_file), (&r, ramdisk_file)] {
+            let dest = layout.node_file(F::KIND, node.uuid, file);
+            cache
+                .place(image, &dest)
+                .await
+                .map_err(|e| Self::failed(node, format!("cannot place {}: {e}", image.href)))?;
+        }
+        tracing::info!(node = %node.uuid, kernel = %kernel, ramdisk = %ramdisk,
+            kernel_bytes = k.size, ramdisk_bytes = r.size,
+            downloaded = k.downloaded || r.downloaded, "kernel and ramdisk in place");
+        Ok(())
+    }
+
+    /// A context with nothing but the node's identity and boot facts filled in.
+    fn context(node: &Node, boot: &NodeBoot, entry: Entry) -> BootContext {
+        BootContext {
+            node_uuid: node.uuid,
+            interface: F::KIND,
+            boot_mode: boot.mode,
+            arch: boot.arch,
+            entry,
+            deploy: None,
+            deploy_params: KernelParams::new(),
+            instance: None,
+            instance_params: KernelParams::new(),
+            root_uuid: None,
+            disk_id: None,
+        }
+    }
+
+    fn locations(
+        &self,
+        node: Uuid,
+        mode: BootMode,
+        images: Images,
+    ) -> Result<render::ImagePair, BootFilesError> {
+        self.config.layout.image_locations(
+            F::KIND,
+            mode,
+            node,
+            images,
+            Some(self.config.http_url.as_str()),
+        )
+    }
+
+    /// Renders `ctx`, writes it as the node's config and points the MACs at it.
+    async fn install_config(
+        &self,
+        node: &Node,
+        ctx: BootContext,
+        macs: Vec<MacAddress>,
+    ) -> Result<(), BootError> {
+        let text = self
+            .config
+            .renderer
+            .render_node_config(&ctx)
+            .map_err(|e| Self::failed(node, e))?;
+        let uuid = node.uuid;
+        let links = self
+            .blocking(node, move |c| {
+                F::refresh_root(&c.renderer, &c.layout)?;
+                c.layout.write_config(F::KIND, uuid, &text)?;
+                c.layout.link_macs(F::KIND, uuid, &macs)
+            })
+            .await?;
+        tracing::info!(node = %uuid, entry = ctx.entry.label(), boot_mode = ctx.boot_mode.as_str(),
+            arch = ctx.arch.as_str(), links = links.len(), "boot config written");
+        Ok(())
+    }
+
+    async fn remove_files(&self, node: &Node, files: &'static [NodeFile]) -> Result<(), BootError> {
+        let uuid = node.uuid;
+        self.blocking(node, move |c| {
+            files
+                .iter()
+                .try_for_each(|f| c.layout.remove_node_file(F::KIND, uuid, *f))
+        })
+        .await
+    }
+
+    async fn clean_up(&self, node: &Node) -> Result<(), BootError> {
+        let uuid = node.uuid;
+        let report = self
+            .blocking(node, move |c| c.layout.clean_up_node(F::KIND, uuid))
+            .await?;
+        tracing::info!(node = %uuid, links = report.links.len(),
+            node_dir_removed = report.node_dir_removed, "boot files removed");
+        Ok(())
+    }
+
+    async fn prepare_ramdisk_inner(
+        &self,
+        task: &Task,
+        ramdisk_params: &[(String, String)],
+    ) -> Result<(), BootError> {
+        let node = &task.node;
+        let boot = self.node_boot(node)?;
+        let hrefs = Self::deploy_hrefs(node)?;
+        let macs = Self::boot_macs(task).await?;
+        let mut ctx = Self::context(node, &boot, Entry::Deploy);
+        ctx.deploy_params = boot.append.clone();
+        for (key, value) in ramdisk_params {
+            let value = (!value.is_empty()).then_some(value.as_str());
+            ctx.deploy_params
+                .push("ramdisk parameters", key, value)
+                .map_err(|e| Self::failed(node, e))?;
+        }
+        ctx.deploy = Some(
+            self.locations(node.uuid, boot.mode, Images::Deploy)
+                .map_err(|e| Self::failed(node, e))?,
+        );
+        self.place_images(
+            node,
+            (&hrefs.0, &hrefs.1),
+            (NodeFile::DeployKernel, NodeFile::DeployRamdisk),
+        )
+        .await?;
+        self.install_config(node, ctx, macs).await
+    }
+
+    async fn prepare_instance_inner(&self, task: &Task) -> Result<(), BootError> {
+        let node = &task.node;
+        let boot = self.node_boot(node)?;
+        let recorded = text(&node.driver_internal_info, "root_uuid_or_disk_id").map(String::from);
+        let (entry, images) = match Self::instance_kind(node, true)? {
+            InstanceKind::WholeDisk if !self.config.settings.enable_netboot_fallback => {
+                // Ironic's default: the instance boots from its disk, the network has nothing
+                // left to offer this node.
+                return self.clean_up(node).await;
+            }
+            InstanceKind::WholeDisk => (Entry::BootWholeDisk, None),
+            InstanceKind::Partition { kernel, ramdisk } => {
+                if recorded.is_none() {
+                    return Err(Self::failed(
+                        node,
+                        "a partition image boots with root=UUID=<root uuid>, and no root uuid was \
+                         recorded (driver_internal_info.root_uuid_or_disk_id); deploy the node again",
+                    ));
+                }
+                (Entry::BootPartition, Some((kernel, ramdisk)))
+            }
+            InstanceKind::Ramdisk { kernel, ramdisk } => {
+                (Entry::BootRamdisk, Some((kernel, ramdisk)))
+            }
+        };
+        let macs = Self::boot_macs(task).await?;
+        let mut ctx = Self::context(node, &boot, entry);
+        match entry {
+            Entry::BootWholeDisk => ctx.disk_id = recorded,
+            Entry::BootPartition => {
+                ctx.root_uuid = recorded;
+                ctx.instance_params = boot.append.clone();
+            }
+            _ => {
+                ctx.instance_params = boot.append.clone();
+                ctx.instance_params.extend(&Self::ramdisk_arguments(node)?);
+            }
+        }
+        if let Some((kernel, ramdisk)) = &images {
+            ctx.instance = Some(
+                self.locations(node.uuid, boot.mode, Images::Instance)
+                    .map_err(|e| Self::failed(node, e))?,
+            );
+            self.place_images(
+                node,
+                (kernel, ramdisk),
+                (NodeFile::Kernel, NodeFile::Ramdisk),
+            )
+            .await?;
+        }
+        self.install_config(node, ctx, macs).await?;
+        // The config no longer names the deploy ramdisk; a whole-disk config needs no images.
+        let unused: &'static [NodeFile] = if images.is_some() {
+            &[NodeFile::DeployKernel, NodeFile::DeployRamdisk]
+        } else {
+            &[
+                NodeFile::DeployKernel,
+                NodeFile::DeployRamdisk,
+                NodeFile::Kernel,
+                NodeFile::Ramdisk,
+            ]
+        };
+        self.remove_files(node, unused).await
+    }
+
+    /// Runs one operation in a span carrying the node, and counts it.
+    async fn observed<T>(
+        &self,
+        op: &'static str,
+        node: Uuid,
+        work: impl Future<Output = Result<T, BootError>>,
+    ) -> Result<T, BootError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("boot", interface = Self::name(), op, node = %node);
+        let result = work.instrument(span).await;
+        self.metrics.observe(
+            Self::name(),
+            op,
+            result.is_ok(),
+            started.elapsed().as_secs_f64(),
+        );
+        if let Err(e) = &result {
+            tracing::warn!(node = %node, interface = Self::name(), op, error = %e, "boot operation failed");
+        }
+        result
+    }
+}
+
+impl<F: Flavor> BootInterface for NetBootInterface<F> {
+    fn name(&self) -> &'static str {
+        Self::name()
+    }
+
+    fn validate<'a>(&'a self, task: &'a Task) -> TaskFuture<'a, (), BootError> {
+        Box::pin(async move {
+            let node = &task.node;
+            self.node_boot(node)?;
+            Self::deploy_hrefs(node)?;
+            if let InstanceKind::Ramdisk { .. } = Self::instance_kind(node, false)? {
+                Self::ramdisk_arguments(node)?;
+            }
+            Self::boot_macs(task).await?;
+            Ok(())
+        })
+    }
+
+    fn prepare_ramdisk<'a>(
+        &'a self,
+        task: &'a mut Task,
+        ramdisk_params: &'a [(String, String)],
+    ) -> TaskFuture<'a, (), BootError> {
+        let uuid = task.node.uuid;
+        Box::pin(self.observed(
+            "prepare_ramdisk",
+            uuid,
+            self.prepare_ramdisk_inner(task, ramdisk_params),
+        ))
+    }
+
+    fn clean_up_ramdisk<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
+        let uuid = task.node.uuid;
+        Box::pin(self.observed("clean_up", uuid, self.clean_up(&task.node)))
+    }
+
+    fn prepare_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
+        let uuid = task.node.uuid;
+        Box::pin(self.observed("prepare_instance", uuid, self.prepare_instance_inner(task)))
+    }
+
+    fn clean_up_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
+        let uuid = task.node.uuid;
+        Box::pin(self.observed("clean_up", uuid, self.clean_up(&task.node)))
+    }
+
+    fn take_over<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
+        let uuid = task.node.uuid;
+        Box::pin(self.observed("take_over", uuid, async move {
+            // Only an active node boots from files that must exist before anything else
+            // happens; a node in any other state gets its files when its next operation runs.
+            if task.node.provision_state != ProvisionState::Active {
+                tracing::debug!(node = %uuid, state = %task.node.provision_state,
+                    "take over: no boot files to regenerate in this state");
+                return Ok(());
+            }
+            self.prepare_instance_inner(task).await
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
