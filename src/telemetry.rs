@@ -12,8 +12,11 @@ pub fn init_logging(settings: &LogSettings) {
         .unwrap_or_else(|| {
             EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first subscriber.
     let _ = match settings.format {
