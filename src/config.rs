@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::BootMode;
+
 /// A configuration problem, naming the key, the value and why it is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -236,22 +238,6 @@ pub enum ImageDownloadSource {
     Http,
     /// The agent downloads `image_source` itself (an http(s) URL it can reach).
     Direct,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
-
-impl BootMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootMode::Bios => "bios",
-            BootMode::Uefi => "uefi",
-        }
-    }
 }
 
 /// The configuration file's shape. After [`Config::load`] every derived `Option` is filled in,

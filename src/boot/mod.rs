@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use crate::conductor::task::{Task, TaskFuture};
 
+pub use crate::model::BootMode;
 pub use metrics::BootMetrics;
 pub use settings::PxeSettings;
 
@@ -96,35 +97,6 @@ impl std::str::FromStr for NetBoot {
             "ipxe" => Ok(NetBoot::Ipxe),
             other => Err(BootFilesError::Unsupported(format!(
                 "boot interface {other:?} (expected \"pxe\" or \"ipxe\")"
-            ))),
-        }
-    }
-}
-
-/// Firmware boot mode of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
-
-impl BootMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootMode::Bios => "bios",
-            BootMode::Uefi => "uefi",
-        }
-    }
-}
-
-impl std::str::FromStr for BootMode {
-    type Err = BootFilesError;
-    fn from_str(s: &str) -> Result<Self, BootFilesError> {
-        match s {
-            "bios" => Ok(BootMode::Bios),
-            "uefi" => Ok(BootMode::Uefi),
-            other => Err(BootFilesError::Unsupported(format!(
-                "boot mode {other:?} (expected \"bios\" or \"uefi\")"
             ))),
         }
     }

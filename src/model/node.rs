@@ -143,6 +143,12 @@ pub enum NodeError {
     InvalidName(String),
     #[error("driver {0:?} is not supported; supported drivers: {list}", list = HardwareType::names().join(", "))]
     UnknownDriver(String),
+    #[error("{field} {value:?} is invalid: {reason}")]
+    InvalidField {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("{field} {value:?} is not supported by driver {driver:?}; choose one of: {allowed}")]
     UnsupportedInterface {
         field: &'static str,

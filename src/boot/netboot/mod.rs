@@ -41,9 +41,9 @@ use super::layout::{Images, Layout, NodeFile};
 use super::render::{BootContext, ConfigFormat, Entry, KernelParams, Renderer};
 use super::{Arch, BootError, BootFilesError, BootInterface, BootMetrics, BootMode, NetBoot};
 use super::{PxeSettings, render};
-use crate::conductor::agent_deploy::plan::capability;
 use crate::conductor::task::{Task, TaskFuture};
 use crate::images::{ImageCache, ImageKind, ImageRequest};
+use crate::model::boot_mode::capability;
 use crate::model::{MacAddress, Node, ProvisionState};
 
 /// What distinguishes `pxe` from `ipxe`.
@@ -109,18 +109,6 @@ fn text<'a>(fields: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a
         .filter(|s| !s.is_empty())
 }
 
-/// `instance_info.capabilities` entry `key` (a JSON object or `"k1:v1,k2:v2"`).
-fn instance_capability(node: &Node, key: &str) -> Option<String> {
-    match node.instance_info.get("capabilities") {
-        Some(Value::Object(m)) => m.get(key).and_then(Value::as_str).map(String::from),
-        Some(Value::String(s)) => s.split(',').find_map(|kv| {
-            let (k, v) = kv.split_once(':')?;
-            (k.trim() == key).then(|| v.trim().to_string())
-        }),
-        _ => None,
-    }
-}
-
 impl<F: Flavor> NetBootInterface<F> {
     pub fn new(config: NetBootConfig, metrics: BootMetrics) -> Result<Self, BootFilesError> {
         let default_params = config.settings.default_kernel_params()?;
@@ -160,17 +148,9 @@ impl<F: Flavor> NetBootInterface<F> {
 
     /// Boot mode, architecture and kernel parameters from the node record.
     fn node_boot(&self, node: &Node) -> Result<NodeBoot, BootError> {
-        let mode = match text(&node.instance_info, "deploy_boot_mode") {
-            Some(m) => m
-                .parse::<BootMode>()
-                .map_err(|e| Self::invalid_node(format!("instance_info.deploy_boot_mode: {e}")))?,
-            None => match capability(node, "boot_mode") {
-                Some(m) => m.parse::<BootMode>().map_err(|e| {
-                    Self::invalid_node(format!("properties.capabilities boot_mode: {e}"))
-                })?,
-                None => self.config.default_boot_mode,
-            },
-        };
+        let mode = node
+            .boot_mode(self.config.default_boot_mode)
+            .map_err(Self::invalid_node)?;
         let arch = match text(&node.properties, "cpu_arch") {
             Some(a) => a
                 .parse::<Arch>()
@@ -236,7 +216,7 @@ impl<F: Flavor> NetBootInterface<F> {
             };
             Ok::<_, BootError>((get("kernel")?, get("ramdisk")?))
         };
-        if instance_capability(node, "boot_option").as_deref() == Some("ramdisk") {
+        if capability(&node.instance_info, "boot_option").as_deref() == Some("ramdisk") {
             let (kernel, ramdisk) = images()?;
             return Ok(InstanceKind::Ramdisk { kernel, ramdisk });
         }

@@ -109,34 +109,6 @@ fn flag(info: &Map<String, Value>, field: &'static str) -> Result<bool, PlanErro
     }
 }
 
-/// `properties.capabilities` entry `key` (Ironic writes them as `"k1:v1,k2:v2"`, some
-/// clients as a JSON object).
-pub fn capability(node: &Node, key: &str) -> Option<String> {
-    match node.properties.get("capabilities") {
-        Some(Value::String(s)) => s.split(',').find_map(|kv| {
-            let (k, v) = kv.split_once(':')?;
-            (k.trim() == key).then(|| v.trim().to_string())
-        }),
-        Some(Value::Object(m)) => m.get(key).and_then(Value::as_str).map(String::from),
-        _ => None,
-    }
-}
-
-fn boot_mode(node: &Node, settings: &AgentSettings) -> Result<BootMode, PlanError> {
-    let given = text(&node.instance_info, "deploy_boot_mode")
-        .map(String::from)
-        .or_else(|| capability(node, "boot_mode"));
-    match given.as_deref() {
-        None => Ok(settings.default_boot_mode),
-        Some("bios") => Ok(BootMode::Bios),
-        Some("uefi") => Ok(BootMode::Uefi),
-        Some(other) => Err(err(
-            "deploy_boot_mode",
-            format!("{other:?} must be bios or uefi (also read from capability boot_mode)"),
-        )),
-    }
-}
-
 /// Checks the node's `instance_info` for a `direct` deploy.
 pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanError> {
     let info = &node.instance_info;
@@ -148,7 +120,9 @@ pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanErr
             )
         })?
         .to_string();
-    let boot_mode = boot_mode(node, settings)?;
+    let boot_mode = node
+        .boot_mode(settings.default_boot_mode)
+        .map_err(|e| err("deploy_boot_mode", e.to_string()))?;
     let kernel = text(info, "kernel");
     let ramdisk = text(info, "ramdisk");
     let partition = match text(info, "image_type") {
@@ -186,7 +160,7 @@ pub fn plan(node: &Node, settings: &AgentSettings) -> Result<DeployPlan, PlanErr
         };
         let disk_label = text(info, "disk_label")
             .map(String::from)
-            .or_else(|| capability(node, "disk_label"))
+            .or_else(|| node.capability("disk_label"))
             .unwrap_or_else(|| match boot_mode {
                 BootMode::Uefi => "gpt".into(),
                 BootMode::Bios => "msdos".into(),
