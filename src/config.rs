@@ -114,6 +114,9 @@ pub struct ConductorSettings {
     pub power_off_after_deploy_failure: bool,
     /// Seconds between image cache clean-ups (TTL and size cap); 0 disables them.
     pub cache_clean_up_interval: u64,
+    /// Seconds between take-over runs (active nodes whose boot files another conductor
+    /// served get them regenerated here); 0 disables them.
+    pub sync_local_state_interval: u64,
 }
 
 impl Default for ConductorSettings {
@@ -127,6 +130,7 @@ impl Default for ConductorSettings {
             max_concurrent_operations: 64,
             power_off_after_deploy_failure: true,
             cache_clean_up_interval: 3600,
+            sync_local_state_interval: 180,
         }
     }
 }

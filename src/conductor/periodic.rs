@@ -30,6 +30,21 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             },
         );
     }
+    if s.sync_local_state_interval > 0 {
+        // Once right away (a restarted or new conductor owns its nodes' files at once), then
+        // on the interval.
+        let c = conductor.clone();
+        conductor
+            .tracker()
+            .spawn(async move { c.take_over_nodes().await });
+        conductor.spawn_periodic(
+            "sync_local_state",
+            Duration::from_secs(s.sync_local_state_interval),
+            |c| async move {
+                c.take_over_nodes().await;
+            },
+        );
+    }
 }
 
 impl Conductor {
@@ -109,6 +124,63 @@ impl Conductor {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "callback timeout not processed");
             }
+        }
+    }
+
+    /// Ironic's `_sync_local_state`: active nodes last served by another conductor (or by
+    /// this one under another host name) get their boot files regenerated here through the
+    /// boot interface's `take_over`, then `conductor_affinity` names this conductor.
+    pub async fn take_over_nodes(self: &Arc<Self>) {
+        let query = NodeQuery {
+            provision_state: Some(ProvisionState::Active),
+            maintenance: Some(false),
+            reserved: Some(false),
+            ..Default::default()
+        };
+        let nodes = match self.store().list_nodes(&query).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list nodes to take over");
+                return;
+            }
+        };
+        for node in nodes
+            .into_iter()
+            .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
+        {
+            let Ok(mut task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
+                continue;
+            };
+            let still = task.node.provision_state == ProvisionState::Active
+                && task.node.conductor_affinity.as_deref() != Some(self.host());
+            if still {
+                let previous = task.node.conductor_affinity.clone();
+                let result = match self.interfaces().for_node(&task.node) {
+                    Ok(ifaces) => ifaces
+                        .boot
+                        .take_over(&mut task)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(()) => {
+                        task.node.conductor_affinity = Some(self.host().to_string());
+                        match task.save().await {
+                            Ok(()) => {
+                                tracing::info!(node = %task.node.uuid, from = ?previous, "took over node")
+                            }
+                            Err(e) => {
+                                tracing::error!(node = %task.node.uuid, error = %e, "cannot record take over")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %task.node.uuid, error = %e, "take over failed; retrying on the next run")
+                    }
+                }
+            }
+            self.release(task).await;
         }
     }
 }

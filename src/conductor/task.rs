@@ -56,6 +56,10 @@ impl Task {
         let t = crate::model::state::transition(from, event)?;
         self.node.provision_state = t.to;
         self.node.target_provision_state = t.target;
+        if t.to == crate::model::ProvisionState::Active {
+            // The conductor that made a node active serves its boot files (take over).
+            self.node.conductor_affinity = Some(self.host.clone());
+        }
         self.node.provision_updated_at = Some(crate::model::now());
         self.save().await?;
         self.metrics.transition(from, t.to);

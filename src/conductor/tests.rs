@@ -194,3 +194,39 @@ async fn shutdown_refuses_new_operations() {
         "nothing moved"
     );
 }
+
+#[tokio::test]
+async fn active_nodes_of_another_conductor_are_taken_over() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut theirs = node_in(&store, ProvisionState::Active).await;
+    theirs.conductor_affinity = Some("dead-conductor".into());
+    store.save_node(&theirs).await.unwrap();
+    let mut ours = node_in(&store, ProvisionState::Active).await;
+    ours.conductor_affinity = Some("c1".into());
+    store.save_node(&ours).await.unwrap();
+    let available = node_in(&store, ProvisionState::Available).await;
+
+    c.take_over_nodes().await;
+
+    let t = store.get_node(&NodeIdent::Uuid(theirs.uuid)).await.unwrap();
+    assert_eq!(t.conductor_affinity.as_deref(), Some("c1"));
+    assert!(
+        t.driver_internal_info["fake_calls"]
+            .to_string()
+            .contains("boot.take_over")
+    );
+    assert!(t.reservation.is_none());
+    let o = store.get_node(&NodeIdent::Uuid(ours.uuid)).await.unwrap();
+    assert!(
+        o.driver_internal_info.get("fake_calls").is_none(),
+        "already ours: untouched"
+    );
+    let a = store
+        .get_node(&NodeIdent::Uuid(available.uuid))
+        .await
+        .unwrap();
+    assert!(
+        a.conductor_affinity.is_none(),
+        "only active nodes are taken over"
+    );
+}
