@@ -745,38 +745,6 @@ fn rendered_configs_match_golden_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// A listing of a root: directories, files (size, md5) and links (target), sorted.
-fn tree(root: &Path) -> String {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let path = e.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                out.push(format!(
-                    "{rel} -> {}",
-                    std::fs::read_link(&path).unwrap().display()
-                ));
-            } else if t.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(root, &path, out);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push(format!(
-                    "{rel}  {} bytes  md5 {}",
-                    bytes.len(),
-                    md5_bytes(&bytes)
-                ));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out.join("\n") + "\n"
-}
-
 #[test]
 fn node_trees_match_golden_files_through_deploy_switch_and_clean_up() {
     let mut failures = Vec::new();
@@ -815,7 +783,10 @@ fn node_trees_match_golden_files_through_deploy_switch_and_clean_up() {
             .place_image(iface, node(), NodeFile::DeployRamdisk, &ramdisk)
             .unwrap();
         layout.link_macs(iface, node(), &macs()).unwrap();
-        states.push_str(&format!("## {name}: deploy\n{}", tree(&root)));
+        states.push_str(&format!(
+            "## {name}: deploy\n{}",
+            support::tree(&root, true)
+        ));
 
         // Switch to the instance: a fresh render replaces the config, links unchanged.
         let ctx = context(&layout, iface, mode, Arch::X86_64, Entry::BootPartition);
@@ -828,11 +799,17 @@ fn node_trees_match_golden_files_through_deploy_switch_and_clean_up() {
         layout
             .remove_node_file(iface, node(), NodeFile::DeployRamdisk)
             .unwrap();
-        states.push_str(&format!("\n## {name}: boot_partition\n{}", tree(&root)));
+        states.push_str(&format!(
+            "\n## {name}: boot_partition\n{}",
+            support::tree(&root, true)
+        ));
 
         let report = layout.clean_up_node(iface, node()).unwrap();
         assert!(report.node_dir_removed);
-        states.push_str(&format!("\n## {name}: cleaned up\n{}", tree(&root)));
+        states.push_str(&format!(
+            "\n## {name}: cleaned up\n{}",
+            support::tree(&root, true)
+        ));
         failures.extend(golden(&format!("trees/{name}.txt"), &states));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

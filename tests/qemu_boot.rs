@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::json;
 use support::guest::GuestRun;
-use support::netboot::{NetbootLab, NodeSpec, grub_efi_image, tree};
+use support::netboot::{NetbootLab, NodeSpec, grub_efi_image};
 
 /// What the stand-in agent reports as the root partition's filesystem UUID.
 const ROOT_UUID: &str = "4f0c3a4e-58c6-4b2b-9d5e-0d6f1c2a3b4c";
@@ -36,7 +36,7 @@ fn diff(before: &str, after: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 
 /// Checks that `root` now has exactly the lines `expected` more than `before`, and lost none.
 fn assert_added(before: &str, root: &Path, expected: &[String]) {
-    let (added, removed) = diff(before, &tree(root));
+    let (added, removed) = diff(before, &support::tree(root, false));
     assert!(removed.is_empty(), "files disappeared: {removed:?}");
     assert_eq!(added, expected.iter().cloned().collect::<BTreeSet<_>>());
 }
@@ -115,7 +115,7 @@ fn ipxe_bios_chains_past_net0_to_the_deploy_ramdisk_then_boots_the_partition_ins
     let root = lab.http_root();
     // The agent image directory appears with the first deploy that serves an image, and stays.
     std::fs::create_dir_all(root.join("agent_images")).unwrap();
-    let before = tree(&root);
+    let before = support::tree(&root, false);
 
     lab.deploy_until_wait_call_back(uuid);
     assert_added(
@@ -217,7 +217,11 @@ fn ipxe_bios_chains_past_net0_to_the_deploy_ramdisk_then_boots_the_partition_ins
 
     lab.provision(uuid, "undeploy");
     lab.wait_state(uuid, "available");
-    assert_eq!(tree(&root), before, "undeploy left files behind");
+    assert_eq!(
+        support::tree(&root, false),
+        before,
+        "undeploy left files behind"
+    );
 }
 
 #[test]
@@ -243,7 +247,7 @@ fn pxelinux_over_tftp_boots_the_deploy_ramdisk_and_a_whole_disk_instance_drops_t
         mac,
         instance_info: json!({"image_source": instance_image(lab.dir.path())}),
     });
-    let before = tree(&tftp_root);
+    let before = support::tree(&tftp_root, false);
     lab.deploy_until_wait_call_back(uuid);
     assert_added(
         &before,
@@ -284,7 +288,7 @@ fn pxelinux_over_tftp_boots_the_deploy_ramdisk_and_a_whole_disk_instance_drops_t
     let agent = lab.fake_agent(DISK_ID);
     lab.finish_deploy(uuid, mac, &agent);
     assert_eq!(
-        tree(&tftp_root),
+        support::tree(&tftp_root, false),
         before,
         "the deployed node kept boot files"
     );
@@ -335,7 +339,7 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
         mac,
         instance_info: json!({"image_source": instance_image(lab.dir.path())}),
     });
-    let before = tree(&tftp_root);
+    let before = support::tree(&tftp_root, false);
     lab.deploy_until_wait_call_back(uuid);
     let config = read(tftp_root.join(format!("{mac}.conf")));
     assert!(config.contains("set default=deploy"), "{config}");
@@ -378,7 +382,11 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
     );
     lab.provision(uuid, "undeploy");
     lab.wait_state(uuid, "available");
-    assert_eq!(tree(&tftp_root), before, "undeploy left files behind");
+    assert_eq!(
+        support::tree(&tftp_root, false),
+        before,
+        "undeploy left files behind"
+    );
 }
 
 #[test]
@@ -405,7 +413,7 @@ fn ipxe_under_uefi_boots_the_deploy_ramdisk_and_abort_removes_its_files() {
     });
     let root = lab.http_root();
     std::fs::create_dir_all(root.join("agent_images")).unwrap();
-    let before = tree(&root);
+    let before = support::tree(&root, false);
     lab.deploy_until_wait_call_back(uuid);
     // OVMF runs the iPXE EFI ROM of the NIC; under UEFI the kernel's EFI stub finds the
     // initrd only through initrd=<name> on the command line, which the script adds.
@@ -422,7 +430,7 @@ fn ipxe_under_uefi_boots_the_deploy_ramdisk_and_abort_removes_its_files() {
     // The operator gives up on the deploy: the ramdisk boot is undone.
     lab.provision(uuid, "abort");
     lab.wait_state(uuid, "deploy failed");
-    let (added, removed) = diff(&before, &tree(&root));
+    let (added, removed) = diff(&before, &support::tree(&root, false));
     assert!(removed.is_empty(), "{removed:?}");
     // The agent image stays until the node is undeployed or deployed again.
     assert!(

@@ -132,3 +132,36 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A listing of a root, sorted: directories (`name/`), links (`name -> target`) and files —
+/// with their size and md5 when `digests` (golden trees), names only otherwise (trees whose
+/// files embed run-specific ports and sizes).
+pub fn tree(root: &Path, digests: bool) -> String {
+    fn walk(root: &Path, dir: &Path, digests: bool, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&path).unwrap().display()
+                ));
+            } else if t.is_dir() {
+                out.push(format!("{rel}/"));
+                walk(root, &path, digests, out);
+            } else if digests {
+                let bytes = std::fs::read(&path).unwrap();
+                let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes));
+                out.push(format!("{rel}  {} bytes  md5 {md5}", bytes.len()));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, digests, &mut out);
+    out.sort();
+    out.join("\n") + "\n"
+}

@@ -480,31 +480,3 @@ pub fn grub_efi_image(test: &str, dir: &Path, prefix: &str) -> Option<PathBuf> {
     assert!(ok, "grub-mkimage failed: {err}");
     Some(out)
 }
-
-/// A listing of a root: directories (`name/`), files, and links (`name -> target`), sorted.
-/// Names only: kernels and configs embed run-specific sizes and ports.
-pub fn tree(root: &Path) -> String {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let path = e.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let t = e.file_type().unwrap();
-            if t.is_symlink() {
-                out.push(format!(
-                    "{rel} -> {}",
-                    std::fs::read_link(&path).unwrap().display()
-                ));
-            } else if t.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(root, &path, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out.join("\n") + "\n"
-}
