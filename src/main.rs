@@ -113,7 +113,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ironboot: {e:#}");
+            // Every error message already names its cause; the anyhow chain would repeat it.
+            eprintln!("ironboot: {e}");
             ExitCode::FAILURE
         }
     }
