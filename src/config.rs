@@ -117,6 +117,9 @@ pub struct ConductorSettings {
     /// Seconds between take-over runs (active nodes whose boot files another conductor
     /// served get them regenerated here); 0 disables them.
     pub sync_local_state_interval: u64,
+    /// Enable the `script` power interface. It runs commands named in a node's driver_info on
+    /// this host, so anyone allowed to edit nodes could run programs here: labs and tests only.
+    pub enable_script_power: bool,
 }
 
 impl Default for ConductorSettings {
@@ -131,6 +134,7 @@ impl Default for ConductorSettings {
             power_off_after_deploy_failure: true,
             cache_clean_up_interval: 3600,
             sync_local_state_interval: 180,
+            enable_script_power: false,
         }
     }
 }

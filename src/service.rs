@@ -265,7 +265,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let renderer = Arc::new(Renderer::new(&config.file.pxe)?);
     let layout = Layout::new(&config.tftp_root, &config.http_root);
     let mut interfaces = Interfaces::with_fakes();
-    interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
+    if config.file.conductor.enable_script_power {
+        tracing::warn!(
+            "the script power interface is enabled: node driver_info can run commands on this host"
+        );
+        interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
+    }
     add_netboot_interfaces(
         &mut interfaces,
         &config,

@@ -157,6 +157,8 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
         (Method::POST, "/v1/nodes".into(), Some(format!(r#"{{"driver": "fake-hardware", "name": "{long_name}"}}"#)), None, 400, "invalid"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "name": "base"}"#.into()), None, 409, "base"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "boot_interface": "warp"}"#.into()), None, 400, "warp"),
+        (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "power_interface": "script"}"#.into()), None, 400, "not enabled on this conductor"),
+        (Method::PATCH, "/v1/nodes/base".into(), Some(r#"[{"op": "add", "path": "/power_interface", "value": "script"}]"#.into()), None, 400, "not enabled"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "driver_info": []}"#.into()), None, 400, "invalid type"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "provision_state": "active"}"#.into()), None, 400, "provision_state"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "uuid": "nope"}"#.into()), None, 400, "invalid"),

@@ -68,6 +68,7 @@ pub async fn create(
     }
     node.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    st.conductor.interfaces().for_node(&node)?;
     st.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, name = ?node.name, "node created");
     let location = format!("{}/v1/nodes/{}", st.base_url, node.uuid);
@@ -342,6 +343,7 @@ pub async fn update(
         return Err(ApiError::bad_request("the patch is empty"));
     }
     let ident = NodeIdent::parse(&ident);
+    let conductor = st.conductor.clone();
     let node = st
         .conductor
         .with_reserved(&ident, |mut task| async move {
@@ -360,6 +362,10 @@ pub async fn update(
                         task.node.ident(),
                         task.node.provision_state
                     )));
+                }
+                if changes_interfaces {
+                    // Only interfaces this conductor has enabled (as Ironic refuses them).
+                    conductor.interfaces().for_node(&updated)?;
                 }
                 task.node = updated;
                 task.save().await?;

@@ -373,6 +373,7 @@ wait
                 opts.callback_timeout.to_string(),
             )
             .env("IRONBOOT_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "2")
+            .env("IRONBOOT_CONDUCTOR__ENABLE_SCRIPT_POWER", "true")
             .env(
                 "IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE",
                 opts.image_download_source,
