@@ -106,6 +106,8 @@ pub struct ConductorSettings {
     pub check_provision_state_interval: u64,
     /// Seconds a node may stay in `wait call-back` without progress before it is failed.
     pub deploy_callback_timeout: u64,
+    /// Seconds a node may stay in `clean wait` without progress before it is failed.
+    pub clean_callback_timeout: u64,
     /// Run cleaning on provide/undeploy (no clean steps exist yet, so it only passes through).
     pub automated_clean: bool,
     /// Most deploy/undeploy operations running at once.
@@ -129,6 +131,7 @@ impl Default for ConductorSettings {
             heartbeat_timeout: 60,
             check_provision_state_interval: 60,
             deploy_callback_timeout: 1800,
+            clean_callback_timeout: 1800,
             automated_clean: false,
             max_concurrent_operations: 64,
             power_off_after_deploy_failure: true,

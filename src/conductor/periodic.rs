@@ -21,12 +21,12 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             }
         },
     );
-    if s.deploy_callback_timeout > 0 {
+    if s.deploy_callback_timeout > 0 || s.clean_callback_timeout > 0 {
         conductor.spawn_periodic(
-            "check_deploy_timeouts",
+            "check_callback_timeouts",
             Duration::from_secs(s.check_provision_state_interval),
             |c| async move {
-                c.check_deploy_timeouts().await;
+                c.check_callback_timeouts().await;
             },
         );
     }
@@ -72,13 +72,25 @@ impl Conductor {
         });
     }
 
-    /// Fails nodes that waited in `wait call-back` longer than `deploy_callback_timeout` since
-    /// their last progress (heartbeats touch `provision_updated_at`).
-    pub async fn check_deploy_timeouts(self: &Arc<Self>) {
-        let timeout = self.settings().deploy_callback_timeout;
+    /// Fails nodes that waited for their agent (`wait call-back`, `clean wait`) longer than
+    /// `deploy_callback_timeout` / `clean_callback_timeout` since their last progress
+    /// (heartbeats touch `provision_updated_at`).
+    pub async fn check_callback_timeouts(self: &Arc<Self>) {
+        let s = self.settings();
+        for (state, timeout) in [
+            (ProvisionState::DeployWait, s.deploy_callback_timeout),
+            (ProvisionState::CleanWait, s.clean_callback_timeout),
+        ] {
+            if timeout > 0 {
+                self.fail_late_nodes(state, timeout).await;
+            }
+        }
+    }
+
+    async fn fail_late_nodes(self: &Arc<Self>, state: ProvisionState, timeout: u64) {
         let cutoff = crate::model::now() - chrono::Duration::seconds(timeout as i64);
         let query = NodeQuery {
-            provision_state: Some(ProvisionState::DeployWait),
+            provision_state: Some(state),
             maintenance: Some(false),
             reserved: Some(false),
             provision_updated_before: Some(cutoff),
@@ -96,24 +108,31 @@ impl Conductor {
                 continue;
             };
             // Re-check under the reservation: a heartbeat may have arrived meanwhile.
-            let still_late = task.node.provision_state == ProvisionState::DeployWait
+            let still_late = task.node.provision_state == state
                 && task.node.provision_updated_at.is_some_and(|t| t < cutoff);
             if !still_late {
                 self.release(task).await;
                 continue;
             }
             let message = format!(
-                "timeout reached while waiting for callback for node {} ({timeout} s since the last progress); \
-                 check the node boots the deploy ramdisk and reaches {}",
+                "timeout reached while waiting for callback for node {} in {state} ({timeout} s \
+                 since the last progress); check the node boots the agent ramdisk and reaches {}",
                 task.node.ident(),
                 self.api_public_url()
             );
             let result = self.spawn_operation("callback_timeout", task, move |c, mut task| async move {
                 c.fail_node(&mut task, Event::Fail, message).await;
-                if let Ok(ifaces) = c.interfaces().for_node(&task.node)
-                    && let Err(e) = ifaces.boot.clean_up_ramdisk(&mut task).await
-                {
-                    tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after callback timeout failed");
+                if let Ok(ifaces) = c.interfaces().for_node(&task.node) {
+                    if let Err(e) = ifaces.boot.clean_up_ramdisk(&mut task).await {
+                        tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after callback timeout failed");
+                    }
+                    // fail_node powers off failed deploys; a failed cleaning must not keep
+                    // running its ramdisk either.
+                    if task.node.provision_state == ProvisionState::CleanFailed
+                        && let Err(e) = ifaces.power.set_power_state(&mut task, crate::model::PowerState::Off).await
+                    {
+                        tracing::warn!(node = %task.node.uuid, error = %e, "power off after cleaning timeout failed");
+                    }
                 }
                 super::actions::wipe_deploy_info(&mut task);
                 if let Err(e) = task.save().await {

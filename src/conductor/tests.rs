@@ -105,9 +105,14 @@ async fn start_fails_nodes_stuck_in_transient_states_and_clears_old_reservations
 async fn callback_timeout_fails_only_late_unreserved_waiting_nodes() {
     let settings = ConductorSettings {
         deploy_callback_timeout: 60,
+        clean_callback_timeout: 60,
         ..Default::default()
     };
     let (c, store) = conductor(settings).await;
+    let mut cleaning = node_in(&store, ProvisionState::CleanWait).await;
+    cleaning.provision_updated_at = Some(crate::model::now() - chrono::Duration::seconds(120));
+    cleaning.power_state = Some(crate::model::PowerState::On);
+    store.save_node(&cleaning).await.unwrap();
     let mut late = node_in(&store, ProvisionState::DeployWait).await;
     late.provision_updated_at = Some(crate::model::now() - chrono::Duration::seconds(120));
     late.power_state = Some(crate::model::PowerState::On);
@@ -123,8 +128,16 @@ async fn callback_timeout_fails_only_late_unreserved_waiting_nodes() {
         .await
         .unwrap();
 
-    c.check_deploy_timeouts().await;
+    c.check_callback_timeouts().await;
 
+    let cl = settle(&store, cleaning.uuid).await;
+    assert_eq!(cl.provision_state, ProvisionState::CleanFailed);
+    assert!(
+        cl.last_error.as_deref().unwrap().contains("clean wait"),
+        "{:?}",
+        cl.last_error
+    );
+    assert_eq!(cl.power_state, Some(crate::model::PowerState::Off));
     let l = settle(&store, late.uuid).await;
     assert_eq!(l.provision_state, ProvisionState::DeployFailed);
     assert!(
