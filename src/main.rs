@@ -98,6 +98,22 @@ fn overrides(args: &ServeArgs, log_json: bool) -> Overrides {
     }
 }
 
+/// The configuration of a one-shot command (image, media, publish), with its logging set up.
+fn load_for_cli(
+    config_path: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    log_json: bool,
+) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        data_dir,
+        log_json,
+        ..Default::default()
+    };
+    let config = Config::load(config_path, &overrides)?;
+    init_cli_logging(&config);
+    Ok(config)
+}
+
 /// One-shot commands log warnings and errors only (progress goes to the terminal), unless
 /// `RUST_LOG` asks for more.
 fn init_cli_logging(config: &Config) {
@@ -151,13 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(args) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir.clone(),
-                log_json: cli.log_json,
-                ..Default::default()
-            };
-            let config = Config::load(config_path, &overrides)?;
-            init_cli_logging(&config);
+            let config = load_for_cli(config_path, args.data_dir.clone(), cli.log_json)?;
             let roots = [config.tftp_root.clone(), config.http_root.clone()];
             tokio::runtime::Runtime::new()?.block_on(ironboot::images::cli::run(
                 &args.image,
@@ -168,23 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Media(args) => {
-            let overrides = Overrides {
-                log_json: cli.log_json,
-                ..Default::default()
-            };
-            let config = Config::load(config_path, &overrides)?;
-            init_cli_logging(&config);
+            let config = load_for_cli(config_path, None, cli.log_json)?;
             ironboot::media::cli::run(args, config.file.media.clone())?;
             Ok(())
         }
         Command::Publish(args) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir.clone(),
-                log_json: cli.log_json,
-                ..Default::default()
-            };
-            let config = Config::load(config_path, &overrides)?;
-            init_cli_logging(&config);
+            let config = load_for_cli(config_path, args.data_dir.clone(), cli.log_json)?;
             let root_url = config
                 .file
                 .deploy
