@@ -75,15 +75,10 @@ async fn fake_agent(script: Script) -> String {
     format!("http://{addr}")
 }
 
-/// A cache in a directory of its own (these tests let the agent download directly).
-fn test_cache(reg: &mut crate::metrics::Registry) -> Arc<crate::images::ImageCache> {
-    let dir = tempfile::tempdir().unwrap().keep();
-    Arc::new(
-        crate::images::ImageCache::open(Default::default(), &dir.join("cache"), &[], reg).unwrap(),
-    )
-}
-
-async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
+/// A conductor with the `direct` deploy over a scripted agent; the returned directory holds
+/// the HTTP root and the (unused: the agent downloads directly) image cache.
+async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let mut reg = crate::metrics::Registry::default();
     let settings = AgentSettings {
@@ -101,8 +96,16 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
             settings: settings.clone(),
             api_url: "http://127.0.0.1:6385".into(),
             http_url: "http://127.0.0.1:8080".into(),
-            http_root: std::env::temp_dir(),
-            cache: test_cache(&mut reg),
+            http_root: dir.path().join("httpboot"),
+            cache: Arc::new(
+                crate::images::ImageCache::open(
+                    Default::default(),
+                    &dir.path().join("cache"),
+                    &[],
+                    &mut reg,
+                )
+                .unwrap(),
+            ),
             media: Arc::new(crate::media::MediaBuilder::new(Default::default()).unwrap()),
         },
         AgentMetrics::register(&mut reg),
@@ -142,7 +145,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node) {
         })
         .await
         .unwrap();
-    (c, store, n)
+    (c, store, n, dir)
 }
 
 async fn settled(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
@@ -194,7 +197,7 @@ fn hb(url: &str, token: &str) -> Heartbeat {
 
 #[tokio::test]
 async fn a_failed_write_image_fails_the_deploy_with_the_agents_details() {
-    let (c, store, n) = lab().await;
+    let (c, store, n, _dir) = lab().await;
     let script = Script::default();
     let url = fake_agent(script.clone()).await;
     let token = booted(&c, &store, &n).await;
@@ -246,7 +249,7 @@ async fn a_failed_write_image_fails_the_deploy_with_the_agents_details() {
 
 #[tokio::test]
 async fn a_finished_write_image_completes_the_deploy() {
-    let (c, store, n) = lab().await;
+    let (c, store, n, _dir) = lab().await;
     let script = Script::default();
     let url = fake_agent(script.clone()).await;
     let token = booted(&c, &store, &n).await;
@@ -303,7 +306,7 @@ async fn a_finished_write_image_completes_the_deploy() {
 
 #[tokio::test]
 async fn heartbeats_are_checked_before_anything_is_recorded() {
-    let (c, store, n) = lab().await;
+    let (c, store, n, _dir) = lab().await;
     let url = fake_agent(Script::default()).await;
     let token = booted(&c, &store, &n).await;
     let id = NodeIdent::Uuid(n.uuid);
@@ -343,7 +346,7 @@ async fn heartbeats_are_checked_before_anything_is_recorded() {
 
 #[tokio::test]
 async fn tls_is_required_by_default() {
-    let (c, store, n) = lab().await;
+    let (c, store, n, _dir) = lab().await;
     let token = booted(&c, &store, &n).await;
     // A conductor with the default settings refuses a plain-http callback.
     let strict = Conductor::new(
