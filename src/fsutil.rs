@@ -61,6 +61,7 @@ impl AtomicFile {
 
     /// fsyncs the data, sets the final mode, renames into place and fsyncs the directory.
     pub fn commit(mut self) -> io::Result<PathBuf> {
+        // Invariant: `file` is Some until this call, and `commit` consumes `self`.
         let file = self.file.take().expect("AtomicFile committed twice");
         file.sync_all()?;
         fs::set_permissions(&self.tmp, fs::Permissions::from_mode(self.mode))?;
