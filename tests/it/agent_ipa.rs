@@ -1,8 +1,8 @@
 //! The agent driver against the REAL ironic-python-agent 13.0.0 (PyPI), sandboxed with a loop
-//! device as its only disk (see tests/support/ipa.rs). Needs root; under CI the peers are
+//! device as its only disk (see tests/it/support/ipa.rs). Needs root; under CI the peers are
 //! required, locally the tests skip loudly without them.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;

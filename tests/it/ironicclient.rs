@@ -1,7 +1,7 @@
 //! The acceptance test of the management API: the real python-ironicclient 6.3.0 `baremetal`
 //! CLI drives ironboot through a whole node lifecycle with the fake interfaces.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! and OVMF (as a CD and, hybrid, as a disk) while a Linux guest mounts the floppy and ISOs.
 //! All QEMU boots of the media builders live in this binary.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

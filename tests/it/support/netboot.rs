@@ -10,7 +10,7 @@
 //! so once a guest proved its deploy boot, [`FakeAgent`] plays the agent's side of the deploy:
 //! lookup and heartbeats through ironboot's ramdisk API, and the command API the conductor
 //! drives (`get_deploy_steps`, `execute_deploy_step`, `get_partition_uuids`, `power_off`).
-//! `tests/agent_ipa.rs` runs the same deploy against the real agent.
+//! `tests/it/agent_ipa.rs` runs the same deploy against the real agent.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

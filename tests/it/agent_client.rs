@@ -2,7 +2,7 @@
 //! produce on demand: busy (409), refused token (401), failed commands, lost answers, timeouts,
 //! and a TLS peer whose certificate is not the pinned one (served by `openssl s_server`).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

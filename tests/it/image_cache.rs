@@ -1,7 +1,7 @@
 //! Black-box tests of the image cache against a real local HTTP origin, real files, a real
 //! tmpfs (disk full), real qemu-img images and the real `ironboot image fetch` process.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Black-box tests of the management API against the real `ironboot serve` binary.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! boot interface switches the node to its instance entry (or removes its files), and check
 //! that clean-up leaves the roots exactly as they were before the node.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

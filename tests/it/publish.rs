@@ -1,7 +1,7 @@
 //! Publishing virtual media against real servers: a Swift all-in-one (TempAuth and Keystone v3)
 //! fetched with curl through temp URLs, and the local web-root publisher.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,11 @@
 //! Network boot data plane, black-box: real TFTP and HTTP clients against the servers, the
 //! traversal corpus and malformed packets, and the golden rendered configs and node trees.
 //!
-//! Servers run in-process on 127.0.0.1:0 (tests/support/bootserve.rs); one test runs the
+//! Servers run in-process on 127.0.0.1:0 (tests/it/support/bootserve.rs); one test runs the
 //! real `ironboot serve`. Golden files live in `tftpboot-fixtures/`; `IRONBOOT_BLESS=1`
 //! rewrites them from the current output.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -592,7 +592,7 @@ fn golden(rel: &str, actual: &str) -> Option<String> {
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     (expected != actual).then(|| {
         format!(
-            "{rel} differs from the golden file (IRONBOOT_BLESS=1 cargo test --test boot_serving rewrites it)\n\
+            "{rel} differs from the golden file (IRONBOOT_BLESS=1 cargo test --test it boot_serving:: rewrites it)\n\
              --- expected\n{expected}\n--- actual\n{actual}"
         )
     })

@@ -1,0 +1,16 @@
+//! ironboot's black-box tests: one binary (one link) with a module per capability.
+//!
+//! Run one capability with `cargo test --test it <module>::`, e.g.
+//! `cargo test --test it qemu_boot::`. Peer policy and shared helpers: [`support`].
+
+mod support;
+
+mod agent_client;
+mod agent_ipa;
+mod api;
+mod boot_serving;
+mod image_cache;
+mod ironicclient;
+mod media;
+mod publish;
+mod qemu_boot;
