@@ -118,6 +118,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
 pub mod bootserve;
 pub mod guest;
 pub mod ipa;
+pub mod ironic;
 pub mod netboot;
 pub mod origin;
 pub mod pyenv;
