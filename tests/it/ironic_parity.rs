@@ -152,11 +152,13 @@ async fn api_corpus_matches_ironic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baremetal_cli_matches_ironic() {
     let test = "ironic_parity::baremetal_cli_matches_ironic";
-    let Some(bin) =
+    // The venv the other client test uses; its `python` runs the `baremetal` application.
+    let Some(baremetal) =
         support::pyenv::venv_tool(test, "ironicclient", &[clients::IRONICCLIENT], "baremetal")
     else {
         return;
     };
+    let python = baremetal.with_file_name("python");
     let started = tokio::task::spawn_blocking(move || start_pair(test))
         .await
         .unwrap();
@@ -164,7 +166,7 @@ async fn baremetal_cli_matches_ironic() {
         return;
     };
     let (steps, diffs) = tokio::task::spawn_blocking(move || {
-        let r = clients::cli_flows(&bin, &ironic.url(), &ironboot.api_url(), &shared_rules());
+        let r = clients::cli_flows(&python, &ironic.url(), &ironboot.api_url(), &shared_rules());
         drop((ironic, ironboot));
         r
     })

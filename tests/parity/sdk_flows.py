@@ -69,11 +69,12 @@ def node_view(n):
 
 
 step("node-create", lambda: node_view(bm.create_node(
-    driver="fake-hardware", name="sdk-n1", id=N1, resource_class="sdk-rc",
-    description="made by openstacksdk")))
+    driver="fake-hardware", name="sdk-n1", id=N1, resource_class="sdk-rc")))
 step("node-create-2", lambda: node_view(bm.create_node(driver="fake-hardware", name="sdk-n2", id=N2)))
 step("node-get", lambda: node_view(bm.get_node("sdk-n1")))
-step("node-update", lambda: node_view(bm.update_node(N1, extra={"rack": "r1"}, owner="sdk-owner", lessee="sdk-lessee")))
+step("node-update", lambda: node_view(bm.update_node(N1, extra={"rack": "r1"})))
+step("node-update-ownership", lambda: node_view(bm.update_node(
+    N1, owner="sdk-owner", lessee="sdk-lessee", description="made by openstacksdk")))
 step("node-patch", lambda: node_view(bm.patch_node(
     N1, [{"op": "add", "path": "/properties/cpus", "value": 4}])))
 
@@ -91,10 +92,11 @@ def port_view(p):
 
 
 step("port-create", lambda: port_view(bm.create_port(
-    id=P1, node_id=N1, address="52:54:00:aa:00:01", is_pxe_enabled=False,
-    physical_network="physnet1",
-    local_link_connection={"switch_id": "0a:1b:2c:3d:4e:5f", "port_id": "Eth1/1"})))
+    id=P1, node_id=N1, address="52:54:00:aa:00:01", is_pxe_enabled=False)))
 step("port-update", lambda: port_view(bm.update_port(P1, extra={"cable": "c1"})))
+step("port-update-link", lambda: port_view(bm.update_port(
+    P1, physical_network="physnet1",
+    local_link_connection={"switch_id": "0a:1b:2c:3d:4e:5f", "port_id": "Eth1/1"})))
 step("port-list-node", lambda: [port_view(p) for p in bm.ports(node=N1, details=True)])
 step("port-list-address", lambda: [p.address for p in bm.ports(address="52:54:00:aa:00:01")])
 
@@ -158,6 +160,8 @@ def through_proxy():
     pconn = connect(PROXY)
     names = sorted(n.name for n in pconn.baremetal.nodes(limit=1))
     resp = pconn.baremetal.get("/nodes?limit=1", microversion="1.50")
+    if not resp.ok:
+        raise RuntimeError("GET /nodes?limit=1 answered %s" % resp.status_code)
     body = resp.json()
     nxt = body.get("next", "")
     links = [l["href"] for n in body["nodes"] for l in n["links"]]
@@ -181,8 +185,14 @@ def driver():
 
 
 step("driver-get", driver)
-step("driver-properties", lambda: sorted(bm.get(
-    "/drivers/fake-hardware/properties", microversion="1.50").json().keys()))
+def raw_get(path):
+    resp = bm.get(path, microversion="1.50")
+    if not resp.ok:
+        raise RuntimeError("GET %s answered %s" % (path, resp.status_code))
+    return resp.json()
+
+
+step("driver-properties", lambda: sorted(raw_get("/drivers/fake-hardware/properties").keys()))
 step("conductors", lambda: [(c.hostname, c.alive) for c in bm.conductors()])
 step("conductor-get", lambda: bm.get_conductor("parity-conductor").hostname)
 

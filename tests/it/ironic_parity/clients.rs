@@ -116,49 +116,116 @@ struct CliFile {
     step: Vec<CliStep>,
 }
 
-/// One `baremetal` invocation against one server.
-fn baremetal(bin: &Path, endpoint: &str, home: &Path, step: &CliStep) -> Answer {
-    let mut args = step.args.clone();
-    if step.json {
-        args.extend(["-f".into(), "json".into()]);
-    }
-    let (code, out, err) = run(
-        Command::new(bin)
-            .args(&args)
+/// `baremetal` commands against one server, run one after another in one Python process
+/// (`tests/parity/cli_driver.py`: a fresh client application per command, as the `baremetal`
+/// program builds; only the seconds of imports per command are saved).
+struct CliSession {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    _home: tempfile::TempDir,
+}
+
+impl CliSession {
+    fn start(python: &Path, endpoint: &str) -> CliSession {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(python)
+            .arg(super::parity_dir().join("cli_driver.py"))
             .env("OS_AUTH_TYPE", "none")
             .env("OS_ENDPOINT", endpoint)
             // The client caches negotiated versions under $HOME: one per server.
-            .env("HOME", home)
+            .env("HOME", home.path())
             .env_remove("OS_CLOUD")
-            .env_remove("OS_BAREMETAL_API_VERSION"),
-        Duration::from_secs(90),
-    );
-    let body = if step.json && code == 0 {
-        serde_json::from_str(&out).unwrap_or(Value::String(out))
-    } else {
-        Value::Null
-    };
-    Answer {
-        status: code as u16,
-        headers: BTreeMap::new(),
-        body,
-        note: last_line(&err),
+            .env_remove("OS_BAREMETAL_API_VERSION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        CliSession {
+            child,
+            stdin,
+            lines,
+            _home: home,
+        }
+    }
+
+    /// Runs one command; a command that does not finish in time fails the step (124).
+    fn run(&mut self, step: &CliStep) -> Answer {
+        let mut args = step.args.clone();
+        if step.json {
+            args.extend(["-f".into(), "json".into()]);
+        }
+        let sent = std::io::Write::write_all(
+            &mut self.stdin,
+            format!("{}\n", Value::from(args)).as_bytes(),
+        )
+        .and_then(|()| std::io::Write::flush(&mut self.stdin));
+        let reply = sent
+            .ok()
+            .and_then(|()| self.lines.recv_timeout(Duration::from_secs(120)).ok())
+            .and_then(|l| serde_json::from_str::<Value>(&l).ok());
+        let Some(reply) = reply else {
+            return Answer {
+                status: 124,
+                note: "the client did not answer within 120 s".into(),
+                ..Default::default()
+            };
+        };
+        let code = reply["code"].as_i64().unwrap_or(-1);
+        let out = reply["out"].as_str().unwrap_or_default();
+        let body = if step.json && code == 0 {
+            serde_json::from_str(out).unwrap_or_else(|_| Value::String(out.to_string()))
+        } else {
+            Value::Null
+        };
+        Answer {
+            status: code as u16,
+            headers: BTreeMap::new(),
+            body,
+            note: last_line(reply["err"].as_str().unwrap_or_default()),
+        }
+    }
+}
+
+impl Drop for CliSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// Runs every CLI step against both servers (in parallel per step) and compares the outputs.
-pub fn cli_flows(bin: &Path, ironic: &str, ironboot: &str, shared: &Rules) -> (usize, Vec<Diff>) {
+/// `python` is the python-ironicclient venv's interpreter.
+pub fn cli_flows(
+    python: &Path,
+    ironic: &str,
+    ironboot: &str,
+    shared: &Rules,
+) -> (usize, Vec<Diff>) {
     let path = super::parity_dir().join("cli.toml");
     let file: CliFile = toml::from_str(&std::fs::read_to_string(&path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = CliSession::start(python, ironic);
+    let mut b = CliSession::start(python, ironboot);
     let none = BTreeMap::new();
     let mut diffs = Vec::new();
     for step in &file.step {
         let (ra, rb) = std::thread::scope(|s| {
-            let a = s.spawn(|| baremetal(bin, ironic, home_a.path(), step));
-            let b = baremetal(bin, ironboot, home_b.path(), step);
-            (a.join().unwrap(), b)
+            let ra = s.spawn(|| a.run(step));
+            let rb = b.run(step);
+            (ra.join().unwrap(), rb)
         });
         let rules = shared.merged(&Rules {
             loose: step.loose.clone(),

@@ -324,12 +324,69 @@ fn walk(
                     format!("{} items", xb.len()),
                 );
             }
-            for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
-                walk(&format!("{pointer}/{i}"), va, vb, rules, push);
+            match (keys(xa), keys(xb)) {
+                (Some(ka), Some(kb)) => walk_keyed(pointer, (xa, &ka), (xb, &kb), rules, push),
+                _ => {
+                    for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
+                        walk(&format!("{pointer}/{i}"), va, vb, rules, push);
+                    }
+                }
             }
         }
         _ if a != b => push(pointer.to_string(), Kind::Value, show(a), show(b)),
         _ => {}
+    }
+}
+
+/// The identity of each item when every item is an object naming one (`uuid`, else `hostname`,
+/// else `name`): lists of resources are then compared item by item whatever their positions,
+/// so one missing node does not shift every comparison after it.
+fn keys(items: &[Value]) -> Option<Vec<String>> {
+    if items.is_empty() {
+        return None;
+    }
+    ["uuid", "hostname", "name"].iter().find_map(|k| {
+        items
+            .iter()
+            .map(|v| v.get(*k).and_then(Value::as_str).map(String::from))
+            .collect::<Option<Vec<String>>>()
+    })
+}
+
+fn walk_keyed(
+    pointer: &str,
+    (xa, ka): (&[Value], &[String]),
+    (xb, kb): (&[Value], &[String]),
+    rules: &Rules,
+    push: &mut dyn FnMut(String, Kind, String, String),
+) {
+    for (i, (va, k)) in xa.iter().zip(ka).enumerate() {
+        let p = format!("{pointer}/{i}");
+        match kb.iter().position(|x| x == k) {
+            Some(j) => walk(&p, va, &xb[j], rules, push),
+            None => push(p, Kind::Missing, format!("item {k}"), "(absent)".into()),
+        }
+    }
+    for (j, k) in kb.iter().enumerate() {
+        if !ka.contains(k) {
+            push(
+                format!("{pointer}/{j}"),
+                Kind::Extra,
+                "(absent)".into(),
+                format!("item {k}"),
+            );
+        }
+    }
+    // Same items, same order: sorting is part of the contract.
+    let common_a: Vec<&String> = ka.iter().filter(|k| kb.contains(k)).collect();
+    let common_b: Vec<&String> = kb.iter().filter(|k| ka.contains(k)).collect();
+    if common_a != common_b {
+        push(
+            format!("{pointer}#order"),
+            Kind::Value,
+            format!("{common_a:?}"),
+            format!("{common_b:?}"),
+        );
     }
 }
 

@@ -151,6 +151,9 @@ impl Target {
         let path = self.substitute(path);
         if path.starts_with("http://") || path.starts_with("https://") {
             path
+        } else if !path.starts_with('/') {
+            // An uncaptured link (`${next}` the server never gave): a path no server has.
+            format!("{}/{path}", self.base)
         } else {
             format!("{}{path}", self.base)
         }
