@@ -159,8 +159,18 @@ impl Target {
         }
     }
 
-    /// Sends one request and returns the raw (not yet normalised) answer.
+    /// Sends one request and returns the raw (not yet normalised) answer. A request that fails
+    /// before any answer is sent once more: a server may close a kept-alive connection after
+    /// an error (Ironic does after some of its 500s), which says nothing about the next step.
     pub async fn send(&self, step: &Step) -> Answer {
+        let first = self.send_once(step).await;
+        if first.status == 599 {
+            return self.send_once(step).await;
+        }
+        first
+    }
+
+    async fn send_once(&self, step: &Step) -> Answer {
         let method = reqwest::Method::from_bytes(step.method.as_bytes()).unwrap();
         let mut req = self.client.request(method, self.url(&step.path));
         if let Some(v) = &step.version {
@@ -265,7 +275,11 @@ async fn answer(resp: reqwest::Response) -> Answer {
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    let note = fault_text(&body);
+    let note = if status >= 400 {
+        fault_text(&body)
+    } else {
+        String::new()
+    };
     Answer {
         status,
         headers,
