@@ -11,6 +11,7 @@ mod api;
 mod boot_serving;
 mod image_cache;
 mod ironicclient;
+mod layers;
 mod media;
 mod publish;
 mod qemu_boot;
