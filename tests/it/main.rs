@@ -14,3 +14,4 @@ mod ironicclient;
 mod media;
 mod publish;
 mod qemu_boot;
+mod redfish_client;

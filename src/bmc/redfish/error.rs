@@ -137,14 +137,14 @@ pub enum RedfishError {
     #[error(
         "BMC {bmc}: system {system} did not reach power state {want} within {} s \
          (power_state_change_timeout_secs); last state seen: {seen}",
-        waited.as_secs_f64().ceil()
+        timeout.as_secs_f64()
     )]
     PowerTimeout {
         bmc: String,
         system: String,
         want: String,
         seen: String,
-        waited: Duration,
+        timeout: Duration,
     },
 
     #[error(

@@ -357,7 +357,7 @@ impl RedfishSystem {
                     system: self.path.clone(),
                     want: want.to_string(),
                     seen: seen.to_string(),
-                    waited,
+                    timeout,
                 });
             }
             tokio::time::sleep(poll.min(timeout - waited)).await;

@@ -124,17 +124,23 @@ impl Trust {
 pub(crate) fn certificate_problem(err: &reqwest::Error) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(e) = cur {
-        // rustls errors reach us wrapped in io::Error, whose source() skips the wrapped error.
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::InvalidCertificate(ce)) =
-            e.downcast_ref::<rustls::Error>().or(inner)
-        {
+        if let Some(rustls::Error::InvalidCertificate(ce)) = find_rustls(e) {
             return Some(describe(ce));
         }
         cur = e.source();
+    }
+    None
+}
+
+/// The rustls error in `e`, looking through io::Errors: they wrap it (sometimes twice) and
+/// their `source()` skips what they wrap.
+fn find_rustls<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    for _ in 0..8 {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        e = inner;
     }
     None
 }
