@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ironboot::bmc::redfish::{
     BootDevice, BootFrequency, BootMode, DriverInfo, ErrorClass, MediaKind, PowerState,
-    PowerTarget, Redfish, RedfishError, RedfishMetrics, RedfishSettings,
+    PowerTarget, Redfish, RedfishError, RedfishMetrics, RedfishSettings, ResetType,
 };
 use serde_json::{Value, json};
 
@@ -276,6 +276,7 @@ async fn session_auth_reuses_renews_and_logs_out() {
 
     rf.close().await;
     assert_eq!(proxy.logouts(), ["/redfish/v1/SessionService/Sessions/2"]);
+    drop((sys, again));
     assert_eq!(rf.sessions().active().await, 0);
     let text = ironboot::metrics::encode(&registry);
     assert!(
@@ -285,6 +286,34 @@ async fn session_auth_reuses_renews_and_logs_out() {
     assert!(
         text.contains(r#"ironboot_redfish_calls_total{method="GET",outcome="unauthorized"} 1"#),
         "{text}"
+    );
+
+    // A session left unused past session_idle_timeout_secs is logged out, not reused.
+    let idle = Redfish::new(
+        RedfishSettings {
+            session_idle_timeout_secs: 1,
+            ..settings()
+        },
+        None,
+    )
+    .unwrap();
+    let first = idle.connect(&info(&proxy.url(), json!({}))).await.unwrap();
+    drop(first);
+    assert_eq!(proxy.logins(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = idle.connect(&info(&proxy.url(), json!({}))).await.unwrap();
+    second.power_state().await.unwrap();
+    assert_eq!(proxy.logins(), 4);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.logouts().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxy.logouts(),
+        [
+            "/redfish/v1/SessionService/Sessions/2",
+            "/redfish/v1/SessionService/Sessions/3"
+        ]
     );
 }
 
@@ -733,6 +762,35 @@ async fn server_errors_are_retried_then_reported() {
             .contains("the BMC lists ResetType On, ForceOff"),
         "{err}"
     );
+
+    // A reset whose answer never comes is not sent again: it may have been carried out.
+    let impatient = Redfish::new(
+        RedfishSettings {
+            request_timeout_secs: 1,
+            ..settings()
+        },
+        None,
+    )
+    .unwrap();
+    let sys = impatient
+        .connect(&info(&proxy.url(), json!({})))
+        .await
+        .unwrap();
+    proxy.update(|b| {
+        b.faults = vec![
+            Fault::new(Some("POST"), "ComputerSystem.Reset", 204, 1)
+                .with_delay(Duration::from_secs(5)),
+        ]
+    });
+    let resets = proxy.count("POST", "ComputerSystem.Reset");
+    let err = sys.reset(ResetType::On).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Unavailable, "{err}");
+    assert_names(
+        &err,
+        &proxy.url(),
+        "Actions/ComputerSystem.Reset failed after 1 attempt(s): no answer within 1 s",
+    );
+    assert_eq!(proxy.count("POST", "ComputerSystem.Reset"), resets + 1);
 
     // A BMC that accepts a reset and never carries it out: the wait ends, naming the state.
     proxy.update(|b| b.swallow_reset = true);

@@ -14,7 +14,7 @@ use serde_json::Value;
 pub enum ErrorClass {
     /// driver_info, a setting or the BMC's certificate must be fixed by the operator.
     Config,
-    /// The BMC refused the credentials.
+    /// The BMC refused the credentials (401), or the user lacks the privilege (403).
     Auth,
     /// The BMC lacks what was asked (an action, a boot target, virtual media, sessions).
     NotSupported,
@@ -185,6 +185,7 @@ impl RedfishError {
             NotSupported { .. } | NoMediaSlot { .. } | NoVirtualMedia { .. } => {
                 ErrorClass::NotSupported
             }
+            Status { status: 403, .. } => ErrorClass::Auth,
             Status { status, .. } if *status >= 500 => ErrorClass::Unavailable,
             Status { .. } | InvalidResponse { .. } => ErrorClass::Rejected,
             Unreachable { .. } => ErrorClass::Unavailable,

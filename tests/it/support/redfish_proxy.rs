@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy in front of a Redfish service (sushy-tools) for the Redfish
 //! client tests (axum on 127.0.0.1:0). It records every request, and on demand:
 //! - answers given statuses and bodies to matching requests (5xx, 401, a 400 with
-//!   `@Message.ExtendedInfo` to an InsertMedia...);
+//!   `@Message.ExtendedInfo` to an InsertMedia...), after a delay if asked (a call that hangs);
 //! - hides the `VirtualMedia` link of the System (a BMC that keeps virtual media under its
 //!   Manager, like iLO 5) or of the Manager too (a system without virtual media);
 //! - hides the slots' actions and turns PATCHes of `Image`/`Inserted` into the emulator's
@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -35,6 +36,8 @@ pub struct Fault {
     pub status: u16,
     pub body: Value,
     pub times: usize,
+    /// Wait this long before answering (a BMC that hangs on this call).
+    pub delay: Duration,
 }
 
 impl Fault {
@@ -45,11 +48,17 @@ impl Fault {
             status,
             body: Value::Null,
             times,
+            delay: Duration::ZERO,
         }
     }
 
     pub fn with_body(mut self, body: Value) -> Self {
         self.body = body;
+        self
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 }
@@ -67,6 +76,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub auth: AuthSeen,
+    /// 0 while the proxy has not answered.
     pub status: u16,
     pub body: Value,
 }
@@ -194,16 +204,21 @@ fn redfish_error(message: &str) -> Value {
 }
 
 async fn handle(ctx: &Ctx, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path = uri.path().to_string();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Recorded on arrival (status 0 until answered): a request that hangs still counts.
+    let index = {
+        let mut st = ctx.state.lock().unwrap();
+        st.seen.push(Seen {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            auth: auth_seen(&headers),
+            status: 0,
+            body: request.clone(),
+        });
+        st.seen.len() - 1
+    };
     let resp = respond(ctx, &method, &uri, &headers, &body, &request).await;
-    ctx.state.lock().unwrap().seen.push(Seen {
-        method: method.to_string(),
-        path,
-        auth: auth_seen(&headers),
-        status: resp.status().as_u16(),
-        body: request,
-    });
+    ctx.state.lock().unwrap().seen[index].status = resp.status().as_u16();
     resp
 }
 
@@ -217,6 +232,7 @@ async fn respond(
 ) -> Response {
     let path = uri.path();
     if let Some(fault) = take_fault(ctx, method, path) {
+        tokio::time::sleep(fault.delay).await;
         return json_response(fault.status, &fault.body);
     }
     let sessions = ctx.state.lock().unwrap().behaviour.sessions;
