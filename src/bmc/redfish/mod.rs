@@ -37,3 +37,46 @@ pub use system::{
     ResetType,
 };
 pub use vmedia::{MediaKind, VirtualMediaSlot};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: T) {}
+
+    /// Interfaces box these futures as `Send` (the conductor's task futures): this only
+    /// has to compile.
+    #[allow(dead_code)]
+    fn system_futures_are_send(s: &RedfishSystem) {
+        is_send(s.power_state());
+        is_send(s.set_power(PowerTarget::Reboot));
+        is_send(s.reset(ResetType::ForceOff));
+        is_send(s.boot_override());
+        is_send(s.set_boot_override(BootDevice::Cd, BootFrequency::Once, Some(BootMode::Uefi)));
+        is_send(s.insert_media(MediaKind::Cd, "http://x/boot.iso"));
+        is_send(s.eject_media(MediaKind::Floppy));
+        is_send(s.eject_all());
+        is_send(s.virtual_media());
+    }
+
+    #[test]
+    fn the_shared_handle_is_send_and_sync() {
+        fn is_sync<T: Send + Sync + 'static>(_: &T) {}
+        let r = Redfish::new(RedfishSettings::default(), None).unwrap();
+        is_sync(&r);
+        let info = DriverInfo::parse(
+            serde_json::json!({"redfish_address": "127.0.0.1:1"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        is_send(r.connect(&info));
+        is_send(r.close());
+        // Bad settings are refused at construction.
+        let bad = RedfishSettings {
+            connection_attempts: 0,
+            ..RedfishSettings::default()
+        };
+        assert!(Redfish::new(bad, None).is_err());
+    }
+}
