@@ -6,6 +6,7 @@
 //! tests).
 
 pub mod fake;
+pub mod redfish;
 pub mod script;
 
 pub use crate::driver::management::{ManagementError, ManagementInterface};

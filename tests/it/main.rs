@@ -15,3 +15,4 @@ mod layers;
 mod media;
 mod publish;
 mod qemu_boot;
+mod redfish_client;

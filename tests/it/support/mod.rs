@@ -121,7 +121,9 @@ pub mod ipa;
 pub mod netboot;
 pub mod origin;
 pub mod pyenv;
+pub mod redfish_proxy;
 pub mod server;
+pub mod sushy;
 pub mod swift;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
