@@ -5,6 +5,7 @@
 //! commands named in driver_info (labs and tests).
 
 pub mod fake;
+pub mod ipmi;
 pub mod script;
 
 use crate::conductor::task::{Task, TaskFuture};
