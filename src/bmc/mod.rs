@@ -6,6 +6,7 @@
 //! tests).
 
 pub mod fake;
+pub mod ipmi;
 pub mod redfish;
 pub mod script;
 

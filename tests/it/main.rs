@@ -10,6 +10,7 @@ mod agent_ipa;
 mod api;
 mod boot_serving;
 mod image_cache;
+mod ipmi_client;
 mod ironicclient;
 mod layers;
 mod media;

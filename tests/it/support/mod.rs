@@ -115,9 +115,11 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod bmc_board;
 pub mod bootserve;
 pub mod guest;
 pub mod ipa;
+pub mod ipmi_sim;
 pub mod netboot;
 pub mod origin;
 pub mod pyenv;
