@@ -296,7 +296,7 @@ impl Parts {
 /// Runs the service until `shutdown` fires (or a listener fails). With `ready_file`, the bound
 /// addresses are written there (atomically) once every listener is up.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
     ready_file: Option<&Path>,
 ) -> Result<(), ServiceError> {
@@ -305,7 +305,6 @@ pub async fn run(
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let parts = Parts::build(&config, &mut registry)?;
-    let interfaces = interfaces(&config, &parts, &mut registry)?;
     let auth = match &config.auth {
         Auth::Noauth => None,
         Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::Htpasswd::load(user_file)?)),
@@ -315,6 +314,14 @@ pub async fn run(
 
     let api_listener = bind_tcp("the API", config.api.listen).await?;
     let data_plane = start_data_plane(&config, &parts, &mut registry, &shutdown).await?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| ServiceError::Serve {
+            what: "API",
+            source,
+        })?;
+    config.set_bound_ports(api_addr, data_plane.http_addr);
+    let interfaces = interfaces(&config, &parts, &mut registry)?;
     let conductor = Conductor::new(
         store.clone(),
         config.host.clone(),

@@ -123,6 +123,9 @@ pub struct Config {
     pub vmedia: crate::publish::PublishSettings,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
+    /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
+    /// follow the port actually bound when the configured one is 0).
+    derived_urls: (bool, bool),
 }
 
 impl Config {
@@ -175,6 +178,36 @@ impl Config {
             toml::Value::try_from(&self.file).unwrap_or(toml::Value::Table(toml::Table::new()));
         mask(&mut v);
         toml::to_string_pretty(&v).unwrap_or_default()
+    }
+}
+
+impl Config {
+    /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
+    /// "any free port").
+    pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {
+        if self.derived_urls.0 && self.api.listen.port() == 0 {
+            self.api_public_url = format!(
+                "http://{}",
+                resolve::url_host_port(
+                    SocketAddr::new(self.api.listen.ip(), api.port()),
+                    self.my_ip
+                )
+            );
+            self.file.api.public_url = Some(self.api_public_url.clone());
+        }
+        if let Some(http) = http
+            && self.derived_urls.1
+            && self.http.listen.port() == 0
+        {
+            self.http_url = format!(
+                "http://{}",
+                resolve::url_host_port(
+                    SocketAddr::new(self.http.listen.ip(), http.port()),
+                    self.my_ip
+                )
+            );
+            self.file.deploy.http_url = Some(self.http_url.clone());
+        }
     }
 }
 

@@ -26,6 +26,10 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     };
     let roots = Roots::resolve(&mut file, &data_dir)?;
     let auth = file.api.validate()?;
+    let derived_urls = (
+        file.api.public_url.is_none(),
+        file.deploy.http_url.is_none(),
+    );
     let api_public_url = match &file.api.public_url {
         Some(u) => check_url("api.public_url", u)?,
         None => format!("http://{}", url_host_port(file.api.listen, my_ip)),
@@ -66,6 +70,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         media: file.media.clone(),
         vmedia: file.vmedia.clone(),
         file,
+        derived_urls,
     })
 }
 
@@ -154,7 +159,7 @@ fn check_url(key: &str, u: &str) -> Result<String, SettingError> {
 }
 
 /// `host:port` for a URL built from a listen address: a wildcard listener is reached on `my_ip`.
-fn url_host_port(listen: SocketAddr, my_ip: IpAddr) -> String {
+pub(super) fn url_host_port(listen: SocketAddr, my_ip: IpAddr) -> String {
     let ip = if listen.ip().is_unspecified() {
         my_ip
     } else {
