@@ -5,8 +5,9 @@
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`conductor`]: reservations, provisioning actions, periodic tasks.
 //! - [`agent`]: ironic-python-agent client (commands, pinned TLS) and agent tokens.
-//! - [`boot`], [`bmc`]: boot and power interfaces the conductor drives; `boot` also renders
-//!   PXELINUX/GRUB/iPXE configs and lays out the per-node boot files.
+//! - [`driver`]: what boot, power and management interfaces see (the node context) and promise.
+//! - [`boot`], [`bmc`]: boot, power and management interfaces the conductor drives; `boot` also
+//!   renders PXELINUX/GRUB/iPXE configs and lays out the per-node boot files.
 //! - [`config`]: file + environment + flags → validated `Config`.
 //! - [`api`]: the Ironic-compatible HTTP API.
 //! - [`service`]: `ironboot serve` — wiring, listeners, signals.
@@ -23,6 +24,7 @@ pub mod bmc;
 pub mod boot;
 pub mod conductor;
 pub mod config;
+pub mod driver;
 pub mod fsutil;
 pub mod images;
 pub mod media;
@@ -31,5 +33,6 @@ pub mod model;
 pub mod publish;
 pub mod serve;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod telemetry;

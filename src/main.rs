@@ -78,6 +78,10 @@ struct ServeArgs {
     /// Address of the TFTP server [default: 0.0.0.0:69].
     #[arg(long, value_name = "ADDR:PORT")]
     tftp_listen: Option<SocketAddr>,
+    /// Once every listener is bound, write their addresses here as JSON
+    /// (`{"api": "127.0.0.1:6385", "http": ..., "tftp": ...}`); port 0 binds any free port.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +121,7 @@ fn load_for_cli(
 /// One-shot commands log warnings and errors only (progress goes to the terminal), unless
 /// `RUST_LOG` asks for more.
 fn init_cli_logging(config: &Config) {
-    let mut log = config.file.log.clone();
+    let mut log = config.log.clone();
     if std::env::var_os("RUST_LOG").is_none() {
         log.level = "warn".into();
     }
@@ -141,26 +145,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
-            ironboot::telemetry::init_logging(&config.file.log);
+            ironboot::telemetry::init_logging(&config.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 ironboot::service::cancel_on_signals(shutdown.clone());
-                ironboot::service::run(config, shutdown).await
+                ironboot::service::run(config, shutdown, args.ready_file.as_deref()).await
             })?;
             Ok(())
         }
         Command::Config(ConfigCommand::Check(args)) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
-            if let Some(path) = &config.file.api.http_basic_auth_user_file {
-                ironboot::api::auth::Htpasswd::load(path)?;
+            if let ironboot::config::Auth::HttpBasic { user_file } = &config.auth {
+                ironboot::api::auth::Htpasswd::load(user_file)?;
             }
             println!(
                 "configuration OK: data_dir={} api={} http={} tftp={} ipa-api-url={} http_url={}",
                 config.data_dir.display(),
-                config.file.api.listen,
-                config.file.http.listen,
-                config.file.tftp.listen,
+                config.api.listen,
+                config.http.listen,
+                config.tftp.listen,
                 config.api_public_url,
                 config.http_url
             );
@@ -171,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let roots = [config.tftp_root.clone(), config.http_root.clone()];
             tokio::runtime::Runtime::new()?.block_on(ironboot::images::cli::run(
                 &args.image,
-                config.file.image_cache.clone(),
+                config.image_cache.clone(),
                 &config.cache_dir,
                 &roots,
             ))?;
@@ -179,20 +183,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Media(args) => {
             let config = load_for_cli(config_path, None, cli.log_json)?;
-            ironboot::media::cli::run(args, config.file.media.clone())?;
+            ironboot::media::cli::run(args, config.media.clone())?;
             Ok(())
         }
         Command::Publish(args) => {
             let config = load_for_cli(config_path, args.data_dir.clone(), cli.log_json)?;
             let root_url = config
-                .file
-                .deploy
                 .external_http_url
                 .clone()
                 .unwrap_or_else(|| config.http_url.clone());
             tokio::runtime::Runtime::new()?.block_on(ironboot::publish::cli::run(
                 &args.publish,
-                &config.file.vmedia,
+                &config.vmedia,
                 &config.http_root,
                 root_url.trim_end_matches('/'),
             ))?;

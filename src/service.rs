@@ -15,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::boot::layout::Layout;
 use crate::boot::render::Renderer;
 use crate::conductor::{Conductor, ConductorError, ConductorMetrics, Interfaces};
-use crate::config::{AuthStrategy, Config};
+use crate::config::{Auth, Config, Database};
 use crate::metrics::Registry;
 use crate::serve::confine::Confinement;
 use crate::serve::http::{self as boot_http, HttpMetrics};
@@ -72,12 +72,19 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error("cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The data plane's tasks, stopped with the service's token.
 struct DataPlane {
     tftp: Option<tokio::task::JoinHandle<Result<(), crate::serve::tftp::TftpError>>>,
     http: Option<tokio::task::JoinHandle<Result<(), crate::serve::http::HttpError>>>,
+    tftp_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
 }
 
 /// Prepares the boot roots (boot.ipxe, the common GRUB config, boot loaders) and starts the
@@ -85,14 +92,14 @@ struct DataPlane {
 /// problem stops the start-up.
 async fn start_data_plane(
     config: &Config,
-    renderer: &Renderer,
-    layout: Layout,
+    parts: &Parts,
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> Result<DataPlane, ServiceError> {
-    let boot_ipxe = renderer.render_boot_ipxe()?;
-    let grub_common = renderer.render_grub_common()?;
-    let loaders = config.file.pxe.loader_file_paths.clone();
+    let boot_ipxe = parts.renderer.render_boot_ipxe()?;
+    let grub_common = parts.renderer.render_grub_common()?;
+    let loaders = config.pxe.loader_file_paths.clone();
+    let layout = parts.layout.clone();
     let report = tokio::task::spawn_blocking(move || {
         layout.create_roots()?;
         layout.write_boot_ipxe(&boot_ipxe)?;
@@ -115,12 +122,15 @@ async fn start_data_plane(
     let mut plane = DataPlane {
         tftp: None,
         http: None,
+        tftp_addr: None,
+        http_addr: None,
     };
-    if config.file.tftp.enabled {
-        let settings = &config.file.tftp;
+    if config.tftp.enabled {
+        let settings = &config.tftp;
         let confinement =
             Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
         let service = TftpService::bind(settings, confinement, tftp_metrics)?;
+        plane.tftp_addr = Some(service.local_addr());
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.tftp = Some(tokio::spawn(async move {
             let result = service.run(token).await;
@@ -128,9 +138,10 @@ async fn start_data_plane(
             result
         }));
     }
-    if config.file.http.enabled {
-        let settings = &config.file.http;
+    if config.http.enabled {
+        let settings = &config.http;
         let listener = boot_http::bind(settings).await?;
+        plane.http_addr = listener.local_addr().ok();
         let confinement =
             Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
         let router = boot_http::router(confinement, settings, http_metrics);
@@ -243,116 +254,113 @@ fn ensure_dirs(config: &Config) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Runs the service until `shutdown` fires (or a listener fails).
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+/// Where the listeners ended up (port 0 in the config means "any free port"). Written as
+/// JSON to `--ready-file` once everything is bound, so callers never have to pick a free port
+/// and hope it stays free.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BoundAddresses {
+    pub api: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub tftp: Option<SocketAddr>,
+}
+
+/// The long-lived parts every interface and server share.
+struct Parts {
+    cache: Arc<crate::images::ImageCache>,
+    media: Arc<crate::media::MediaBuilder>,
+    renderer: Arc<Renderer>,
+    layout: Layout,
+}
+
+impl Parts {
+    fn build(config: &Config, registry: &mut Registry) -> Result<Parts, ServiceError> {
+        let cache = Arc::new(crate::images::ImageCache::open(
+            config.image_cache.clone(),
+            &config.cache_dir,
+            &[config.tftp_root.clone(), config.http_root.clone()],
+            registry,
+        )?);
+        let media = Arc::new(
+            crate::media::MediaBuilder::new(config.media.clone())?
+                .with_metrics(Arc::new(crate::media::MediaMetrics::register(registry))),
+        );
+        Ok(Parts {
+            cache,
+            media,
+            renderer: Arc::new(Renderer::new(&config.pxe)?),
+            layout: Layout::new(&config.tftp_root, &config.http_root),
+        })
+    }
+}
+
+/// Runs the service until `shutdown` fires (or a listener fails). With `ready_file`, the bound
+/// addresses are written there (atomically) once every listener is up.
+pub async fn run(
+    mut config: Config,
+    shutdown: CancellationToken,
+    ready_file: Option<&Path>,
+) -> Result<(), ServiceError> {
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path).await?);
+    let store = open_store(&config).await?;
     let mut registry = Registry::default();
+    let parts = Parts::build(&config, &mut registry)?;
+    let auth = match &config.auth {
+        Auth::Noauth => None,
+        Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::Htpasswd::load(user_file)?)),
+    };
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
-    let cache = Arc::new(crate::images::ImageCache::open(
-        config.file.image_cache.clone(),
-        &config.cache_dir,
-        &[config.tftp_root.clone(), config.http_root.clone()],
-        &mut registry,
-    )?);
-    let media = Arc::new(
-        crate::media::MediaBuilder::new(config.file.media.clone())?.with_metrics(Arc::new(
-            crate::media::MediaMetrics::register(&mut registry),
-        )),
-    );
-    let renderer = Arc::new(Renderer::new(&config.file.pxe)?);
-    let layout = Layout::new(&config.tftp_root, &config.http_root);
-    let mut interfaces = Interfaces::with_fakes();
-    if config.file.conductor.enable_script_power {
-        tracing::warn!(
-            "the script power interface is enabled: node driver_info can run commands on this host"
-        );
-        interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
-    }
-    add_netboot_interfaces(
-        &mut interfaces,
-        &config,
-        &renderer,
-        &layout,
-        &cache,
-        &mut registry,
-    )?;
-    crate::conductor::agent_deploy::register(
-        &mut interfaces,
-        crate::conductor::agent_deploy::AgentDeployConfig {
-            settings: config.file.agent.clone(),
-            api_url: config.api_public_url.clone(),
-            http_url: config.http_url.clone(),
-            http_root: config.http_root.clone(),
-            cache: cache.clone(),
-            media: media.clone(),
-        },
-        crate::agent::AgentMetrics::register(&mut registry),
-    );
 
-    let auth = match config.file.api.auth_strategy {
-        AuthStrategy::Noauth => None,
-        AuthStrategy::HttpBasic => {
-            // Invariant: Config::resolve refuses http_basic without a user file.
-            let path = config
-                .file
-                .api
-                .http_basic_auth_user_file
-                .clone()
-                .unwrap_or_default();
-            Some(Arc::new(api::auth::Htpasswd::load(&path)?))
-        }
-    };
-
-    let api_listener = bind_tcp("the API", config.file.api.listen).await?;
-    let data_plane = start_data_plane(&config, &renderer, layout, &mut registry, &shutdown).await?;
-    let conductor_cancel = shutdown.child_token();
+    let api_listener = bind_tcp("the API", config.api.listen).await?;
+    let data_plane = start_data_plane(&config, &parts, &mut registry, &shutdown).await?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| ServiceError::Serve {
+            what: "API",
+            source,
+        })?;
+    config.set_bound_ports(api_addr, data_plane.http_addr);
+    let interfaces = interfaces(&config, &parts, &mut registry)?;
     let conductor = Conductor::new(
         store.clone(),
         config.host.clone(),
-        config.file.conductor.clone(),
+        config.conductor.clone(),
         interfaces,
         conductor_metrics,
         config.api_public_url.clone(),
-        config.file.agent.clone(),
-        conductor_cancel,
+        config.agent.clone(),
+        shutdown.child_token(),
     );
     conductor.start().await?;
     spawn_cache_clean_up(
         &conductor,
-        cache.clone(),
-        config.file.conductor.cache_clean_up_interval,
+        parts.cache.clone(),
+        config.conductor.cache_clean_up_interval,
     );
-
-    let state = AppState {
-        conductor: conductor.clone(),
-        store: store.clone(),
-        base_url: Arc::from(config.api_public_url.as_str()),
-        registry: Arc::new(registry),
-        max_limit: api::MAX_LIMIT,
-        ramdisk: Arc::new(api::ramdisk::RamdiskConfig {
-            heartbeat_timeout: config.file.api.ramdisk_heartbeat_timeout,
-            md5_checksum_enable: config.file.agent.md5_checksum_enable,
-            permitted_image_formats: config.file.agent.permitted_image_formats.clone(),
-            enable_bios_bootloader_install: config.file.agent.enable_bios_bootloader_install,
-        }),
+    let app = api_app(
+        &config,
+        conductor.clone(),
+        store,
+        registry,
+        auth,
+        api_metrics,
+    );
+    let bound = BoundAddresses {
+        api: api_listener
+            .local_addr()
+            .map_err(|source| ServiceError::Serve {
+                what: "API",
+                source,
+            })?,
+        http: data_plane.http_addr,
+        tftp: data_plane.tftp_addr,
     };
-    let app = api::service(
-        state,
-        api::ApiOptions {
-            auth,
-            max_body_bytes: config.file.api.max_body_bytes,
-            metrics: api_metrics,
-        },
-    );
-    tracing::info!(
-        api = %config.file.api.listen,
-        data_dir = %config.data_dir.display(),
-        host = %config.host,
-        "ironboot is serving"
-    );
+    if let Some(path) = ready_file {
+        write_ready_file(path, &bound)?;
+    }
+    tracing::info!(api = %bound.api, http = ?bound.http, tftp = ?bound.tftp,
+        data_dir = %config.data_dir.display(), host = %config.host, "ironboot is serving");
     let api_shutdown = shutdown.clone();
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let served = axum::serve(api_listener, app)
@@ -368,63 +376,117 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })
 }
 
-/// Enables the `pxe` and `ipxe` boot interfaces on the service's renderer, roots and cache.
-fn add_netboot_interfaces(
-    interfaces: &mut Interfaces,
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServiceError> {
+    match &config.database {
+        Database::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+    }
+}
+
+/// The API with its state: the management and ramdisk endpoints, `/metrics`, `/healthz`.
+fn api_app(
     config: &Config,
-    renderer: &Arc<Renderer>,
-    layout: &Layout,
-    cache: &Arc<crate::images::ImageCache>,
-    registry: &mut Registry,
-) -> Result<(), ServiceError> {
-    use crate::boot::{
-        BootMetrics, BootMode, ipxe::IpxeBoot, netboot::NetBootConfig, pxe::PxeBoot,
+    conductor: Arc<Conductor>,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    auth: Option<Arc<api::auth::Htpasswd>>,
+    metrics: api::metrics::ApiMetrics,
+) -> tower_http::normalize_path::NormalizePath<axum::Router> {
+    let state = AppState {
+        conductor,
+        store,
+        base_url: Arc::from(config.api_public_url.as_str()),
+        registry: Arc::new(registry),
+        max_limit: api::MAX_LIMIT,
+        ramdisk: Arc::new(api::ramdisk::RamdiskConfig {
+            heartbeat_timeout: config.api.ramdisk_heartbeat_timeout,
+            md5_checksum_enable: config.agent.md5_checksum_enable,
+            permitted_image_formats: config.agent.permitted_image_formats.clone(),
+            enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
+        }),
     };
-    let netboot = NetBootConfig {
-        settings: config.file.pxe.clone(),
-        renderer: renderer.clone(),
-        layout: layout.clone(),
-        cache: cache.clone(),
-        http_url: config.http_url.clone(),
-        default_boot_mode: match config.file.agent.default_boot_mode {
-            crate::config::BootMode::Bios => BootMode::Bios,
-            crate::config::BootMode::Uefi => BootMode::Uefi,
+    api::service(
+        state,
+        api::ApiOptions {
+            auth,
+            max_body_bytes: config.api.max_body_bytes,
+            metrics,
         },
+    )
+}
+
+fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceError> {
+    let text = serde_json::to_vec(bound).unwrap_or_default();
+    crate::fsutil::write_atomic(path, &text).map_err(|source| ServiceError::ReadyFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The interfaces this conductor enables: the fakes, `script` power when allowed, `pxe` and
+/// `ipxe` boot, and the `direct` deploy.
+fn interfaces(
+    config: &Config,
+    parts: &Parts,
+    registry: &mut Registry,
+) -> Result<Interfaces, ServiceError> {
+    use crate::boot::{BootMetrics, ipxe::IpxeBoot, netboot::NetBootConfig, pxe::PxeBoot};
+    let mut interfaces = Interfaces::with_fakes();
+    if config.conductor.enable_script_power {
+        tracing::warn!(
+            "the script power interface is enabled: node driver_info can run commands on this host"
+        );
+        interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
+    }
+    let netboot = NetBootConfig {
+        settings: config.pxe.clone(),
+        renderer: parts.renderer.clone(),
+        layout: parts.layout.clone(),
+        cache: parts.cache.clone(),
+        http_url: config.http_url.clone(),
+        default_boot_mode: config.agent.default_boot_mode,
     };
     let metrics = BootMetrics::register(registry);
     interfaces.add_boot(Arc::new(PxeBoot::new(netboot.clone(), metrics.clone())?));
     interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics)?));
-    Ok(())
+    crate::conductor::agent_deploy::register(
+        &mut interfaces,
+        crate::conductor::agent_deploy::AgentDeployConfig {
+            settings: config.agent.clone(),
+            api_url: config.api_public_url.clone(),
+            http_url: config.http_url.clone(),
+            http_root: config.http_root.clone(),
+            cache: parts.cache.clone(),
+            media: parts.media.clone(),
+        },
+        crate::agent::AgentMetrics::register(registry),
+    );
+    Ok(interfaces)
 }
 
 /// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).
 fn spawn_cache_clean_up(
     conductor: &Arc<Conductor>,
     cache: Arc<crate::images::ImageCache>,
-    interval: u64,
+    interval: Duration,
 ) {
-    if interval == 0 {
+    if interval.is_zero() {
         return;
     }
-    conductor.spawn_periodic(
-        "image_cache_clean_up",
-        Duration::from_secs(interval),
-        move |_| {
-            let cache = cache.clone();
-            async move {
-                match cache.clean_up(None).await {
-                    Ok(report) if !report.removed.is_empty() => {
-                        tracing::info!(
-                            removed = report.removed.len(),
-                            "image cache clean-up evicted unused images"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "image cache clean-up failed"),
+    conductor.spawn_periodic("image_cache_clean_up", interval, move |_| {
+        let cache = cache.clone();
+        async move {
+            match cache.clean_up(None).await {
+                Ok(report) if !report.removed.is_empty() => {
+                    tracing::info!(
+                        removed = report.removed.len(),
+                        "image cache clean-up evicted unused images"
+                    )
                 }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "image cache clean-up failed"),
             }
-        },
-    );
+        }
+    });
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -1,8 +1,46 @@
 //! Logging set-up: human-readable by default, JSON lines with `[log] format = "json"`.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogSettings};
+use crate::settings::SettingError;
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `ironboot=debug,tower_http=info`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogSettings {
+    pub fn validate(&self) -> Result<(), SettingError> {
+        EnvFilter::try_new(&self.level).map(|_| ()).map_err(|_| {
+            SettingError::new(
+                "log.level",
+                &self.level,
+                "not a valid tracing filter (e.g. info, ironboot=debug)",
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `[log] level`.
 pub fn init_logging(settings: &LogSettings) {

@@ -9,8 +9,11 @@ pub mod nodes;
 pub mod patch;
 pub mod ports;
 pub mod ramdisk;
+mod settings;
 pub mod version;
 pub mod views;
+
+pub use settings::{ApiSettings, Auth, AuthStrategy};
 
 use std::sync::Arc;
 

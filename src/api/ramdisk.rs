@@ -22,7 +22,7 @@ const RAMDISK_MIN: Version = Version(22);
 /// What lookup hands the agent besides the node (Ironic's `config` keys).
 #[derive(Debug, Clone)]
 pub struct RamdiskConfig {
-    pub heartbeat_timeout: u64,
+    pub heartbeat_timeout: std::time::Duration,
     pub md5_checksum_enable: bool,
     pub permitted_image_formats: Vec<String>,
     pub enable_bios_bootloader_install: bool,
@@ -65,7 +65,7 @@ fn config_view(c: &RamdiskConfig, token: &str) -> Value {
         "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false,
                     "prepend_host_reverse": true, "global_prefix": null},
         "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
-        "heartbeat_timeout": c.heartbeat_timeout,
+        "heartbeat_timeout": c.heartbeat_timeout.as_secs(),
         "agent_containers": {"allow_arbitrary_containers": false, "allowed_containers": []},
         "agent_token": token,
         "agent_token_required": true,

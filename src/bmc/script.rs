@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use async_trait::async_trait;
+
 use super::{PowerError, PowerInterface};
-use crate::conductor::task::{Task, TaskFuture};
-use crate::model::PowerState;
+use crate::driver::NodeContext;
+use crate::model::{Node, PowerState};
 
 const NAME: &str = "script";
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -28,6 +30,27 @@ const OUTPUT_KEPT: usize = 2000;
 
 #[derive(Debug, Default)]
 pub struct ScriptPower;
+
+/// Why a power command did not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot run {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program:?} did not finish within {secs} s (script_timeout) and was killed")]
+    Timeout { program: String, secs: u64 },
+    #[error("{program:?} exited with {status}; stderr: {stderr}")]
+    Exit {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("the status command printed {0:?}; expected on or off")]
+    UnknownState(String),
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Action {
@@ -61,9 +84,9 @@ fn invalid(reason: String) -> PowerError {
     }
 }
 
-fn argv(task: &Task, action: Action) -> Result<Vec<String>, PowerError> {
+fn argv(node: &Node, action: Action) -> Result<Vec<String>, PowerError> {
     let key = action.key();
-    let args: Vec<String> = match task.node.driver_info.get(key) {
+    let args: Vec<String> = match node.driver_info.get(key) {
         None | Some(Value::Null) => {
             return Err(invalid(format!("{key} is required (a command to run)")));
         }
@@ -88,8 +111,8 @@ fn argv(task: &Task, action: Action) -> Result<Vec<String>, PowerError> {
     Ok(args)
 }
 
-fn timeout(task: &Task) -> Result<Duration, PowerError> {
-    let secs = match task.node.driver_info.get("script_timeout") {
+fn timeout(node: &Node) -> Result<Duration, PowerError> {
+    let secs = match node.driver_info.get("script_timeout") {
         None | Some(Value::Null) => DEFAULT_TIMEOUT_SECS,
         Some(Value::Number(n)) => n.as_u64().filter(|s| *s > 0).ok_or_else(|| {
             invalid(format!(
@@ -131,47 +154,46 @@ fn clip(bytes: &[u8]) -> String {
 }
 
 /// Runs the command for `action`; returns its stdout when it exits 0.
-async fn run(task: &Task, action: Action) -> Result<String, PowerError> {
-    let args = argv(task, action)?;
-    let limit = timeout(task)?;
-    let failed = |reason: String| PowerError::Failed {
-        interface: NAME,
-        action: action.verb(),
-        node: task.node.ident(),
-        reason,
-    };
-    let mut cmd = tokio::process::Command::new(&args[0]);
+async fn run(node: &Node, action: Action) -> Result<String, PowerError> {
+    let args = argv(node, action)?;
+    let limit = timeout(node)?;
+    run_command(node, &args, limit)
+        .await
+        .map_err(|e| PowerError::failed(NAME, action.verb(), node, e))
+}
+
+async fn run_command(node: &Node, args: &[String], limit: Duration) -> Result<String, ScriptError> {
+    let program = args[0].clone();
+    let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args[1..])
-        .env("IRONBOOT_NODE_UUID", task.node.uuid.to_string())
-        .env(
-            "IRONBOOT_NODE_NAME",
-            task.node.name.clone().unwrap_or_default(),
-        )
+        .env("IRONBOOT_NODE_UUID", node.uuid.to_string())
+        .env("IRONBOOT_NODE_NAME", node.name.clone().unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {:?}: {e}", args[0])))?;
+    let child = cmd.spawn().map_err(|source| ScriptError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(failed(format!("{:?}: {e}", args[0]))),
+        Ok(Err(source)) => return Err(ScriptError::Spawn { program, source }),
         Err(_) => {
-            return Err(failed(format!(
-                "{:?} did not finish within {} s (script_timeout) and was killed",
-                args[0],
-                limit.as_secs()
-            )));
+            return Err(ScriptError::Timeout {
+                program,
+                secs: limit.as_secs(),
+            });
         }
     };
     let (stdout, stderr) = (clip(&out.stdout), clip(&out.stderr));
-    tracing::info!(node = %task.node.uuid, command = ?args, status = %out.status, %stdout, %stderr, "power script ran");
+    tracing::info!(node = %node.uuid, command = ?args, status = %out.status, %stdout, %stderr, "power script ran");
     if !out.status.success() {
-        return Err(failed(format!(
-            "{:?} exited with {}; stderr: {stderr}",
-            args[0], out.status
-        )));
+        return Err(ScriptError::Exit {
+            program,
+            status: out.status,
+            stderr,
+        });
     }
     Ok(stdout)
 }
@@ -185,53 +207,52 @@ fn parse_state(stdout: &str) -> Option<PowerState> {
     }
 }
 
+#[async_trait]
 impl PowerInterface for ScriptPower {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn validate(&self, task: &Task) -> Result<(), PowerError> {
+    fn validate(&self, ctx: &NodeContext) -> Result<(), PowerError> {
         for a in [Action::On, Action::Off, Action::Status] {
-            argv(task, a)?;
+            argv(&ctx.node, a)?;
         }
-        timeout(task)?;
+        timeout(&ctx.node)?;
         Ok(())
     }
 
-    fn get_power_state<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, PowerState, PowerError> {
-        Box::pin(async move {
-            let out = run(task, Action::Status).await?;
-            let state = parse_state(&out).ok_or_else(|| PowerError::Failed {
-                interface: NAME,
-                action: Action::Status.verb(),
-                node: task.node.ident(),
-                reason: format!("the status command printed {out:?}; expected on or off"),
-            })?;
-            task.node.power_state = Some(state);
-            Ok(state)
-        })
+    async fn get_power_state(&self, ctx: &mut NodeContext) -> Result<PowerState, PowerError> {
+        let out = run(&ctx.node, Action::Status).await?;
+        let state = parse_state(&out).ok_or_else(|| {
+            PowerError::failed(
+                NAME,
+                Action::Status.verb(),
+                &ctx.node,
+                ScriptError::UnknownState(out),
+            )
+        })?;
+        ctx.node.power_state = Some(state);
+        Ok(state)
     }
 
-    fn set_power_state<'a>(
-        &'a self,
-        task: &'a mut Task,
+    async fn set_power_state(
+        &self,
+        ctx: &mut NodeContext,
         target: PowerState,
-    ) -> TaskFuture<'a, (), PowerError> {
-        Box::pin(async move {
-            match target {
-                PowerState::On => run(task, Action::On).await?,
-                PowerState::Off | PowerState::SoftOff => run(task, Action::Off).await?,
-                PowerState::Rebooting | PowerState::SoftRebooting => {
-                    run(task, Action::Off).await?;
-                    run(task, Action::On).await?
-                }
-            };
-            task.node.power_state = Some(match target {
-                PowerState::Off | PowerState::SoftOff => PowerState::Off,
-                _ => PowerState::On,
-            });
-            Ok(())
-        })
+    ) -> Result<(), PowerError> {
+        match target {
+            PowerState::On => run(&ctx.node, Action::On).await?,
+            PowerState::Off | PowerState::SoftOff => run(&ctx.node, Action::Off).await?,
+            PowerState::Rebooting | PowerState::SoftRebooting => {
+                run(&ctx.node, Action::Off).await?;
+                run(&ctx.node, Action::On).await?
+            }
+        };
+        ctx.node.power_state = Some(match target {
+            PowerState::Off | PowerState::SoftOff => PowerState::Off,
+            _ => PowerState::On,
+        });
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::deploy::StepOutcome;
 use super::{Conductor, ConductorError, Task};
+use crate::agent::AgentSession;
 use crate::model::{Event, PowerState, ProvisionState};
 use crate::store::NodeIdent;
 
@@ -95,12 +96,15 @@ impl Conductor {
                 .power
                 .validate(task)
                 .map_err(|e| ConductorError::InvalidParameter(e.to_string()))?;
+            ifaces
+                .management
+                .validate(task)
+                .map_err(|e| ConductorError::InvalidParameter(e.to_string()))?;
         }
         if matches!(event, Event::Deploy | Event::Rebuild | Event::Adopt) {
             ifaces
                 .boot
                 .validate(task)
-                .await
                 .map_err(|e| ConductorError::InvalidParameter(e.to_string()))?;
             ifaces
                 .deploy
@@ -133,114 +137,95 @@ impl Conductor {
             Event::Abort => self.run_abort(&mut task).await,
             _ => Ok(()),
         };
-        if let Err((fail_event, message)) = result {
-            self.fail_node(&mut task, fail_event, message).await;
+        if let Err(failure) = result {
+            self.fail_node(&mut task, Event::Fail, failure.to_string())
+                .await;
         }
         task
     }
 
-    async fn run_deploy(&self, task: &mut Task) -> Result<(), (Event, String)> {
-        let ifaces = self
-            .interfaces()
-            .for_node(&task.node)
-            .map_err(|e| (Event::Fail, e.to_string()))?;
-        let fail = |e: &dyn std::fmt::Display| (Event::Fail, format!("deploy failed: {e}"));
-        match ifaces
+    async fn run_deploy(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::Deploy;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
+        let outcome = ifaces
             .deploy
             .deploy(task, ifaces.deploy_context())
             .await
-            .map_err(|e| fail(&e))?
-        {
-            StepOutcome::Done => task.process_event(Event::Done).await.map_err(|e| fail(&e)),
-            StepOutcome::Wait => task.process_event(Event::Wait).await.map_err(|e| fail(&e)),
-        }
+            .map_err(op.fail())?;
+        let event = match outcome {
+            StepOutcome::Done => Event::Done,
+            StepOutcome::Wait => Event::Wait,
+        };
+        task.process_event(event).await.map_err(op.fail())
     }
 
-    async fn run_tear_down(&self, task: &mut Task) -> Result<(), (Event, String)> {
-        let ifaces = self
-            .interfaces()
-            .for_node(&task.node)
-            .map_err(|e| (Event::Fail, e.to_string()))?;
-        let fail = |e: &dyn std::fmt::Display| {
-            (
-                Event::Fail,
-                format!("tear down failed: {e}; fix the cause and undeploy again"),
-            )
-        };
+    async fn run_tear_down(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::TearDown;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
         ifaces
             .deploy
             .tear_down(task, ifaces.deploy_context())
             .await
-            .map_err(|e| fail(&e))?;
-        super::actions::wipe_deploy_info(task);
+            .map_err(op.fail())?;
+        wipe_deploy_info(task);
         task.node.last_error = None;
-        task.process_event(Event::Clean)
-            .await
-            .map_err(|e| fail(&e))?;
+        task.process_event(Event::Clean).await.map_err(op.fail())?;
         // The deploy interface may clean through the agent (it then waits for its heartbeats).
+        let cleaning = Operation::Cleaning;
         match ifaces
             .deploy
             .prepare_cleaning(task, ifaces.deploy_context())
             .await
+            .map_err(cleaning.fail())?
         {
-            Ok(StepOutcome::Wait) => {
-                return task
-                    .process_event(Event::Wait)
-                    .await
-                    .map_err(|e| (Event::Fail, format!("cleaning failed: {e}")));
-            }
-            Ok(StepOutcome::Done) => {}
-            Err(e) => return Err((Event::Fail, format!("cleaning failed: {e}"))),
+            StepOutcome::Wait => task
+                .process_event(Event::Wait)
+                .await
+                .map_err(cleaning.fail()),
+            StepOutcome::Done => self.run_clean(task).await,
         }
-        self.run_clean(task).await
     }
 
     /// Automated cleaning. No clean steps exist yet, so cleaning passes straight through.
-    async fn run_clean(&self, task: &mut Task) -> Result<(), (Event, String)> {
+    async fn run_clean(&self, task: &mut Task) -> Result<(), StepFailure> {
         if self.settings().automated_clean {
             tracing::info!(node = %task.node.uuid, "automated cleaning: no clean steps are enabled");
         }
         task.process_event(Event::Done)
             .await
-            .map_err(|e| (Event::Fail, format!("cleaning failed: {e}")))
+            .map_err(Operation::Cleaning.fail())
     }
 
-    async fn run_manage(&self, task: &mut Task) -> Result<(), (Event, String)> {
+    async fn run_manage(&self, task: &mut Task) -> Result<(), StepFailure> {
         if task.node.provision_state != ProvisionState::Verifying {
             return Ok(());
         }
-        let ifaces = self
-            .interfaces()
-            .for_node(&task.node)
-            .map_err(|e| (Event::Fail, e.to_string()))?;
-        let fail = |e: &dyn std::fmt::Display| (Event::Fail, format!("verification failed: {e}"));
+        let op = Operation::Verification;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
         let state = ifaces
             .power
-            .get_power_state(task)
+            .get_power_state(task.ctx())
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(op.fail())?;
         task.node.power_state = Some(state);
         task.node.last_error = None;
-        task.process_event(Event::Done).await.map_err(|e| fail(&e))
+        task.process_event(Event::Done).await.map_err(op.fail())
     }
 
-    async fn run_adopt(&self, task: &mut Task) -> Result<(), (Event, String)> {
-        let ifaces = self
-            .interfaces()
-            .for_node(&task.node)
-            .map_err(|e| (Event::Fail, e.to_string()))?;
-        let fail = |e: &dyn std::fmt::Display| (Event::Fail, format!("adoption failed: {e}"));
+    async fn run_adopt(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::Adoption;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
         ifaces
             .deploy
             .take_over(task, ifaces.deploy_context())
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(op.fail())?;
         task.node.conductor_affinity = Some(self.host().to_string());
-        task.process_event(Event::Done).await.map_err(|e| fail(&e))
+        task.process_event(Event::Done).await.map_err(op.fail())
     }
 
     /// After `abort` moved a waiting node to a failed state: undo what booting the ramdisk did.
-    async fn run_abort(&self, task: &mut Task) -> Result<(), (Event, String)> {
+    async fn run_abort(&self, task: &mut Task) -> Result<(), StepFailure> {
         let what = task.node.provision_state;
         task.node.last_error = Some(format!(
             "{} aborted by request",
@@ -251,15 +236,19 @@ impl Conductor {
             }
         ));
         if let Ok(ifaces) = self.interfaces().for_node(&task.node) {
-            if let Err(e) = ifaces.boot.clean_up_ramdisk(task).await {
+            if let Err(e) = ifaces.boot.clean_up_ramdisk(task.ctx()).await {
                 tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after abort failed");
             }
-            if let Err(e) = ifaces.power.set_power_state(task, PowerState::Off).await {
+            if let Err(e) = ifaces
+                .power
+                .set_power_state(task.ctx(), PowerState::Off)
+                .await
+            {
                 tracing::warn!(node = %task.node.uuid, error = %e, "power off after abort failed");
             }
         }
         wipe_deploy_info(task);
-        task.save().await.map_err(|e| (Event::Fail, e.to_string()))
+        task.save().await.map_err(Operation::Abort.fail())
     }
 
     /// `PUT /v1/nodes/{id}/states/power`.
@@ -291,12 +280,12 @@ impl Conductor {
             }
         };
         self.spawn_operation("power", task, move |_c, mut task| async move {
-            match ifaces.power.set_power_state(&mut task, target).await {
+            match ifaces.power.set_power_state(task.ctx(), target).await {
                 Ok(()) => {
                     task.node.last_error = None;
                     // A powered-off agent is gone: the next one must look up for a new token.
                     if matches!(target, PowerState::Off | PowerState::SoftOff) {
-                        super::ramdisk::wipe_agent_session(&mut task.node);
+                        AgentSession::wipe(&mut task.node);
                     }
                 }
                 Err(e) => {
@@ -318,8 +307,61 @@ impl Conductor {
 /// Forgets what one deployment left in `driver_internal_info` (agent session, steps, the
 /// root UUID it reported).
 pub fn wipe_deploy_info(task: &mut Task) {
-    super::ramdisk::wipe_agent_session(&mut task.node);
+    AgentSession::wipe(&mut task.node);
     task.node
         .driver_internal_info
         .remove("root_uuid_or_disk_id");
+}
+
+/// The background operations a failure is reported for.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Deploy,
+    TearDown,
+    Cleaning,
+    Verification,
+    Adoption,
+    Abort,
+}
+
+impl Operation {
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Deploy => "deploy",
+            Operation::TearDown => "tear down",
+            Operation::Cleaning => "cleaning",
+            Operation::Verification => "verification",
+            Operation::Adoption => "adoption",
+            Operation::Abort => "abort",
+        }
+    }
+
+    /// What the operator should do next, appended to the message.
+    fn advice(self) -> &'static str {
+        match self {
+            Operation::TearDown => "; fix the cause and undeploy again",
+            _ => "",
+        }
+    }
+
+    /// Wraps an error as this operation's failure (for `map_err`).
+    fn fail<E>(self) -> impl FnOnce(E) -> StepFailure
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| StepFailure {
+            operation: self,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Why a background operation failed; its text becomes the node's `last_error`, and the node
+/// moves with `fail`.
+#[derive(Debug, thiserror::Error)]
+#[error("{} failed: {source}{}", .operation.label(), .operation.advice())]
+struct StepFailure {
+    operation: Operation,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }

@@ -1,11 +1,18 @@
 //! Deploy interfaces: what "deploy" and "tear down" mean for a node.
 //!
 //! `fake` finishes at once (Ironic's `fake` deploy). The agent-driven `direct` deploy returns
-//! [`StepOutcome::Wait`] and continues on the agent's heartbeats.
+//! [`StepOutcome::Wait`] and continues on the agent's heartbeats. Deploy interfaces run steps
+//! that move the provision state and persist progress, so unlike boot, power and management
+//! interfaces (`crate::driver`) they work on the conductor's [`Task`].
 
-use crate::bmc::PowerError;
-use crate::boot::BootError;
-use crate::conductor::task::{Task, TaskFuture};
+use async_trait::async_trait;
+
+use super::task::{Task, TaskError};
+use crate::driver::{
+    BootError, BootInterface, BootTarget, ManagementError, ManagementInterface, PowerError,
+    PowerInterface,
+};
+use crate::model::PowerState;
 
 /// Whether a step finished or the node now waits for a call-back (agent heartbeat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,89 +27,107 @@ pub enum DeployError {
     Boot(#[from] BootError),
     #[error(transparent)]
     Power(#[from] PowerError),
+    #[error(transparent)]
+    Management(#[from] ManagementError),
     #[error("deploy interface {interface}: {reason}")]
     Invalid {
         interface: &'static str,
         reason: String,
     },
-    #[error("deploy of node {node} failed: {reason}")]
-    Failed { node: String, reason: String },
+    #[error("deploy of node {node} failed: {source}")]
+    Failed {
+        node: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Transition(#[from] crate::model::InvalidTransition),
 }
 
-impl From<crate::conductor::task::TaskError> for DeployError {
-    fn from(e: crate::conductor::task::TaskError) -> Self {
+impl From<TaskError> for DeployError {
+    fn from(e: TaskError) -> Self {
         match e {
-            crate::conductor::task::TaskError::Transition(t) => DeployError::Transition(t),
-            crate::conductor::task::TaskError::Store(s) => DeployError::Store(s),
+            TaskError::Transition(t) => DeployError::Transition(t),
+            TaskError::Store(s) => DeployError::Store(s),
         }
     }
 }
 
 /// The pieces a deploy interface drives (resolved for the node by the conductor).
 pub struct DeployContext<'a> {
-    pub boot: &'a dyn crate::boot::BootInterface,
-    pub power: &'a dyn crate::bmc::PowerInterface,
+    pub boot: &'a dyn BootInterface,
+    pub power: &'a dyn PowerInterface,
+    pub management: &'a dyn ManagementInterface,
 }
 
+impl DeployContext<'_> {
+    /// Sets the boot device the boot interface prepared, then powers the node on — or
+    /// reboots it when it is already on, so the new device takes effect (Ironic's order:
+    /// boot device first, power second).
+    pub async fn boot_into(&self, task: &mut Task, target: BootTarget) -> Result<(), DeployError> {
+        self.management.set_boot_device(task.ctx(), target).await?;
+        let action = if task.node.power_state == Some(PowerState::On) {
+            PowerState::Rebooting
+        } else {
+            PowerState::On
+        };
+        self.power.set_power_state(task.ctx(), action).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
 pub trait DeployInterface: Send + Sync {
     fn name(&self) -> &'static str;
     fn validate(&self, task: &Task) -> Result<(), DeployError>;
     /// Starts (or completes) deploying the node's instance.
-    fn deploy<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, StepOutcome, DeployError>;
+    async fn deploy(
+        &self,
+        task: &mut Task,
+        ctx: DeployContext<'_>,
+    ) -> Result<StepOutcome, DeployError>;
     /// Powers the node off and removes everything deploying created.
-    fn tear_down<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError>;
+    async fn tear_down(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError>;
     /// Re-creates this conductor's view of an active node (adoption, take over).
-    fn take_over<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError>;
+    async fn take_over(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError>;
     /// Acts on an agent heartbeat (just recorded in `driver_internal_info`) of a node in
     /// `wait call-back`. The interface moves the node itself (resume, then wait or done); an
     /// error fails the deploy. Interfaces that never wait have nothing to do.
-    fn continue_deploy<'a>(
-        &'a self,
-        _task: &'a mut Task,
-        _ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError> {
-        Box::pin(async { Ok(()) })
+    async fn continue_deploy(
+        &self,
+        _task: &mut Task,
+        _ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        Ok(())
     }
     /// Starts cleaning after an undeploy (the node is `cleaning`): `Done` when there is nothing
     /// to clean, `Wait` when an agent was booted and cleaning continues on its heartbeats.
-    fn prepare_cleaning<'a>(
-        &'a self,
-        _task: &'a mut Task,
-        _ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, StepOutcome, DeployError> {
-        Box::pin(async { Ok(StepOutcome::Done) })
+    async fn prepare_cleaning(
+        &self,
+        _task: &mut Task,
+        _ctx: DeployContext<'_>,
+    ) -> Result<StepOutcome, DeployError> {
+        Ok(StepOutcome::Done)
     }
     /// Acts on an agent heartbeat of a node in `clean wait`, like [`Self::continue_deploy`].
-    fn continue_cleaning<'a>(
-        &'a self,
-        _task: &'a mut Task,
-        _ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError> {
-        Box::pin(async { Ok(()) })
+    async fn continue_cleaning(
+        &self,
+        _task: &mut Task,
+        _ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        Ok(())
     }
 }
 
-/// Ironic's `fake` deploy: the node is "deployed" as soon as it is asked, through the node's boot
-/// and power interfaces so their records show the calls a real deploy would make.
+/// Ironic's `fake` deploy: the node is "deployed" as soon as it is asked, through the node's
+/// boot, management and power interfaces so their records show the calls a real deploy would
+/// make.
 #[derive(Debug, Default)]
 pub struct FakeDeploy;
 
+#[async_trait]
 impl DeployInterface for FakeDeploy {
     fn name(&self) -> &'static str {
         "fake"
@@ -112,45 +137,29 @@ impl DeployInterface for FakeDeploy {
         Ok(())
     }
 
-    fn deploy<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, StepOutcome, DeployError> {
-        Box::pin(async move {
-            task.record_fake_call("deploy.deploy");
-            ctx.boot.prepare_instance(task).await?;
-            ctx.power
-                .set_power_state(task, crate::model::PowerState::On)
-                .await?;
-            Ok(StepOutcome::Done)
-        })
+    async fn deploy(
+        &self,
+        task: &mut Task,
+        ctx: DeployContext<'_>,
+    ) -> Result<StepOutcome, DeployError> {
+        task.record_fake_call("deploy.deploy");
+        let target = ctx.boot.prepare_instance(task.ctx()).await?;
+        ctx.boot_into(task, target).await?;
+        Ok(StepOutcome::Done)
     }
 
-    fn tear_down<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError> {
-        Box::pin(async move {
-            task.record_fake_call("deploy.tear_down");
-            ctx.power
-                .set_power_state(task, crate::model::PowerState::Off)
-                .await?;
-            ctx.boot.clean_up_instance(task).await?;
-            Ok(())
-        })
+    async fn tear_down(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError> {
+        task.record_fake_call("deploy.tear_down");
+        ctx.power
+            .set_power_state(task.ctx(), PowerState::Off)
+            .await?;
+        ctx.boot.clean_up_instance(task.ctx()).await?;
+        Ok(())
     }
 
-    fn take_over<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ctx: DeployContext<'a>,
-    ) -> TaskFuture<'a, (), DeployError> {
-        Box::pin(async move {
-            task.record_fake_call("deploy.take_over");
-            ctx.boot.prepare_instance(task).await?;
-            Ok(())
-        })
+    async fn take_over(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError> {
+        task.record_fake_call("deploy.take_over");
+        ctx.boot.prepare_instance(task.ctx()).await?;
+        Ok(())
     }
 }

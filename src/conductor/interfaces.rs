@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use super::ConductorError;
 use super::deploy::{DeployContext, DeployInterface, FakeDeploy};
-use crate::bmc::PowerInterface;
-use crate::bmc::fake::FakePower;
-use crate::boot::BootInterface;
+use crate::bmc::fake::{FakeManagement, FakePower};
 use crate::boot::fake::FakeBoot;
+use crate::driver::{BootInterface, ManagementInterface, PowerInterface};
 use crate::model::Node;
 
 #[derive(Default)]
@@ -16,14 +15,16 @@ pub struct Interfaces {
     boot: BTreeMap<&'static str, Arc<dyn BootInterface>>,
     deploy: BTreeMap<&'static str, Arc<dyn DeployInterface>>,
     power: BTreeMap<&'static str, Arc<dyn PowerInterface>>,
+    management: BTreeMap<&'static str, Arc<dyn ManagementInterface>>,
 }
 
-/// The three interfaces of one node.
+/// The interfaces of one node.
 #[derive(Clone)]
 pub struct NodeInterfaces {
     pub boot: Arc<dyn BootInterface>,
     pub deploy: Arc<dyn DeployInterface>,
     pub power: Arc<dyn PowerInterface>,
+    pub management: Arc<dyn ManagementInterface>,
 }
 
 impl NodeInterfaces {
@@ -31,17 +32,19 @@ impl NodeInterfaces {
         DeployContext {
             boot: self.boot.as_ref(),
             power: self.power.as_ref(),
+            management: self.management.as_ref(),
         }
     }
 }
 
 impl Interfaces {
-    /// The `fake` boot, deploy and power interfaces (always enabled).
+    /// The `fake` interfaces (always enabled).
     pub fn with_fakes() -> Interfaces {
         let mut i = Interfaces::default();
         i.add_boot(Arc::new(FakeBoot));
         i.add_deploy(Arc::new(FakeDeploy));
         i.add_power(Arc::new(FakePower));
+        i.add_management(Arc::new(FakeManagement));
         i
     }
 
@@ -55,6 +58,10 @@ impl Interfaces {
 
     pub fn add_power(&mut self, p: Arc<dyn PowerInterface>) {
         self.power.insert(p.name(), p);
+    }
+
+    pub fn add_management(&mut self, m: Arc<dyn ManagementInterface>) {
+        self.management.insert(m.name(), m);
     }
 
     /// The node's interfaces, or an error naming the one this conductor does not have.
@@ -76,6 +83,11 @@ impl Interfaces {
             boot: pick(&self.boot, "boot_interface", &node.boot_interface)?,
             deploy: pick(&self.deploy, "deploy_interface", &node.deploy_interface)?,
             power: pick(&self.power, "power_interface", &node.power_interface)?,
+            management: pick(
+                &self.management,
+                "management_interface",
+                &node.management_interface,
+            )?,
         })
     }
 }

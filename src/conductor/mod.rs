@@ -12,6 +12,7 @@ pub mod interfaces;
 pub mod metrics;
 pub mod periodic;
 pub mod ramdisk;
+mod settings;
 pub mod task;
 
 use std::future::Future;
@@ -22,12 +23,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AgentSettings, ConductorSettings};
+use crate::agent::AgentSettings;
+use crate::driver::NodeContext;
 use crate::model::{Event, InvalidTransition, Node, ProvisionState};
-use crate::store::{NodeIdent, NodeQuery, Store, StoreError};
+use crate::store::{NodeIdent, NodeQuery, PortQuery, Store, StoreError};
 
 pub use interfaces::Interfaces;
 pub use metrics::ConductorMetrics;
+pub use settings::ConductorSettings;
 pub use task::Task;
 
 /// Errors the conductor reports to its callers (the API maps them to HTTP statuses).
@@ -192,21 +195,32 @@ impl Conductor {
         }
     }
 
-    /// Takes the node's reservation.
+    /// Takes the node's reservation and loads its ports.
     pub async fn reserve(&self, ident: &NodeIdent) -> Result<Task, ConductorError> {
         let node = self.store.reserve_node(ident, &self.host).await?;
-        Ok(Task {
-            node,
-            store: self.store.clone(),
-            host: self.host.clone(),
-            metrics: self.metrics.clone(),
-        })
+        let ports = match self.store.list_ports(&PortQuery::of_node(node.uuid)).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_uuid(node.uuid).await;
+                return Err(e.into());
+            }
+        };
+        Ok(Task::new(
+            NodeContext::new(node, ports),
+            self.store.clone(),
+            self.host.clone(),
+            self.metrics.clone(),
+        ))
     }
 
     /// Gives the reservation back (errors are logged: the node stays reserved until restart).
     pub async fn release(&self, task: Task) {
-        if let Err(e) = self.store.release_node(task.node.uuid, &self.host).await {
-            tracing::error!(node = %task.node.uuid, error = %e, "cannot release reservation");
+        self.release_uuid(task.node.uuid).await;
+    }
+
+    async fn release_uuid(&self, node: uuid::Uuid) {
+        if let Err(e) = self.store.release_node(node, &self.host).await {
+            tracing::error!(node = %node, error = %e, "cannot release reservation");
         }
     }
 
@@ -280,7 +294,7 @@ impl Conductor {
         {
             if let Err(e) = ifaces
                 .power
-                .set_power_state(task, crate::model::PowerState::Off)
+                .set_power_state(task.ctx(), crate::model::PowerState::Off)
                 .await
             {
                 let note = format!(" (and powering the node off failed: {e})");

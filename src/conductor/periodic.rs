@@ -14,23 +14,23 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
     let s = conductor.settings().clone();
     conductor.spawn_periodic(
         "conductor_keepalive",
-        Duration::from_secs(s.heartbeat_interval),
+        s.heartbeat_interval,
         |c| async move {
             if let Err(e) = c.store().touch_conductor(c.host()).await {
                 tracing::error!(error = %e, "conductor keepalive failed");
             }
         },
     );
-    if s.deploy_callback_timeout > 0 || s.clean_callback_timeout > 0 {
+    if !s.deploy_callback_timeout.is_zero() || !s.clean_callback_timeout.is_zero() {
         conductor.spawn_periodic(
             "check_callback_timeouts",
-            Duration::from_secs(s.check_provision_state_interval),
+            s.check_provision_state_interval,
             |c| async move {
                 c.check_callback_timeouts().await;
             },
         );
     }
-    if s.sync_local_state_interval > 0 {
+    if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then
         // on the interval.
         let c = conductor.clone();
@@ -39,7 +39,7 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             .spawn(async move { c.take_over_nodes().await });
         conductor.spawn_periodic(
             "sync_local_state",
-            Duration::from_secs(s.sync_local_state_interval),
+            s.sync_local_state_interval,
             |c| async move {
                 c.take_over_nodes().await;
             },
@@ -81,14 +81,15 @@ impl Conductor {
             (ProvisionState::DeployWait, s.deploy_callback_timeout),
             (ProvisionState::CleanWait, s.clean_callback_timeout),
         ] {
-            if timeout > 0 {
+            if !timeout.is_zero() {
                 self.fail_late_nodes(state, timeout).await;
             }
         }
     }
 
-    async fn fail_late_nodes(self: &Arc<Self>, state: ProvisionState, timeout: u64) {
-        let cutoff = crate::model::now() - chrono::Duration::seconds(timeout as i64);
+    async fn fail_late_nodes(self: &Arc<Self>, state: ProvisionState, timeout: Duration) {
+        let cutoff = crate::model::now()
+            - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
         let query = NodeQuery {
             provision_state: Some(state),
             maintenance: Some(false),
@@ -115,9 +116,10 @@ impl Conductor {
                 continue;
             }
             let message = format!(
-                "timeout reached while waiting for callback for node {} in {state} ({timeout} s \
+                "timeout reached while waiting for callback for node {} in {state} ({} s \
                  since the last progress); check the node boots the agent ramdisk and reaches {}",
                 task.node.ident(),
+                timeout.as_secs(),
                 self.api_public_url()
             );
             let result = self.spawn_operation("callback_timeout", task, move |c, mut task| async move {

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Conductor, ConductorError};
-use crate::agent::token;
+use crate::agent::{AgentSession, token};
 use crate::model::{MacAddress, Node, ProvisionState};
 use crate::store::{NodeIdent, PortQuery, StoreError};
 
@@ -28,33 +28,6 @@ pub struct Heartbeat {
     pub agent_verify_ca: Option<String>,
     pub agent_status: Option<String>,
     pub agent_status_message: Option<String>,
-}
-
-/// Keys of one agent session in `driver_internal_info`; wiped at the end of a deploy and on
-/// power off, so a later agent must look up again and gets a fresh token.
-pub const AGENT_SESSION_KEYS: &[&str] = &[
-    "agent_url",
-    "agent_secret_token",
-    "agent_secret_token_pregenerated",
-    "agent_verify_ca",
-    "agent_version",
-    "agent_last_heartbeat",
-    "agent_cached_deploy_steps",
-    "hardware_manager_version",
-    "deploy_step_index",
-    "deploy_steps",
-    "clean_step_index",
-];
-
-/// Forgets the agent session (token, URL, pinned certificate, step progress).
-pub fn wipe_agent_session(node: &mut Node) {
-    for k in AGENT_SESSION_KEYS {
-        node.driver_internal_info.remove(*k);
-    }
-}
-
-fn dii_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
-    node.driver_internal_info.get(key).and_then(Value::as_str)
 }
 
 impl Conductor {
@@ -96,23 +69,19 @@ impl Conductor {
             tracing::info!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
             return Err(not_found());
         }
-        if node.driver_internal_info.contains_key("agent_secret_token") {
+        if AgentSession::read(&node).agent_secret_token.is_some() {
             return Ok((node, token::MASK.to_string()));
         }
         // Issue the token under the reservation, so two racing lookups cannot both get one.
         let mut task = self.reserve(&NodeIdent::Uuid(node.uuid)).await?;
         let issued = async {
-            if task
-                .node
-                .driver_internal_info
-                .contains_key("agent_secret_token")
-            {
+            let mut session = AgentSession::read(&task.node);
+            if session.agent_secret_token.is_some() {
                 return Ok(token::MASK.to_string());
             }
             let t = token::generate().map_err(|e| ConductorError::Conflict(e.to_string()))?;
-            task.node
-                .driver_internal_info
-                .insert("agent_secret_token".into(), json!(t));
+            session.agent_secret_token = Some(t.clone());
+            session.write(&mut task.node);
             task.save().await?;
             tracing::info!(node = %task.node.uuid, "agent token issued at lookup");
             Ok::<_, ConductorError>(t)
@@ -131,8 +100,9 @@ impl Conductor {
         hb: Heartbeat,
     ) -> Result<(), ConductorError> {
         let node = self.store().get_node(ident).await?;
+        let session = AgentSession::read(&node);
         let invalid = |m: &str| ConductorError::InvalidParameter(m.to_string());
-        if let Some(url) = dii_str(&node, "agent_url")
+        if let Some(url) = session.agent_url.as_deref()
             && url != hb.callback_url
         {
             tracing::error!(node = %node.uuid, stored = url, got = %hb.callback_url, "agent callback_url changed");
@@ -144,7 +114,7 @@ impl Conductor {
             return Err(invalid("Agent token is required for heartbeat processing."));
         }
         if !token::matches(
-            dii_str(&node, "agent_secret_token"),
+            session.agent_secret_token.as_deref(),
             hb.agent_token.as_deref(),
         ) {
             tracing::error!(node = %node.uuid, "invalid or missing agent token in heartbeat");
@@ -157,7 +127,7 @@ impl Conductor {
             ));
         }
         if let (Some(stored), Some(given)) = (
-            dii_str(&node, "agent_verify_ca"),
+            session.agent_verify_ca.as_deref(),
             hb.agent_verify_ca.as_deref(),
         ) && stored != given
         {
@@ -172,7 +142,7 @@ impl Conductor {
         let mut task = match self.reserve(ident).await {
             Ok(t) => t,
             Err(ConductorError::Store(StoreError::NodeLocked { node: n, holder }))
-                if dii_str(&node, "agent_url").is_none() =>
+                if session.agent_url.is_none() =>
             {
                 // The agent retries a 409 within seconds; the first heartbeat must get through.
                 return Err(ConductorError::Store(StoreError::NodeLocked {
@@ -186,24 +156,23 @@ impl Conductor {
             }
             Err(e) => return Err(e),
         };
+        let mut recorded = AgentSession::read(&task.node);
+        recorded.agent_url = Some(hb.callback_url.clone());
+        if hb.agent_version.is_some() {
+            recorded.agent_version = hb.agent_version.clone();
+        }
+        if hb.agent_verify_ca.is_some() {
+            recorded.agent_verify_ca = hb.agent_verify_ca.clone();
+        }
+        recorded.agent_last_heartbeat = Some(crate::model::now().to_rfc3339());
+        recorded.write(&mut task.node);
         let dii = &mut task.node.driver_internal_info;
-        dii.insert("agent_url".into(), json!(hb.callback_url));
-        if let Some(v) = &hb.agent_version {
-            dii.insert("agent_version".into(), json!(v));
-        }
-        if let Some(ca) = &hb.agent_verify_ca {
-            dii.insert("agent_verify_ca".into(), json!(ca));
-        }
         if let Some(s) = &hb.agent_status {
             dii.insert("agent_status".into(), json!(s));
         }
         if let Some(m) = &hb.agent_status_message {
             dii.insert("agent_status_message".into(), json!(m));
         }
-        dii.insert(
-            "agent_last_heartbeat".into(),
-            json!(crate::model::now().to_rfc3339()),
-        );
         let waiting = matches!(
             task.node.provision_state,
             ProvisionState::DeployWait | ProvisionState::CleanWait
@@ -260,7 +229,7 @@ impl Conductor {
                 format!("{what} failed: {e}"),
             )
             .await;
-            wipe_agent_session(&mut task.node);
+            AgentSession::wipe(&mut task.node);
             if let Err(e) = task.save().await {
                 tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after a failed deploy");
             }

@@ -1,36 +1,44 @@
 //! A node held under this conductor's reservation, and the only way its state moves.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::metrics::ConductorMetrics;
-use crate::model::{Event, InvalidTransition, Node, Port};
-use crate::store::{PortQuery, Store, StoreError};
-
-/// Futures returned by interface methods that act on a [`Task`].
-pub type TaskFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
-
-/// How many recent calls the `fake` interfaces keep in `driver_internal_info.fake_calls`.
-const FAKE_CALLS_KEPT: usize = 50;
+use crate::driver::NodeContext;
+use crate::model::{Event, InvalidTransition};
+use crate::store::{Store, StoreError};
 
 /// A reserved node. Whoever holds a `Task` is the only writer of the node; the conductor
 /// releases the reservation when the work is done (see `Conductor::release`).
+///
+/// A `Task` dereferences to the [`NodeContext`] the interfaces act on (the node and its
+/// ports), the way a lock guard dereferences to what it guards.
 pub struct Task {
-    pub node: Node,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) host: String,
-    pub(crate) metrics: ConductorMetrics,
+    ctx: NodeContext,
+    store: Arc<dyn Store>,
+    host: String,
+    metrics: ConductorMetrics,
 }
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Task")
-            .field("node", &self.node.uuid)
+            .field("node", &self.ctx.node.uuid)
             .field("host", &self.host)
             .finish()
+    }
+}
+
+impl Deref for Task {
+    type Target = NodeContext;
+    fn deref(&self) -> &NodeContext {
+        &self.ctx
+    }
+}
+
+impl DerefMut for Task {
+    fn deref_mut(&mut self) -> &mut NodeContext {
+        &mut self.ctx
     }
 }
 
@@ -43,44 +51,49 @@ pub enum TaskError {
 }
 
 impl Task {
+    pub(super) fn new(
+        ctx: NodeContext,
+        store: Arc<dyn Store>,
+        host: String,
+        metrics: ConductorMetrics,
+    ) -> Task {
+        Task {
+            ctx,
+            store,
+            host,
+            metrics,
+        }
+    }
+
     /// Persists the node (every field but the reservation).
     pub async fn save(&mut self) -> Result<(), StoreError> {
-        self.node = self.store.save_node(&self.node).await?;
+        self.ctx.node = self.store.save_node(&self.ctx.node).await?;
         Ok(())
     }
 
     /// Applies `event` through the state machine and persists the result before returning, so
     /// the new state is recorded before any side effect it announces.
     pub async fn process_event(&mut self, event: Event) -> Result<(), TaskError> {
-        let from = self.node.provision_state;
+        let node = &mut self.ctx.node;
+        let from = node.provision_state;
         let t = crate::model::state::transition(from, event)?;
-        self.node.provision_state = t.to;
-        self.node.target_provision_state = t.target;
+        node.provision_state = t.to;
+        node.target_provision_state = t.target;
         if t.to == crate::model::ProvisionState::Active {
             // The conductor that made a node active serves its boot files (take over).
-            self.node.conductor_affinity = Some(self.host.clone());
+            node.conductor_affinity = Some(self.host.clone());
         }
-        self.node.provision_updated_at = Some(crate::model::now());
+        node.provision_updated_at = Some(crate::model::now());
         self.save().await?;
         self.metrics.transition(from, t.to);
-        tracing::info!(node = %self.node.uuid, %from, %event, to = %t.to, "provision state changed");
+        tracing::info!(node = %self.ctx.node.uuid, %from, %event, to = %t.to, "provision state changed");
         Ok(())
     }
 
     /// Bumps `provision_updated_at` (progress was made; resets callback timeouts).
     pub async fn touch_provisioning(&mut self) -> Result<(), StoreError> {
-        self.node.provision_updated_at = Some(crate::model::now());
+        self.ctx.node.provision_updated_at = Some(crate::model::now());
         self.save().await
-    }
-
-    /// The node's ports, oldest first.
-    pub async fn ports(&self) -> Result<Vec<Port>, StoreError> {
-        self.store
-            .list_ports(&PortQuery {
-                node: Some(self.node.uuid),
-                ..Default::default()
-            })
-            .await
     }
 
     /// The conductor holding this task.
@@ -88,22 +101,8 @@ impl Task {
         &self.host
     }
 
-    /// Appends `call` to `driver_internal_info.fake_calls` (the `fake` interfaces' record of
-    /// what they were asked; saved with the node).
-    pub fn record_fake_call(&mut self, call: &str) {
-        let entry = self
-            .node
-            .driver_internal_info
-            .entry("fake_calls")
-            .or_insert_with(|| Value::Array(vec![]));
-        if !entry.is_array() {
-            *entry = Value::Array(vec![]);
-        }
-        if let Value::Array(calls) = entry {
-            calls.push(Value::String(call.to_string()));
-            let excess = calls.len().saturating_sub(FAKE_CALLS_KEPT);
-            calls.drain(..excess);
-        }
-        tracing::debug!(node = %self.node.uuid, call, "fake interface call");
+    /// The node context, for interfaces that take it explicitly.
+    pub fn ctx(&mut self) -> &mut NodeContext {
+        &mut self.ctx
     }
 }

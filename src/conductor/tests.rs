@@ -104,8 +104,8 @@ async fn start_fails_nodes_stuck_in_transient_states_and_clears_old_reservations
 #[tokio::test]
 async fn callback_timeout_fails_only_late_unreserved_waiting_nodes() {
     let settings = ConductorSettings {
-        deploy_callback_timeout: 60,
-        clean_callback_timeout: 60,
+        deploy_callback_timeout: std::time::Duration::from_secs(60),
+        clean_callback_timeout: std::time::Duration::from_secs(60),
         ..Default::default()
     };
     let (c, store) = conductor(settings).await;

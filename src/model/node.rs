@@ -22,6 +22,7 @@ pub struct Node {
     pub boot_interface: String,
     pub deploy_interface: String,
     pub power_interface: String,
+    pub management_interface: String,
     pub driver_info: Fields,
     pub properties: Fields,
     pub instance_info: Fields,
@@ -52,6 +53,7 @@ impl Node {
             boot_interface: driver.boot.default.to_string(),
             deploy_interface: driver.deploy.default.to_string(),
             power_interface: driver.power.default.to_string(),
+            management_interface: driver.management.default.to_string(),
             driver_info: Fields::new(),
             properties: Fields::new(),
             instance_info: Fields::new(),
@@ -86,6 +88,11 @@ impl Node {
             .check("deploy_interface", &self.deploy_interface, &self.driver)?;
         hw.power
             .check("power_interface", &self.power_interface, &self.driver)?;
+        hw.management.check(
+            "management_interface",
+            &self.management_interface,
+            &self.driver,
+        )?;
         Ok(())
     }
 
@@ -203,6 +210,7 @@ pub struct HardwareType {
     pub boot: InterfaceSet,
     pub deploy: InterfaceSet,
     pub power: InterfaceSet,
+    pub management: InterfaceSet,
 }
 
 /// Every hardware type ironboot knows, in the order the API lists them.
@@ -219,6 +227,10 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
     power: InterfaceSet {
         default: "fake",
         enabled: &["fake", "script"],
+    },
+    management: InterfaceSet {
+        default: "fake",
+        enabled: &["fake"],
     },
 }];
 

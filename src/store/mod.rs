@@ -8,18 +8,15 @@
 //! only writer of its other fields ([`Store::save_node`] never touches `reservation`).
 
 pub mod schema;
+mod settings;
 pub mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
+pub use settings::{Database, DatabaseSettings};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{MacAddress, Node, Port, ProvisionState};
-
-/// Futures returned by [`Store`] methods (boxed so the trait stays object-safe).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -132,6 +129,16 @@ pub struct PortQuery {
     pub limit: Option<u32>,
 }
 
+impl PortQuery {
+    /// Every port of one node, oldest first.
+    pub fn of_node(node: Uuid) -> PortQuery {
+        PortQuery {
+            node: Some(node),
+            ..Default::default()
+        }
+    }
+}
+
 /// A row of the conductors table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorRecord {
@@ -141,31 +148,32 @@ pub struct ConductorRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new node; duplicate uuid or name is an error.
-    fn create_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, ()>;
-    fn get_node<'a>(&'a self, ident: &'a NodeIdent) -> StoreFuture<'a, Node>;
-    fn list_nodes<'a>(&'a self, query: &'a NodeQuery) -> StoreFuture<'a, Vec<Node>>;
+    async fn create_node(&self, node: &Node) -> Result<(), StoreError>;
+    async fn get_node(&self, ident: &NodeIdent) -> Result<Node, StoreError>;
+    async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError>;
     /// Writes every field except `reservation` and `created_at`, stamping `updated_at`.
-    fn save_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, Node>;
+    async fn save_node(&self, node: &Node) -> Result<Node, StoreError>;
     /// Deletes the node and its ports.
-    fn delete_node(&self, uuid: Uuid) -> StoreFuture<'_, ()>;
+    async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
     /// Atomically takes the node's reservation for `host`, or fails with `NodeLocked`.
-    fn reserve_node<'a>(&'a self, ident: &'a NodeIdent, host: &'a str) -> StoreFuture<'a, Node>;
+    async fn reserve_node(&self, ident: &NodeIdent, host: &str) -> Result<Node, StoreError>;
     /// Releases the node's reservation if `host` holds it.
-    fn release_node<'a>(&'a self, uuid: Uuid, host: &'a str) -> StoreFuture<'a, ()>;
+    async fn release_node(&self, uuid: Uuid, host: &str) -> Result<(), StoreError>;
     /// Releases every reservation `host` holds (start-up and shutdown); returns how many.
-    fn release_reservations<'a>(&'a self, host: &'a str) -> StoreFuture<'a, u64>;
+    async fn release_reservations(&self, host: &str) -> Result<u64, StoreError>;
 
-    fn create_port<'a>(&'a self, port: &'a Port) -> StoreFuture<'a, ()>;
-    fn get_port(&self, uuid: Uuid) -> StoreFuture<'_, Port>;
-    fn list_ports<'a>(&'a self, query: &'a PortQuery) -> StoreFuture<'a, Vec<Port>>;
-    fn delete_port(&self, uuid: Uuid) -> StoreFuture<'_, ()>;
+    async fn create_port(&self, port: &Port) -> Result<(), StoreError>;
+    async fn get_port(&self, uuid: Uuid) -> Result<Port, StoreError>;
+    async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError>;
+    async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     /// Registers (or re-registers) a conductor as online.
-    fn register_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
+    async fn register_conductor(&self, host: &str) -> Result<(), StoreError>;
     /// The keepalive: bumps `updated_at` of an online conductor.
-    fn touch_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
-    fn unregister_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()>;
-    fn list_conductors(&self) -> StoreFuture<'_, Vec<ConductorRecord>>;
+    async fn touch_conductor(&self, host: &str) -> Result<(), StoreError>;
+    async fn unregister_conductor(&self, host: &str) -> Result<(), StoreError>;
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError>;
 }

@@ -5,11 +5,12 @@
 //! PostgreSQL both accept (TEXT timestamps in fixed-width RFC 3339 UTC, so they sort as text).
 
 /// (version, name, SQL statements).
-pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
-    1,
-    "nodes, ports, conductors",
-    &[
-        "CREATE TABLE nodes (
+pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
+        1,
+        "nodes, ports, conductors",
+        &[
+            "CREATE TABLE nodes (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             uuid TEXT NOT NULL UNIQUE,
             name TEXT UNIQUE,
@@ -36,9 +37,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             updated_at TEXT,
             provision_updated_at TEXT
         )",
-        "CREATE INDEX nodes_provision_state ON nodes (provision_state)",
-        "CREATE INDEX nodes_reservation ON nodes (reservation)",
-        "CREATE TABLE ports (
+            "CREATE INDEX nodes_provision_state ON nodes (provision_state)",
+            "CREATE INDEX nodes_reservation ON nodes (reservation)",
+            "CREATE TABLE ports (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             uuid TEXT NOT NULL UNIQUE,
             node_uuid TEXT NOT NULL REFERENCES nodes (uuid) ON DELETE CASCADE,
@@ -48,15 +49,21 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             created_at TEXT NOT NULL,
             updated_at TEXT
         )",
-        "CREATE INDEX ports_node_uuid ON ports (node_uuid)",
-        "CREATE TABLE conductors (
+            "CREATE INDEX ports_node_uuid ON ports (node_uuid)",
+            "CREATE TABLE conductors (
             hostname TEXT PRIMARY KEY,
             online BOOLEAN NOT NULL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "nodes.management_interface",
+        &["ALTER TABLE nodes ADD COLUMN management_interface TEXT NOT NULL DEFAULT 'fake'"],
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {

@@ -13,15 +13,66 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::schema::{self, format_ts, parse_ts};
-use super::{
-    ConductorRecord, NodeIdent, NodeQuery, NodeSortKey, PortQuery, Store, StoreError, StoreFuture,
-};
+use super::{ConductorRecord, NodeIdent, NodeQuery, NodeSortKey, PortQuery, Store, StoreError};
 use crate::model::{Fields, MacAddress, Node, Port, PowerState, ProvisionState};
 
-const NODE_COLUMNS: &str = "uuid, name, driver, boot_interface, deploy_interface, power_interface, driver_info, \
-     properties, instance_info, driver_internal_info, extra, resource_class, provision_state, \
-     target_provision_state, power_state, target_power_state, last_error, reservation, \
-     conductor_affinity, maintenance, maintenance_reason, created_at, updated_at, provision_updated_at";
+const NODE_COLUMNS: &str = "uuid, name, driver, boot_interface, deploy_interface, power_interface, \
+     management_interface, driver_info, properties, instance_info, driver_internal_info, extra, \
+     resource_class, provision_state, target_provision_state, power_state, target_power_state, \
+     last_error, reservation, conductor_affinity, maintenance, maintenance_reason, created_at, \
+     updated_at, provision_updated_at";
+
+/// The columns [`bind_node_fields`] binds, in its order (everything a save writes).
+const NODE_WRITE_COLUMNS: &[&str] = &[
+    "name",
+    "driver",
+    "boot_interface",
+    "deploy_interface",
+    "power_interface",
+    "management_interface",
+    "driver_info",
+    "properties",
+    "instance_info",
+    "driver_internal_info",
+    "extra",
+    "resource_class",
+    "provision_state",
+    "target_provision_state",
+    "power_state",
+    "target_power_state",
+    "last_error",
+    "conductor_affinity",
+    "maintenance",
+    "maintenance_reason",
+    "provision_updated_at",
+];
+
+/// `INSERT INTO nodes (<written columns>, uuid, created_at, updated_at) VALUES ($1, ...)`.
+fn insert_node_sql() -> String {
+    let n = NODE_WRITE_COLUMNS.len();
+    let params: Vec<String> = (1..=n + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO nodes ({}, uuid, created_at, updated_at) VALUES ({}, NULL)",
+        NODE_WRITE_COLUMNS.join(", "),
+        params.join(", ")
+    )
+}
+
+/// `UPDATE nodes SET <written columns> = $i, updated_at = $n+1 WHERE uuid = $n+2`.
+fn update_node_sql() -> String {
+    let n = NODE_WRITE_COLUMNS.len();
+    let sets: Vec<String> = NODE_WRITE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE nodes SET {}, updated_at = ${} WHERE uuid = ${}",
+        sets.join(", "),
+        n + 1,
+        n + 2
+    )
+}
 
 const PORT_COLUMNS: &str = "uuid, node_uuid, address, pxe_enabled, extra, created_at, updated_at";
 
@@ -196,6 +247,7 @@ fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
         boot_interface: row.try_get("boot_interface")?,
         deploy_interface: row.try_get("deploy_interface")?,
         power_interface: row.try_get("power_interface")?,
+        management_interface: row.try_get("management_interface")?,
         driver_info: json_field(row, "driver_info")?,
         properties: json_field(row, "properties")?,
         instance_info: json_field(row, "instance_info")?,
@@ -279,6 +331,7 @@ fn bind_node_fields<'q>(
         .bind(n.boot_interface.clone())
         .bind(n.deploy_interface.clone())
         .bind(n.power_interface.clone())
+        .bind(n.management_interface.clone())
         .bind(json_text(&n.driver_info))
         .bind(json_text(&n.properties))
         .bind(json_text(&n.instance_info))
@@ -296,317 +349,272 @@ fn bind_node_fields<'q>(
         .bind(n.provision_updated_at.as_ref().map(format_ts))
 }
 
+#[async_trait::async_trait]
 impl Store for SqliteStore {
-    fn create_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let q = sqlx::query(
-                "INSERT INTO nodes (name, driver, boot_interface, deploy_interface, power_interface, \
-                 driver_info, properties, instance_info, driver_internal_info, extra, resource_class, \
-                 provision_state, target_provision_state, power_state, target_power_state, last_error, \
-                 conductor_affinity, maintenance, maintenance_reason, provision_updated_at, \
-                 uuid, created_at, updated_at) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, NULL)",
-            );
-            bind_node_fields(q, node)
-                .bind(node.uuid.to_string())
-                .bind(format_ts(&node.created_at))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| node_conflict(e, node))?;
-            Ok(())
-        })
+    async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
+        let sql = insert_node_sql();
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        bind_node_fields(q, node)
+            .bind(node.uuid.to_string())
+            .bind(format_ts(&node.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| node_conflict(e, node))?;
+        Ok(())
     }
 
-    fn get_node<'a>(&'a self, ident: &'a NodeIdent) -> StoreFuture<'a, Node> {
-        Box::pin(async move {
-            let (column, value) = match ident {
-                NodeIdent::Uuid(u) => ("uuid", u.to_string()),
-                NodeIdent::Name(n) => ("name", n.clone()),
-            };
-            let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(value)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NodeNotFound(ident.to_string()))?;
-            node_from_row(&row)
-        })
+    async fn get_node(&self, ident: &NodeIdent) -> Result<Node, StoreError> {
+        let (column, value) = match ident {
+            NodeIdent::Uuid(u) => ("uuid", u.to_string()),
+            NodeIdent::Name(n) => ("name", n.clone()),
+        };
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(ident.to_string()))?;
+        node_from_row(&row)
     }
 
-    fn list_nodes<'a>(&'a self, query: &'a NodeQuery) -> StoreFuture<'a, Vec<Node>> {
-        Box::pin(async move {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE 1 = 1"));
-            if let Some(state) = query.provision_state {
-                qb.push(" AND provision_state = ").push_bind(state.as_str());
+    async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE 1 = 1"));
+        if let Some(state) = query.provision_state {
+            qb.push(" AND provision_state = ").push_bind(state.as_str());
+        }
+        if let Some(m) = query.maintenance {
+            qb.push(" AND maintenance = ").push_bind(m);
+        }
+        if let Some(d) = &query.driver {
+            qb.push(" AND driver = ").push_bind(d.clone());
+        }
+        match query.reserved {
+            Some(true) => {
+                qb.push(" AND reservation IS NOT NULL");
             }
-            if let Some(m) = query.maintenance {
-                qb.push(" AND maintenance = ").push_bind(m);
+            Some(false) => {
+                qb.push(" AND reservation IS NULL");
             }
-            if let Some(d) = &query.driver {
-                qb.push(" AND driver = ").push_bind(d.clone());
-            }
-            match query.reserved {
-                Some(true) => {
-                    qb.push(" AND reservation IS NOT NULL");
-                }
-                Some(false) => {
-                    qb.push(" AND reservation IS NULL");
-                }
-                None => {}
-            }
-            if let Some(before) = &query.provision_updated_before {
-                qb.push(" AND provision_updated_at IS NOT NULL AND provision_updated_at < ")
-                    .push_bind(format_ts(before));
-            }
-            let col = sort_column(query.sort_key);
-            let (cmp, dir) = if query.descending {
-                ("<", "DESC")
-            } else {
-                (">", "ASC")
-            };
-            if let Some(marker) = query.marker {
-                // Keyset pagination on (sort column, id), so ties on the sort column are stable.
-                let (marker_id, _) = self.node_id(marker).await?;
-                qb.push(format!(
-                    " AND ({col}, id) {cmp} (SELECT {col}, id FROM nodes WHERE id = "
-                ))
-                .push_bind(marker_id)
-                .push(")");
-            }
-            qb.push(format!(" ORDER BY {col} {dir}, id {dir}"));
-            if let Some(limit) = query.limit {
-                qb.push(" LIMIT ").push_bind(i64::from(limit));
-            }
-            let rows = qb.build().fetch_all(&self.pool).await?;
-            rows.iter().map(node_from_row).collect()
-        })
+            None => {}
+        }
+        if let Some(before) = &query.provision_updated_before {
+            qb.push(" AND provision_updated_at IS NOT NULL AND provision_updated_at < ")
+                .push_bind(format_ts(before));
+        }
+        let col = sort_column(query.sort_key);
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(marker) = query.marker {
+            // Keyset pagination on (sort column, id), so ties on the sort column are stable.
+            let (marker_id, _) = self.node_id(marker).await?;
+            qb.push(format!(
+                " AND ({col}, id) {cmp} (SELECT {col}, id FROM nodes WHERE id = "
+            ))
+            .push_bind(marker_id)
+            .push(")");
+        }
+        qb.push(format!(" ORDER BY {col} {dir}, id {dir}"));
+        if let Some(limit) = query.limit {
+            qb.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(node_from_row).collect()
     }
 
-    fn save_node<'a>(&'a self, node: &'a Node) -> StoreFuture<'a, Node> {
-        Box::pin(async move {
-            let now = crate::model::now();
-            let q = sqlx::query(
-                "UPDATE nodes SET name = $1, driver = $2, boot_interface = $3, deploy_interface = $4, \
-                 power_interface = $5, driver_info = $6, properties = $7, instance_info = $8, \
-                 driver_internal_info = $9, extra = $10, resource_class = $11, provision_state = $12, \
-                 target_provision_state = $13, power_state = $14, target_power_state = $15, \
-                 last_error = $16, conductor_affinity = $17, maintenance = $18, maintenance_reason = $19, \
-                 provision_updated_at = $20, updated_at = $21 WHERE uuid = $22",
-            );
-            let done = bind_node_fields(q, node)
-                .bind(format_ts(&now))
-                .bind(node.uuid.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err(|e| node_conflict(e, node))?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NodeNotFound(node.uuid.to_string()));
-            }
-            let mut saved = node.clone();
-            saved.updated_at = Some(now);
-            Ok(saved)
-        })
-    }
-
-    fn delete_node(&self, uuid: Uuid) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM nodes WHERE uuid = $1")
-                .bind(uuid.to_string())
-                .execute(&self.pool)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NodeNotFound(uuid.to_string()));
-            }
-            Ok(())
-        })
-    }
-
-    fn reserve_node<'a>(&'a self, ident: &'a NodeIdent, host: &'a str) -> StoreFuture<'a, Node> {
-        Box::pin(async move {
-            let node = self.get_node(ident).await?;
-            let done = sqlx::query(
-                "UPDATE nodes SET reservation = $1 WHERE uuid = $2 AND reservation IS NULL",
-            )
-            .bind(host)
+    async fn save_node(&self, node: &Node) -> Result<Node, StoreError> {
+        let now = crate::model::now();
+        let sql = update_node_sql();
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let done = bind_node_fields(q, node)
+            .bind(format_ts(&now))
             .bind(node.uuid.to_string())
             .execute(&self.pool)
-            .await?;
-            let current = self.get_node(&NodeIdent::Uuid(node.uuid)).await?;
-            if done.rows_affected() == 1 {
-                return Ok(current);
-            }
-            Err(StoreError::NodeLocked {
-                node: node.uuid.to_string(),
-                holder: current
-                    .reservation
-                    .unwrap_or_else(|| "(released meanwhile)".into()),
-            })
-        })
+            .await
+            .map_err(|e| node_conflict(e, node))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NodeNotFound(node.uuid.to_string()));
+        }
+        let mut saved = node.clone();
+        saved.updated_at = Some(now);
+        Ok(saved)
     }
 
-    fn release_node<'a>(&'a self, uuid: Uuid, host: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query("UPDATE nodes SET reservation = NULL WHERE uuid = $1 AND reservation = $2")
-                .bind(uuid.to_string())
-                .bind(host)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn release_reservations<'a>(&'a self, host: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let done = sqlx::query("UPDATE nodes SET reservation = NULL WHERE reservation = $1")
-                .bind(host)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected())
-        })
-    }
-
-    fn create_port<'a>(&'a self, port: &'a Port) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let res = sqlx::query(
-                "INSERT INTO ports (uuid, node_uuid, address, pxe_enabled, extra, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(port.uuid.to_string())
-            .bind(port.node_uuid.to_string())
-            .bind(port.address.as_str())
-            .bind(port.pxe_enabled)
-            .bind(json_text(&port.extra))
-            .bind(format_ts(&port.created_at))
+    async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM nodes WHERE uuid = $1")
+            .bind(uuid.to_string())
             .execute(&self.pool)
-            .await;
-            match res {
-                Ok(_) => Ok(()),
-                Err(sqlx::Error::Database(db))
-                    if db.is_unique_violation() && db.message().contains("address") =>
-                {
-                    Err(StoreError::DuplicateMac(port.address.to_string()))
-                }
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                    Err(StoreError::NodeNotFound(port.node_uuid.to_string()))
-                }
-                Err(e) => Err(e.into()),
-            }
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NodeNotFound(uuid.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn reserve_node(&self, ident: &NodeIdent, host: &str) -> Result<Node, StoreError> {
+        let node = self.get_node(ident).await?;
+        let done = sqlx::query(
+            "UPDATE nodes SET reservation = $1 WHERE uuid = $2 AND reservation IS NULL",
+        )
+        .bind(host)
+        .bind(node.uuid.to_string())
+        .execute(&self.pool)
+        .await?;
+        let current = self.get_node(&NodeIdent::Uuid(node.uuid)).await?;
+        if done.rows_affected() == 1 {
+            return Ok(current);
+        }
+        Err(StoreError::NodeLocked {
+            node: node.uuid.to_string(),
+            holder: current
+                .reservation
+                .unwrap_or_else(|| "(released meanwhile)".into()),
         })
     }
 
-    fn get_port(&self, uuid: Uuid) -> StoreFuture<'_, Port> {
-        Box::pin(async move {
-            let sql = format!("SELECT {PORT_COLUMNS} FROM ports WHERE uuid = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(uuid.to_string())
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::PortNotFound(uuid.to_string()))?;
-            port_from_row(&row)
-        })
-    }
-
-    fn list_ports<'a>(&'a self, query: &'a PortQuery) -> StoreFuture<'a, Vec<Port>> {
-        Box::pin(async move {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("SELECT {PORT_COLUMNS} FROM ports WHERE 1 = 1"));
-            if let Some(node) = query.node {
-                qb.push(" AND node_uuid = ").push_bind(node.to_string());
-            }
-            if !query.addresses.is_empty() {
-                qb.push(" AND address IN (");
-                let mut sep = qb.separated(", ");
-                for a in &query.addresses {
-                    sep.push_bind(a.as_str().to_string());
-                }
-                qb.push(")");
-            }
-            if let Some(marker) = query.marker {
-                qb.push(" AND id > (SELECT id FROM ports WHERE uuid = ")
-                    .push_bind(marker.to_string())
-                    .push(")");
-            }
-            qb.push(" ORDER BY id");
-            if let Some(limit) = query.limit {
-                qb.push(" LIMIT ").push_bind(i64::from(limit));
-            }
-            let rows = qb.build().fetch_all(&self.pool).await?;
-            rows.iter().map(port_from_row).collect()
-        })
-    }
-
-    fn delete_port(&self, uuid: Uuid) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM ports WHERE uuid = $1")
-                .bind(uuid.to_string())
-                .execute(&self.pool)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::PortNotFound(uuid.to_string()));
-            }
-            Ok(())
-        })
-    }
-
-    fn register_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let now = format_ts(&Utc::now());
-            sqlx::query(
-                "INSERT INTO conductors (hostname, online, created_at, updated_at) VALUES ($1, TRUE, $2, $2) \
-                 ON CONFLICT (hostname) DO UPDATE SET online = TRUE, updated_at = excluded.updated_at",
-            )
+    async fn release_node(&self, uuid: Uuid, host: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET reservation = NULL WHERE uuid = $1 AND reservation = $2")
+            .bind(uuid.to_string())
             .bind(host)
-            .bind(now)
             .execute(&self.pool)
             .await?;
-            Ok(())
-        })
+        Ok(())
     }
 
-    fn touch_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query("UPDATE conductors SET updated_at = $1 WHERE hostname = $2 AND online")
-                .bind(format_ts(&Utc::now()))
-                .bind(host)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
+    async fn release_reservations(&self, host: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET reservation = NULL WHERE reservation = $1")
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
-    fn unregister_conductor<'a>(&'a self, host: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE conductors SET online = FALSE, updated_at = $1 WHERE hostname = $2",
-            )
+    async fn create_port(&self, port: &Port) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO ports (uuid, node_uuid, address, pxe_enabled, extra, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(port.uuid.to_string())
+        .bind(port.node_uuid.to_string())
+        .bind(port.address.as_str())
+        .bind(port.pxe_enabled)
+        .bind(json_text(&port.extra))
+        .bind(format_ts(&port.created_at))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.message().contains("address") =>
+            {
+                Err(StoreError::DuplicateMac(port.address.to_string()))
+            }
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                Err(StoreError::NodeNotFound(port.node_uuid.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_port(&self, uuid: Uuid) -> Result<Port, StoreError> {
+        let sql = format!("SELECT {PORT_COLUMNS} FROM ports WHERE uuid = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::PortNotFound(uuid.to_string()))?;
+        port_from_row(&row)
+    }
+
+    async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {PORT_COLUMNS} FROM ports WHERE 1 = 1"));
+        if let Some(node) = query.node {
+            qb.push(" AND node_uuid = ").push_bind(node.to_string());
+        }
+        if !query.addresses.is_empty() {
+            qb.push(" AND address IN (");
+            let mut sep = qb.separated(", ");
+            for a in &query.addresses {
+                sep.push_bind(a.as_str().to_string());
+            }
+            qb.push(")");
+        }
+        if let Some(marker) = query.marker {
+            qb.push(" AND id > (SELECT id FROM ports WHERE uuid = ")
+                .push_bind(marker.to_string())
+                .push(")");
+        }
+        qb.push(" ORDER BY id");
+        if let Some(limit) = query.limit {
+            qb.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(port_from_row).collect()
+    }
+
+    async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM ports WHERE uuid = $1")
+            .bind(uuid.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::PortNotFound(uuid.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn register_conductor(&self, host: &str) -> Result<(), StoreError> {
+        let now = format_ts(&Utc::now());
+        sqlx::query(
+            "INSERT INTO conductors (hostname, online, created_at, updated_at) VALUES ($1, TRUE, $2, $2) \
+             ON CONFLICT (hostname) DO UPDATE SET online = TRUE, updated_at = excluded.updated_at",
+        )
+        .bind(host)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_conductor(&self, host: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE conductors SET updated_at = $1 WHERE hostname = $2 AND online")
             .bind(format_ts(&Utc::now()))
             .bind(host)
             .execute(&self.pool)
             .await?;
-            Ok(())
-        })
+        Ok(())
     }
 
-    fn list_conductors(&self) -> StoreFuture<'_, Vec<ConductorRecord>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT hostname, online, created_at, updated_at FROM conductors ORDER BY hostname",
-            )
-            .fetch_all(&self.pool)
+    async fn unregister_conductor(&self, host: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE conductors SET online = FALSE, updated_at = $1 WHERE hostname = $2")
+            .bind(format_ts(&Utc::now()))
+            .bind(host)
+            .execute(&self.pool)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    let created: String = r.try_get("created_at")?;
-                    let updated: String = r.try_get("updated_at")?;
-                    Ok(ConductorRecord {
-                        hostname: r.try_get("hostname")?,
-                        online: r.try_get("online")?,
-                        created_at: parse_ts("created_at", &created)?,
-                        updated_at: parse_ts("updated_at", &updated)?,
-                    })
+        Ok(())
+    }
+
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hostname, online, created_at, updated_at FROM conductors ORDER BY hostname",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let created: String = r.try_get("created_at")?;
+                let updated: String = r.try_get("updated_at")?;
+                Ok(ConductorRecord {
+                    hostname: r.try_get("hostname")?,
+                    online: r.try_get("online")?,
+                    created_at: parse_ts("created_at", &created)?,
+                    updated_at: parse_ts("updated_at", &updated)?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }
 

@@ -279,17 +279,24 @@ async fn lifecycle_with_fake_interfaces_and_metrics() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for expected in [
-        "power.get_power_state",
+    // In Ironic's order: the boot device the boot interface prepared is set before power on.
+    let position = |expected: &str| {
+        calls
+            .iter()
+            .rposition(|c| *c == expected)
+            .unwrap_or_else(|| panic!("fake interfaces were not asked {expected}: {calls:?}"))
+    };
+    assert!(calls.contains(&"power.get_power_state"), "{calls:?}");
+    let order: Vec<usize> = [
         "deploy.deploy",
         "boot.prepare_instance",
+        "management.set_boot_device:disk:persistent",
         "power.set_power_state:power on",
-    ] {
-        assert!(
-            calls.contains(&expected),
-            "fake interfaces were not asked {expected}: {calls:?}"
-        );
-    }
+    ]
+    .iter()
+    .map(|c| position(c))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls:?}");
     // Deleting an active node is refused; undeploy first.
     let (s, b, _) = call(
         &c,

@@ -304,7 +304,7 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
     ) {
         return;
     }
-    let mut grub_ok = true;
+    let grub_ok = std::cell::Cell::new(true);
     let Some(lab) = NetbootLab::start(
         test,
         &[("IRONBOOT_PXE__ENABLE_NETBOOT_FALLBACK", "true")],
@@ -317,7 +317,7 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
                     format!("{{ \"grubx64.efi\" = \"{}\" }}", image.display()),
                 )],
                 None => {
-                    grub_ok = false;
+                    grub_ok.set(false);
                     vec![]
                 }
             }
@@ -325,7 +325,7 @@ fn grub_efi_over_tftp_boots_the_deploy_ramdisk_and_netboot_fallback_keeps_a_disk
     ) else {
         return;
     };
-    if !grub_ok {
+    if !grub_ok.get() {
         return;
     }
     let tftp_root = lab.tftp_root();

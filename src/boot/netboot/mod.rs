@@ -33,6 +33,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -41,8 +42,8 @@ use super::layout::{Images, Layout, NodeFile};
 use super::render::{BootContext, ConfigFormat, Entry, KernelParams, Renderer};
 use super::{Arch, BootError, BootFilesError, BootInterface, BootMetrics, BootMode, NetBoot};
 use super::{PxeSettings, render};
-use crate::conductor::task::{Task, TaskFuture};
-use crate::images::{ImageCache, ImageKind, ImageRequest};
+use crate::driver::{BootDevice, BootTarget, NodeContext, RamdiskParams};
+use crate::images::{ImageCache, ImageError, ImageKind, ImageRequest};
 use crate::model::boot_mode::capability;
 use crate::model::{MacAddress, Node, ProvisionState};
 
@@ -138,12 +139,11 @@ impl<F: Flavor> NetBootInterface<F> {
         }
     }
 
-    fn failed(node: &Node, reason: impl std::fmt::Display) -> BootError {
-        BootError::Failed {
-            interface: Self::name(),
-            node: node.ident(),
-            reason: reason.to_string(),
-        }
+    fn failed(
+        node: &Node,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BootError {
+        BootError::failed(Self::name(), node, source)
     }
 
     /// Boot mode, architecture and kernel parameters from the node record.
@@ -250,21 +250,13 @@ impl<F: Flavor> NetBootInterface<F> {
     }
 
     /// The MACs of the node's pxe-enabled ports: the names firmware looks its config up by.
-    async fn boot_macs(task: &Task) -> Result<Vec<MacAddress>, BootError> {
-        let ports = task
-            .ports()
-            .await
-            .map_err(|e| Self::failed(&task.node, format!("cannot list ports: {e}")))?;
-        let macs: Vec<MacAddress> = ports
-            .into_iter()
-            .filter(|p| p.pxe_enabled)
-            .map(|p| p.address)
-            .collect();
+    fn boot_macs(ctx: &NodeContext) -> Result<Vec<MacAddress>, BootError> {
+        let macs = ctx.pxe_macs();
         if macs.is_empty() {
             return Err(Self::invalid_node(format!(
                 "node {} has no port with pxe_enabled=true: firmware finds its boot config by the \
                  MAC of such a port (create one with the MAC the node boots from)",
-                task.node.ident()
+                ctx.node.ident()
             )));
         }
         Ok(macs)
@@ -279,7 +271,7 @@ impl<F: Flavor> NetBootInterface<F> {
         let config = Arc::clone(&self.config);
         tokio::task::spawn_blocking(move || work(&config))
             .await
-            .map_err(|e| Self::failed(node, format!("boot file task did not finish: {e}")))?
+            .map_err(|e| Self::failed(node, NetBootFailure::Cancelled(e)))?
             .map_err(|e| Self::failed(node, e))
     }
 
@@ -297,20 +289,30 @@ impl<F: Flavor> NetBootInterface<F> {
                 ..ImageRequest::new(href)
             };
             async move {
-                cache
-                    .fetch(&request)
-                    .await
-                    .map_err(|e| Self::failed(node, format!("cannot fetch {}: {e}", request.href)))
+                cache.fetch(&request).await.map_err(|source| {
+                    Self::failed(
+                        node,
+                        NetBootFailure::Fetch {
+                            href: request.href.clone(),
+                            source,
+                        },
+                    )
+                })
             }
         };
         let (k, r) = tokio::try_join!(fetch(kernel), fetch(ramdisk))?;
         let layout = &self.config.layout;
         for (image, file) in [(&k, kernel_file), (&r, ramdisk_file)] {
             let dest = layout.node_file(F::KIND, node.uuid, file);
-            cache
-                .place(image, &dest)
-                .await
-                .map_err(|e| Self::failed(node, format!("cannot place {}: {e}", image.href)))?;
+            cache.place(image, &dest).await.map_err(|source| {
+                Self::failed(
+                    node,
+                    NetBootFailure::Place {
+                        href: image.href.clone(),
+                        source,
+                    },
+                )
+            })?;
         }
         tracing::info!(node = %node.uuid, kernel = %kernel, ramdisk = %ramdisk,
             kernel_bytes = k.size, ramdisk_bytes = r.size,
@@ -397,13 +399,13 @@ impl<F: Flavor> NetBootInterface<F> {
 
     async fn prepare_ramdisk_inner(
         &self,
-        task: &Task,
-        ramdisk_params: &[(String, String)],
-    ) -> Result<(), BootError> {
-        let node = &task.node;
+        node_ctx: &NodeContext,
+        ramdisk_params: &RamdiskParams,
+    ) -> Result<BootTarget, BootError> {
+        let node = &node_ctx.node;
         let boot = self.node_boot(node)?;
         let hrefs = Self::deploy_hrefs(node)?;
-        let macs = Self::boot_macs(task).await?;
+        let macs = Self::boot_macs(node_ctx)?;
         let mut ctx = Self::context(node, &boot, Entry::Deploy);
         ctx.deploy_params = boot.append.clone();
         for (key, value) in ramdisk_params {
@@ -422,27 +424,28 @@ impl<F: Flavor> NetBootInterface<F> {
             (NodeFile::DeployKernel, NodeFile::DeployRamdisk),
         )
         .await?;
-        self.install_config(node, ctx, macs).await
+        self.install_config(node, ctx, macs).await?;
+        Ok(BootTarget::once(BootDevice::Pxe))
     }
 
-    async fn prepare_instance_inner(&self, task: &Task) -> Result<(), BootError> {
-        let node = &task.node;
+    async fn prepare_instance_inner(
+        &self,
+        node_ctx: &NodeContext,
+    ) -> Result<BootTarget, BootError> {
+        let node = &node_ctx.node;
         let boot = self.node_boot(node)?;
         let recorded = text(&node.driver_internal_info, "root_uuid_or_disk_id").map(String::from);
         let (entry, images) = match Self::instance_kind(node, true)? {
             InstanceKind::WholeDisk if !self.config.settings.enable_netboot_fallback => {
                 // Ironic's default: the instance boots from its disk, the network has nothing
                 // left to offer this node.
-                return self.clean_up(node).await;
+                self.clean_up(node).await?;
+                return Ok(BootTarget::persistent(BootDevice::Disk));
             }
             InstanceKind::WholeDisk => (Entry::BootWholeDisk, None),
             InstanceKind::Partition { kernel, ramdisk } => {
                 if recorded.is_none() {
-                    return Err(Self::failed(
-                        node,
-                        "a partition image boots with root=UUID=<root uuid>, and no root uuid was \
-                         recorded (driver_internal_info.root_uuid_or_disk_id); deploy the node again",
-                    ));
+                    return Err(Self::failed(node, NetBootFailure::NoRootUuid));
                 }
                 (Entry::BootPartition, Some((kernel, ramdisk)))
             }
@@ -450,7 +453,7 @@ impl<F: Flavor> NetBootInterface<F> {
                 (Entry::BootRamdisk, Some((kernel, ramdisk)))
             }
         };
-        let macs = Self::boot_macs(task).await?;
+        let macs = Self::boot_macs(node_ctx)?;
         let mut ctx = Self::context(node, &boot, entry);
         match entry {
             Entry::BootWholeDisk => ctx.disk_id = recorded,
@@ -477,6 +480,9 @@ impl<F: Flavor> NetBootInterface<F> {
         }
         self.install_config(node, ctx, macs).await?;
         // The config no longer names the deploy ramdisk; a whole-disk config needs no images.
+        // A whole-disk node with the fallback config still boots over the network first; the
+        // config hands it to the disk.
+        let target = BootTarget::persistent(BootDevice::Pxe);
         let unused: &'static [NodeFile] = if images.is_some() {
             &[NodeFile::DeployKernel, NodeFile::DeployRamdisk]
         } else {
@@ -487,7 +493,8 @@ impl<F: Flavor> NetBootInterface<F> {
                 NodeFile::Ramdisk,
             ]
         };
-        self.remove_files(node, unused).await
+        self.remove_files(node, unused).await?;
+        Ok(target)
     }
 
     /// Runs one operation in a span carrying the node, and counts it.
@@ -513,65 +520,93 @@ impl<F: Flavor> NetBootInterface<F> {
     }
 }
 
+#[async_trait]
 impl<F: Flavor> BootInterface for NetBootInterface<F> {
     fn name(&self) -> &'static str {
         Self::name()
     }
 
-    fn validate<'a>(&'a self, task: &'a Task) -> TaskFuture<'a, (), BootError> {
-        Box::pin(async move {
-            let node = &task.node;
-            self.node_boot(node)?;
-            Self::deploy_hrefs(node)?;
-            if let InstanceKind::Ramdisk { .. } = Self::instance_kind(node, false)? {
-                Self::ramdisk_arguments(node)?;
-            }
-            Self::boot_macs(task).await?;
-            Ok(())
-        })
+    fn validate(&self, ctx: &NodeContext) -> Result<(), BootError> {
+        let node = &ctx.node;
+        self.node_boot(node)?;
+        Self::deploy_hrefs(node)?;
+        if let InstanceKind::Ramdisk { .. } = Self::instance_kind(node, false)? {
+            Self::ramdisk_arguments(node)?;
+        }
+        Self::boot_macs(ctx)?;
+        Ok(())
     }
 
-    fn prepare_ramdisk<'a>(
-        &'a self,
-        task: &'a mut Task,
-        ramdisk_params: &'a [(String, String)],
-    ) -> TaskFuture<'a, (), BootError> {
-        let uuid = task.node.uuid;
-        Box::pin(self.observed(
+    async fn prepare_ramdisk(
+        &self,
+        ctx: &mut NodeContext,
+        params: &RamdiskParams,
+    ) -> Result<BootTarget, BootError> {
+        let uuid = ctx.node.uuid;
+        self.observed(
             "prepare_ramdisk",
             uuid,
-            self.prepare_ramdisk_inner(task, ramdisk_params),
-        ))
+            self.prepare_ramdisk_inner(ctx, params),
+        )
+        .await
     }
 
-    fn clean_up_ramdisk<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
-        let uuid = task.node.uuid;
-        Box::pin(self.observed("clean_up", uuid, self.clean_up(&task.node)))
+    async fn clean_up_ramdisk(&self, ctx: &mut NodeContext) -> Result<(), BootError> {
+        let uuid = ctx.node.uuid;
+        self.observed("clean_up", uuid, self.clean_up(&ctx.node))
+            .await
     }
 
-    fn prepare_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
-        let uuid = task.node.uuid;
-        Box::pin(self.observed("prepare_instance", uuid, self.prepare_instance_inner(task)))
+    async fn prepare_instance(&self, ctx: &mut NodeContext) -> Result<BootTarget, BootError> {
+        let uuid = ctx.node.uuid;
+        self.observed("prepare_instance", uuid, self.prepare_instance_inner(ctx))
+            .await
     }
 
-    fn clean_up_instance<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
-        let uuid = task.node.uuid;
-        Box::pin(self.observed("clean_up", uuid, self.clean_up(&task.node)))
+    async fn clean_up_instance(&self, ctx: &mut NodeContext) -> Result<(), BootError> {
+        let uuid = ctx.node.uuid;
+        self.observed("clean_up", uuid, self.clean_up(&ctx.node))
+            .await
     }
 
-    fn take_over<'a>(&'a self, task: &'a mut Task) -> TaskFuture<'a, (), BootError> {
-        let uuid = task.node.uuid;
-        Box::pin(self.observed("take_over", uuid, async move {
+    async fn take_over(&self, ctx: &mut NodeContext) -> Result<(), BootError> {
+        let uuid = ctx.node.uuid;
+        self.observed("take_over", uuid, async move {
             // Only an active node boots from files that must exist before anything else
             // happens; a node in any other state gets its files when its next operation runs.
-            if task.node.provision_state != ProvisionState::Active {
-                tracing::debug!(node = %uuid, state = %task.node.provision_state,
+            if ctx.node.provision_state != ProvisionState::Active {
+                tracing::debug!(node = %uuid, state = %ctx.node.provision_state,
                     "take over: no boot files to regenerate in this state");
                 return Ok(());
             }
-            self.prepare_instance_inner(task).await
-        }))
+            self.prepare_instance_inner(ctx).await.map(|_| ())
+        })
+        .await
     }
+}
+
+/// Why preparing a node's boot files failed (beyond bad input).
+#[derive(Debug, thiserror::Error)]
+enum NetBootFailure {
+    #[error("cannot fetch {href}: {source}")]
+    Fetch {
+        href: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("cannot place {href}: {source}")]
+    Place {
+        href: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("boot file task did not finish: {0}")]
+    Cancelled(#[source] tokio::task::JoinError),
+    #[error(
+        "a partition image boots with root=UUID=<root uuid>, and no root uuid was recorded \
+         (driver_internal_info.root_uuid_or_disk_id); deploy the node again"
+    )]
+    NoRootUuid,
 }
 
 #[cfg(test)]

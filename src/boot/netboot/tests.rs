@@ -9,10 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::boot::ipxe::IpxeBoot;
 use crate::boot::pxe::PxeBoot;
-use crate::conductor::ConductorMetrics;
 use crate::model::{HardwareType, Port};
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 const ROOT_UUID: &str = "4f0c3a4e-58c6-4b2b-9d5e-0d6f1c2a3b4c";
 
@@ -22,7 +19,6 @@ struct Lab {
     config: NetBootConfig,
     registry: crate::metrics::Registry,
     metrics: BootMetrics,
-    store: Arc<dyn Store>,
     /// Last octet of the next node's MAC (MACs are unique across nodes).
     next_mac: std::sync::atomic::AtomicU8,
 }
@@ -59,7 +55,6 @@ impl Lab {
             http_url: "http://192.0.2.1:8080".into(),
             default_boot_mode: BootMode::Uefi,
         };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
         let metrics = BootMetrics::register(&mut registry);
         Lab {
             dir,
@@ -67,7 +62,6 @@ impl Lab {
             config,
             registry,
             metrics,
-            store,
             next_mac: std::sync::atomic::AtomicU8::new(0x56),
         }
     }
@@ -86,7 +80,7 @@ impl Lab {
 
     /// A node with deploy kernel/ramdisk and one pxe-enabled port, `52:54:00:12:34:xx`
     /// (`xx` = 56, 57, ... in creation order), plus a port with pxe disabled.
-    async fn task(&self, boot_interface: &str, edit: impl FnOnce(&mut Node)) -> Task {
+    async fn task(&self, boot_interface: &str, edit: impl FnOnce(&mut Node)) -> NodeContext {
         let mut node = Node::new(
             Uuid::new_v4(),
             HardwareType::find("fake-hardware").unwrap(),
@@ -100,33 +94,25 @@ impl Lab {
             json!(self.dir.path().join("ipa.initramfs")),
         );
         edit(&mut node);
-        self.store.create_node(&node).await.unwrap();
         let n = self
             .next_mac
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for (mac, pxe_enabled) in [
+        let ports = [
             (format!("52:54:00:12:34:{n:02x}"), true),
             (format!("52:54:00:00:99:{n:02x}"), false),
-        ] {
-            self.store
-                .create_port(&Port {
-                    uuid: Uuid::new_v4(),
-                    node_uuid: node.uuid,
-                    address: MacAddress::parse(&mac).unwrap(),
-                    pxe_enabled,
-                    extra: Default::default(),
-                    created_at: crate::model::now(),
-                    updated_at: None,
-                })
-                .await
-                .unwrap();
-        }
-        Task {
-            node,
-            store: self.store.clone(),
-            host: "c1".into(),
-            metrics: ConductorMetrics::default(),
-        }
+        ]
+        .into_iter()
+        .map(|(mac, pxe_enabled)| Port {
+            uuid: Uuid::new_v4(),
+            node_uuid: node.uuid,
+            address: MacAddress::parse(&mac).unwrap(),
+            pxe_enabled,
+            extra: Default::default(),
+            created_at: crate::model::now(),
+            updated_at: None,
+        })
+        .collect();
+        NodeContext::new(node, ports)
     }
 
     /// Every path under `root` (relative), links shown with their target.
@@ -163,7 +149,7 @@ fn ipa_params() -> Vec<(String, String)> {
     vec![("ipa-api-url".into(), "http://192.0.2.1:6385".into())]
 }
 
-fn err_text(r: Result<(), BootError>) -> String {
+fn err_text<T: std::fmt::Debug>(r: Result<T, BootError>) -> String {
     r.expect_err("expected an error").to_string()
 }
 
@@ -172,7 +158,7 @@ async fn validate_names_what_is_missing_or_invalid() {
     let lab = Lab::new(PxeSettings::default()).await;
     let pxe = lab.pxe();
     let ok = lab.task("pxe", |_| {}).await;
-    pxe.validate(&ok).await.unwrap();
+    pxe.validate(&ok).unwrap();
     // What the previous deploy recorded (a partition image) does not make a whole-disk
     // redeploy need an instance kernel.
     let rebuilt = lab
@@ -181,7 +167,7 @@ async fn validate_names_what_is_missing_or_invalid() {
                 .insert("is_whole_disk_image".into(), json!(false));
         })
         .await;
-    pxe.validate(&rebuilt).await.unwrap();
+    pxe.validate(&rebuilt).unwrap();
 
     type Edit = Box<dyn FnOnce(&mut Node)>;
     let cases: Vec<(Edit, &str)> = vec![
@@ -245,16 +231,14 @@ async fn validate_names_what_is_missing_or_invalid() {
     ];
     for (edit, expected) in cases {
         let task = lab.task("pxe", edit).await;
-        let e = err_text(pxe.validate(&task).await);
+        let e = err_text(pxe.validate(&task));
         assert!(e.contains(expected), "{expected:?} not in {e:?}");
     }
 
     // Only pxe-disabled ports: nothing for firmware to find the config by.
-    let task = lab.task("pxe", |_| {}).await;
-    for p in task.ports().await.unwrap().iter().filter(|p| p.pxe_enabled) {
-        lab.store.delete_port(p.uuid).await.unwrap();
-    }
-    let e = err_text(pxe.validate(&task).await);
+    let mut task = lab.task("pxe", |_| {}).await;
+    task.ports.retain(|p| !p.pxe_enabled);
+    let e = err_text(pxe.validate(&task));
     assert!(e.contains("pxe_enabled=true"), "{e}");
     // Validation writes nothing.
     assert!(
@@ -381,12 +365,17 @@ async fn a_failed_fetch_or_bad_parameter_leaves_no_config() {
 }
 
 /// A node that went through prepare_ramdisk and then had its deploy recorded.
-async fn deployed(lab: &Lab, iface: &impl BootInterface, edit: impl FnOnce(&mut Node)) -> Task {
+async fn deployed(
+    lab: &Lab,
+    iface: &impl BootInterface,
+    edit: impl FnOnce(&mut Node),
+) -> NodeContext {
     let mut task = lab.task(iface.name(), edit).await;
-    iface
+    let target = iface
         .prepare_ramdisk(&mut task, &ipa_params())
         .await
         .unwrap();
+    assert_eq!(target, BootTarget::once(BootDevice::Pxe));
     task
 }
 
@@ -398,7 +387,8 @@ async fn whole_disk_instances_drop_their_files_unless_netboot_fallback_is_on() {
     task.node
         .driver_internal_info
         .insert("is_whole_disk_image".into(), json!(true));
-    pxe.prepare_instance(&mut task).await.unwrap();
+    let target = pxe.prepare_instance(&mut task).await.unwrap();
+    assert_eq!(target, BootTarget::persistent(BootDevice::Disk));
     assert_eq!(lab.tree(lab.layout.tftp_root()), ["grub/grub.cfg"]);
 
     let lab = Lab::new(PxeSettings {
@@ -416,7 +406,9 @@ async fn whole_disk_instances_drop_their_files_unless_netboot_fallback_is_on() {
     task.node
         .driver_internal_info
         .insert("root_uuid_or_disk_id".into(), json!("0x1234abcd"));
-    pxe.prepare_instance(&mut task).await.unwrap();
+    let target = pxe.prepare_instance(&mut task).await.unwrap();
+    // The fallback config hands the boot to the disk, so the node keeps booting from the network.
+    assert_eq!(target, BootTarget::persistent(BootDevice::Pxe));
     let cfg = lab.config_text(NetBoot::Pxe, u);
     assert!(cfg.contains("DEFAULT boot_whole_disk"), "{cfg}");
     assert!(cfg.contains("APPEND mbr:0x1234abcd"), "{cfg}");

@@ -85,7 +85,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
         require_tls: false,
         image_download_source: ImageDownloadSource::Direct,
         post_deploy_get_power_state_retries: 1,
-        post_deploy_get_power_state_retry_interval: 0,
+        post_deploy_get_power_state_retry_interval: Duration::ZERO,
         max_command_attempts: 1,
         ..Default::default()
     };

@@ -501,7 +501,7 @@ fn lock_file(path: &Path) -> File {
 }
 
 /// Waits for one of the machine-wide guest slots.
-fn guest_slot() -> FileLock {
+pub fn guest_slot() -> FileLock {
     let dir = cache_root().join("guest");
     fs::create_dir_all(&dir).unwrap();
     loop {

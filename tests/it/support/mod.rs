@@ -115,14 +115,18 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod bmc_board;
 pub mod bootserve;
 pub mod guest;
 pub mod ipa;
+pub mod ipmi_sim;
 pub mod ironic;
 pub mod netboot;
 pub mod origin;
 pub mod pyenv;
+pub mod redfish_proxy;
 pub mod server;
+pub mod sushy;
 pub mod swift;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).

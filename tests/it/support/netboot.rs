@@ -60,14 +60,53 @@ impl NetbootLab {
     pub fn start(
         test: &str,
         env: &[(&str, &str)],
-        prepare: impl FnOnce(&Path, u16, u16) -> Vec<(String, String)>,
+        prepare: impl Fn(&Path, u16, u16) -> Vec<(String, String)>,
     ) -> Option<NetbootLab> {
         if !require_peer(test, &["curl"]) {
             return None;
         }
         let kit = guest::guest_kit(test)?;
         let dir = tempfile::tempdir().unwrap();
-        let (api_port, http_port, tftp_port) = (free_tcp_port(), free_tcp_port(), free_udp_port());
+        // The guest reaches the host's loopback ports through slirp as 10.0.2.2:<port>, and
+        // those URLs (and GRUB's prefix) are configuration: the ports are chosen before the
+        // server starts. A port taken in between makes the start fail; then try others.
+        let mut attempt = 0;
+        let (server, (api_port, http_port, tftp_port)) = loop {
+            attempt += 1;
+            let ports = (free_tcp_port(), free_tcp_port(), free_udp_port());
+            let extra = prepare(dir.path(), ports.1, ports.2);
+            let all = Self::settings(ports, &extra, env);
+            let env_refs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match Server::try_start(&dir.path().join("data"), ports, &[], &env_refs) {
+                Ok(s) => break (s, ports),
+                Err(log) if attempt < 3 && log.contains("in use") => continue,
+                Err(log) => panic!("ironboot did not start:\n{log}"),
+            }
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Some(NetbootLab {
+            server,
+            kit,
+            api_port,
+            http_port,
+            tftp_port,
+            rt,
+            client: super::http_client(),
+            dir,
+        })
+    }
+
+    /// The lab's own settings for `ports`, then `extra` (from `prepare`), then the test's.
+    fn settings(
+        (api_port, http_port, _): (u16, u16, u16),
+        extra: &[(String, String)],
+        env: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
         let mut all: Vec<(String, String)> = vec![
             (
                 "IRONBOOT_DEPLOY__HTTP_URL".into(),
@@ -90,31 +129,9 @@ impl NetbootLab {
                 "0".into(),
             ),
         ];
-        all.extend(prepare(dir.path(), http_port, tftp_port));
+        all.extend(extra.iter().cloned());
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let env_refs: Vec<(&str, &str)> =
-            all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server = Server::start_in_on_ports(
-            &dir.path().join("data"),
-            (api_port, http_port, tftp_port),
-            &[],
-            &env_refs,
-        );
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Some(NetbootLab {
-            server,
-            kit,
-            api_port,
-            http_port,
-            tftp_port,
-            rt,
-            client: super::http_client(),
-            dir,
-        })
+        all
     }
 
     pub fn tftp_root(&self) -> PathBuf {

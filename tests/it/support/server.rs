@@ -1,11 +1,16 @@
 //! Runs the real `ironboot serve` binary on ephemeral loopback ports for black-box tests.
+//!
+//! The server binds port 0 and reports what it bound through `--ready-file`, so no port is
+//! picked here and released before the server takes it. Labs whose configuration embeds the
+//! ports (URLs as a QEMU guest sees them) pass them in with [`Server::start_in_on_ports`] and
+//! retry on a port taken meanwhile.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_tcp_port, free_udp_port, ironboot_bin};
+use super::ironboot_bin;
 
 /// A running `ironboot serve`; stopped with SIGTERM when dropped.
 pub struct Server {
@@ -33,20 +38,33 @@ impl Server {
         s
     }
 
-    /// Starts a server on an existing data directory (restart tests).
+    /// Starts a server on an existing data directory (restart tests), on ports it picks.
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let ports = (free_tcp_port(), free_tcp_port(), free_udp_port());
-        Self::start_in_on_ports(data_dir, ports, args, env)
+        Self::start_in_on_ports(data_dir, (0, 0, 0), args, env)
     }
 
-    /// Starts a server on the caller's `(api, http, tftp)` ports, for configurations that
-    /// embed them (URLs as a QEMU guest sees them, GRUB prefixes).
+    /// Starts a server on the caller's `(api, http, tftp)` ports (0: any free port), for
+    /// configurations that embed them (URLs as a QEMU guest sees them, GRUB prefixes).
     pub fn start_in_on_ports(
         data_dir: &Path,
         (api_port, http_port, tftp_port): (u16, u16, u16),
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        match Self::try_start(data_dir, (api_port, http_port, tftp_port), args, env) {
+            Ok(s) => s,
+            Err(log) => panic!("ironboot did not start:\n{log}"),
+        }
+    }
+
+    /// Like [`Server::start_in_on_ports`], but a start that fails because a port was taken
+    /// comes back as `Err(log)` for the caller to retry on other ports.
+    pub fn try_start(
+        data_dir: &Path,
+        (api_port, http_port, tftp_port): (u16, u16, u16),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         std::fs::create_dir_all(data_dir).unwrap();
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
@@ -54,8 +72,12 @@ impl Server {
             .append(true)
             .open(&log_path)
             .unwrap();
+        let ready = data_dir.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready);
         let mut cmd = Command::new(ironboot_bin());
         cmd.arg("serve")
+            .arg("--ready-file")
+            .arg(&ready)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--api-listen")
@@ -83,8 +105,8 @@ impl Server {
             log_path,
             _tmp: None,
         };
-        s.wait_healthy(Duration::from_secs(30));
-        s
+        s.wait_ready(&ready, Duration::from_secs(30))?;
+        Ok(s)
     }
 
     pub fn api_url(&self) -> String {
@@ -103,50 +125,69 @@ impl Server {
         s
     }
 
-    fn wait_healthy(&mut self, timeout: Duration) {
+    /// Waits for the ready file, takes the bound ports from it, then checks `/healthz`.
+    /// `Err(log)` when the server exited (a taken port, a bad configuration).
+    fn wait_ready(&mut self, ready: &Path, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("ironboot exited early ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("exited early ({status}):\n{}", self.log()));
             }
-            let ok = Command::new("curl")
-                .args([
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    &format!("{}/healthz", self.api_url()),
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
+            if let Ok(text) = std::fs::read_to_string(ready) {
+                let bound: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
+                let port = |k: &str| {
+                    bound[k]
+                        .as_str()
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                        .map_or(0, |a| a.port())
+                };
+                (self.api_port, self.http_port, self.tftp_port) =
+                    (port("api"), port("http"), port("tftp"));
+                break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if Instant::now() > deadline {
+                panic!(
+                    "ironboot wrote no ready file in {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "ironboot did not become healthy in {timeout:?}:\n{}",
-            self.log()
-        );
+        let ok = Command::new("curl")
+            .args(["-sf", "-m", "10", "-o", "/dev/null"])
+            .arg(format!("{}/healthz", self.api_url()))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ready but /healthz fails:\n{}", self.log());
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
+        Self::terminate(&mut child).unwrap_or_else(|e| panic!("{e}:\n{}", self.log()))
+    }
+
+    /// SIGTERM, then up to 30 s for the exit; a server that does not exit is killed and
+    /// reported.
+    fn terminate(child: &mut Child) -> Result<std::process::ExitStatus, String> {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot wait for ironboot: {e}")),
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "ironboot did not exit within 30 s of SIGTERM:\n{}",
-                    self.log()
-                );
+                let _ = child.wait();
+                return Err("ironboot did not exit within 30 s of SIGTERM".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -154,9 +195,13 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Never panics (a panic while unwinding aborts the test binary): a server that will not
+    /// stop is killed and said so on stderr.
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
+        if let Some(mut child) = self.child.take()
+            && let Err(e) = Self::terminate(&mut child)
+        {
+            eprintln!("{e}");
         }
     }
 }

@@ -1,0 +1,100 @@
+//! `[api]`: the management and ramdisk API listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{SettingError, positive, secs};
+
+/// `[api]` as written in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address of the API (management + ramdisk endpoints + /metrics + /healthz).
+    pub listen: SocketAddr,
+    /// `noauth` (only allowed on a loopback listener) or `http_basic`.
+    pub auth_strategy: AuthStrategy,
+    /// bcrypt htpasswd file for `http_basic` (as Ironic's `[DEFAULT] http_basic_auth_user_file`).
+    pub http_basic_auth_user_file: Option<PathBuf>,
+    /// URL agents use to reach this API (`ipa-api-url`); derived from `listen` and `my_ip`.
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Handed to agents as `heartbeat_timeout` (Ironic's `[api] ramdisk_heartbeat_timeout`).
+    #[serde(with = "secs")]
+    pub ramdisk_heartbeat_timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
+            auth_strategy: AuthStrategy::Noauth,
+            http_basic_auth_user_file: None,
+            public_url: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            ramdisk_heartbeat_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The file's `auth_strategy` (Ironic's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStrategy {
+    Noauth,
+    HttpBasic,
+}
+
+/// How API requests are authenticated, with what the strategy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Noauth,
+    HttpBasic { user_file: PathBuf },
+}
+
+impl ApiSettings {
+    /// Checks the section and returns its authentication.
+    pub fn validate(&self) -> Result<Auth, SettingError> {
+        if self.max_body_bytes < 1024 {
+            return Err(SettingError::new(
+                "api.max_body_bytes",
+                self.max_body_bytes,
+                "must be at least 1024",
+            ));
+        }
+        positive(
+            "api.ramdisk_heartbeat_timeout",
+            self.ramdisk_heartbeat_timeout,
+        )?;
+        match self.auth_strategy {
+            AuthStrategy::Noauth if !self.listen.ip().is_loopback() => Err(SettingError::new(
+                "api.auth_strategy",
+                "noauth",
+                format!(
+                    "noauth is only allowed when api.listen is a loopback address (it is {}); \
+                     use http_basic",
+                    self.listen
+                ),
+            )),
+            AuthStrategy::Noauth => Ok(Auth::Noauth),
+            AuthStrategy::HttpBasic => match &self.http_basic_auth_user_file {
+                None => Err(SettingError::new(
+                    "api.http_basic_auth_user_file",
+                    "",
+                    "required when auth_strategy = \"http_basic\"",
+                )),
+                Some(p) if !p.is_file() => Err(SettingError::new(
+                    "api.http_basic_auth_user_file",
+                    p.display(),
+                    "file does not exist",
+                )),
+                Some(p) => Ok(Auth::HttpBasic {
+                    user_file: p.clone(),
+                }),
+            },
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `[conductor]`: the control loop's settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{SettingError, positive, secs};
+
+/// `[conductor]`. Durations are whole seconds in the file; a zero timeout or interval where
+/// noted disables what it times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConductorSettings {
+    /// Between keepalive touches of this conductor's row.
+    #[serde(with = "secs")]
+    pub heartbeat_interval: Duration,
+    /// After which a silent conductor counts as dead.
+    #[serde(with = "secs")]
+    pub heartbeat_timeout: Duration,
+    /// Between runs of the provision-state checks (callback timeouts).
+    #[serde(with = "secs")]
+    pub check_provision_state_interval: Duration,
+    /// How long a node may stay in `wait call-back` without progress (0: forever).
+    #[serde(with = "secs")]
+    pub deploy_callback_timeout: Duration,
+    /// How long a node may stay in `clean wait` without progress (0: forever).
+    #[serde(with = "secs")]
+    pub clean_callback_timeout: Duration,
+    /// Run cleaning on provide/undeploy.
+    pub automated_clean: bool,
+    /// Most deploy/undeploy/power operations running at once.
+    pub max_concurrent_operations: usize,
+    /// Power the node off when a deploy fails (Ironic's `power_off_after_deploy_failure`).
+    pub power_off_after_deploy_failure: bool,
+    /// Between image cache clean-ups (TTL and size cap); 0 disables them.
+    #[serde(with = "secs")]
+    pub cache_clean_up_interval: Duration,
+    /// Between take-over runs (nodes whose boot files another conductor served get them
+    /// regenerated here); 0 disables them.
+    #[serde(with = "secs")]
+    pub sync_local_state_interval: Duration,
+    /// Enable the `script` power interface. It runs commands named in a node's driver_info on
+    /// this host, so anyone allowed to edit nodes could run programs here: labs and tests only.
+    pub enable_script_power: bool,
+}
+
+impl Default for ConductorSettings {
+    fn default() -> Self {
+        ConductorSettings {
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(60),
+            check_provision_state_interval: Duration::from_secs(60),
+            deploy_callback_timeout: Duration::from_secs(1800),
+            clean_callback_timeout: Duration::from_secs(1800),
+            automated_clean: false,
+            max_concurrent_operations: 64,
+            power_off_after_deploy_failure: true,
+            cache_clean_up_interval: Duration::from_secs(3600),
+            sync_local_state_interval: Duration::from_secs(180),
+            enable_script_power: false,
+        }
+    }
+}
+
+impl ConductorSettings {
+    pub fn validate(&self) -> Result<(), SettingError> {
+        positive("conductor.heartbeat_interval", self.heartbeat_interval)?;
+        positive("conductor.heartbeat_timeout", self.heartbeat_timeout)?;
+        positive(
+            "conductor.check_provision_state_interval",
+            self.check_provision_state_interval,
+        )?;
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(SettingError::new(
+                "conductor.heartbeat_timeout",
+                self.heartbeat_timeout.as_secs(),
+                format!(
+                    "must be longer than conductor.heartbeat_interval ({})",
+                    self.heartbeat_interval.as_secs()
+                ),
+            ));
+        }
+        if self.max_concurrent_operations == 0 {
+            return Err(SettingError::new(
+                "conductor.max_concurrent_operations",
+                0,
+                "must be > 0",
+            ));
+        }
+        Ok(())
+    }
+}
