@@ -362,7 +362,10 @@ pub async fn run(
     tracing::info!(api = %bound.api, http = ?bound.http, tftp = ?bound.tftp,
         data_dir = %config.data_dir.display(), host = %config.host, "ironboot is serving");
     let api_shutdown = shutdown.clone();
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    // The peer address decides whether forwarding headers are trusted (api::links).
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app);
     let served = axum::serve(api_listener, app)
         .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
         .await;
@@ -395,6 +398,14 @@ fn api_app(
         conductor,
         store,
         base_url: Arc::from(config.api_public_url.as_str()),
+        links: Arc::new(if config.api_public_url_configured() {
+            api::links::LinkPolicy::Fixed(config.api_public_url.clone())
+        } else {
+            api::links::LinkPolicy::FromRequest {
+                fallback: config.api_public_url.clone(),
+                trusted_proxies: Arc::from(config.api.trusted_proxies.clone()),
+            }
+        }),
         registry: Arc::new(registry),
         max_limit: api::MAX_LIMIT,
         ramdisk: Arc::new(api::ramdisk::RamdiskConfig {

@@ -1,5 +1,7 @@
-//! API errors in Ironic's shape: a status code and `{"error_message": "<json>"}` where the inner
-//! JSON carries `faultstring`, which python-ironicclient and the agent both unpack.
+//! API errors in Ironic's shapes: a status code and `{"error_message": "<json>"}` where the inner
+//! JSON is either a fault (`faultcode`, `faultstring`, `debuginfo`: what Ironic's controllers
+//! answer, and what python-ironicclient and the agent unpack) or an HTTP error (`code`, `title`,
+//! `description`: what Ironic's WSGI layer answers for routing and version negotiation).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,14 +14,60 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    pub shape: ErrorShape,
+    /// Whether the answer carries the negotiated version headers: Ironic's routing errors
+    /// (unknown path, resource newer than the requested version) carry none.
+    pub version_headers: bool,
 }
+
+/// Which of Ironic's two error bodies an error uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"faultcode", "faultstring", "debuginfo"}`: raised by a resource's controller.
+    Fault,
+    /// `{"code", "title", "description"}`: raised before a controller is reached.
+    Http,
+}
+
+/// Marks a response whose version headers must not be stamped (see [`ApiError::version_headers`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoVersionHeaders;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
+            shape: ErrorShape::Fault,
+            version_headers: true,
         }
+    }
+
+    /// An error in the HTTP shape (routing, version negotiation).
+    pub fn http(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            shape: ErrorShape::Http,
+            ..Self::new(status, message)
+        }
+    }
+
+    /// A path this API does not have (at the requested version): Ironic's router 404, without
+    /// version headers.
+    pub fn no_route() -> ApiError {
+        ApiError {
+            version_headers: false,
+            ..Self::http(StatusCode::NOT_FOUND, "")
+        }
+    }
+
+    /// Something the requested microversion does not have (Ironic's `NotAcceptable`).
+    pub fn not_acceptable() -> ApiError {
+        Self::new(StatusCode::NOT_ACCEPTABLE, "Request not acceptable.")
+    }
+
+    /// A verb the resource does not allow at the requested version.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, message)
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -38,14 +86,25 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// The body Ironic sends with every error.
+/// The body Ironic sends with every controller error.
 pub fn error_body(status: StatusCode, message: &str) -> serde_json::Value {
-    let fault = json!({
-        "faultcode": if status.is_server_error() { "Server" } else { "Client" },
-        "faultstring": message,
-        "debuginfo": null,
-    });
-    json!({ "error_message": fault.to_string() })
+    shaped_body(status, message, ErrorShape::Fault)
+}
+
+fn shaped_body(status: StatusCode, message: &str, shape: ErrorShape) -> serde_json::Value {
+    let inner = match shape {
+        ErrorShape::Fault => json!({
+            "faultcode": if status.is_server_error() { "Server" } else { "Client" },
+            "faultstring": message,
+            "debuginfo": null,
+        }),
+        ErrorShape::Http => json!({
+            "code": status.as_u16(),
+            "title": status.canonical_reason().unwrap_or(""),
+            "description": message,
+        }),
+    };
+    json!({ "error_message": inner.to_string() })
 }
 
 impl IntoResponse for ApiError {
@@ -53,11 +112,15 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (
+        let mut resp = (
             self.status,
-            axum::Json(error_body(self.status, &self.message)),
+            axum::Json(shaped_body(self.status, &self.message, self.shape)),
         )
-            .into_response()
+            .into_response();
+        if !self.version_headers {
+            resp.extensions_mut().insert(NoVersionHeaders);
+        }
+        resp
     }
 }
 
@@ -67,7 +130,9 @@ impl From<StoreError> for ApiError {
             StoreError::NodeNotFound(_) | StoreError::PortNotFound(_) => StatusCode::NOT_FOUND,
             StoreError::NodeLocked { .. }
             | StoreError::DuplicateNode { .. }
-            | StoreError::DuplicateMac(_) => StatusCode::CONFLICT,
+            | StoreError::DuplicateMac(_)
+            | StoreError::DuplicatePort(_)
+            | StoreError::InstanceAssociated { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

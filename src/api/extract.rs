@@ -34,25 +34,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Query parameters, checked against the names a route accepts.
+/// Query parameters, checked against the names a route accepts. A repeated parameter takes its
+/// last value, except `fields`, whose values add up (as with Ironic).
 #[derive(Debug, Default)]
-pub struct QueryParams(pub BTreeMap<String, String>);
+pub struct QueryParams(pub BTreeMap<String, String>, Vec<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let mut map = BTreeMap::new();
+        let mut fields = Vec::new();
         if let Some(q) = parts.uri.query() {
             for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-                if map.insert(k.to_string(), v.to_string()).is_some() {
-                    return Err(ApiError::bad_request(format!(
-                        "query parameter {k:?} given more than once"
-                    )));
+                if k == "fields" {
+                    fields.push(v.to_string());
                 }
+                map.insert(k.to_string(), v.to_string());
             }
         }
-        Ok(QueryParams(map))
+        Ok(QueryParams(map, fields))
     }
 }
 
@@ -72,13 +73,19 @@ impl QueryParams {
         self.0.get(k).map(String::as_str)
     }
 
+    /// Every `fields=` value, joined with commas.
+    pub fn fields(&self) -> Option<String> {
+        (!self.1.is_empty()).then(|| self.1.join(","))
+    }
+
     pub fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
         self.get(k)
             .map(|v| match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(true),
-                "false" | "0" | "no" | "off" => Ok(false),
+                "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
+                "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
                 _ => Err(ApiError::bad_request(format!(
-                    "query parameter {k}={v:?} is not a boolean"
+                    "Invalid {k}: Unrecognized value '{v}', acceptable values are: '0', '1', \
+                     'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"
                 ))),
             })
             .transpose()
@@ -99,8 +106,9 @@ impl QueryParams {
         match self.get("limit") {
             None => Ok(max),
             Some(v) => match v.parse::<u64>() {
-                Ok(0) | Err(_) => Err(ApiError::bad_request(format!(
-                    "limit={v:?} must be a positive integer"
+                Ok(0) => Err(ApiError::bad_request("Limit must be positive")),
+                Err(_) => Err(ApiError::bad_request(format!(
+                    "Invalid limit: invalid literal for int() with base 10: '{v}'"
                 ))),
                 Ok(n) => Ok(n.min(u64::from(max)) as u32),
             },

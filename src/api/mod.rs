@@ -2,9 +2,15 @@
 //! clients work, the ramdisk endpoints the agent calls, plus `/healthz` and `/metrics`.
 
 pub mod auth;
+pub mod drivers;
 pub mod error;
 pub mod extract;
+pub mod links;
 pub mod metrics;
+pub mod node_input;
+pub mod node_list;
+pub mod node_states;
+pub mod node_view;
 pub mod nodes;
 pub mod patch;
 pub mod ports;
@@ -28,6 +34,7 @@ use crate::conductor::Conductor;
 use crate::metrics::Registry;
 use crate::store::{NodeQuery, Store};
 use error::ApiError;
+use links::Base;
 
 /// Most items one list request returns (Ironic's `[api] max_limit`).
 pub const MAX_LIMIT: u32 = 1000;
@@ -37,8 +44,10 @@ pub const MAX_LIMIT: u32 = 1000;
 pub struct AppState {
     pub conductor: Arc<Conductor>,
     pub store: Arc<dyn Store>,
-    /// Base URL for links (the API's public URL, no trailing slash).
+    /// The API's public URL, no trailing slash (what agents are told).
     pub base_url: Arc<str>,
+    /// How links in answers are built (see [`links`]).
+    pub links: Arc<links::LinkPolicy>,
     pub registry: Arc<Registry>,
     pub max_limit: u32,
     /// What `/v1/lookup` hands agents.
@@ -65,30 +74,37 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1", get(v1))
-        .route("/v1/nodes", get(nodes::list).post(nodes::create))
-        .route("/v1/nodes/detail", get(nodes::list_detail))
+        .route("/v1/nodes", get(node_list::list).post(nodes::create))
+        .route("/v1/nodes/detail", get(node_list::list_detail))
         .route(
             "/v1/nodes/{ident}",
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
-        .route("/v1/nodes/{ident}/states", get(nodes::states))
+        .route("/v1/nodes/{ident}/states", get(node_states::states))
         .route(
             "/v1/nodes/{ident}/states/provision",
-            put(nodes::set_provision_state),
+            put(node_states::set_provision_state),
         )
         .route(
             "/v1/nodes/{ident}/states/power",
-            put(nodes::set_power_state),
+            put(node_states::set_power_state),
         )
         .route(
             "/v1/nodes/{ident}/maintenance",
-            put(nodes::maintenance_on).delete(nodes::maintenance_off),
+            put(node_states::maintenance_on).delete(node_states::maintenance_off),
         )
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
+        .route(
+            "/v1/nodes/{ident}/ports/detail",
+            get(ports::list_detail_for_node),
+        )
         .route("/v1/ports", get(ports::list).post(ports::create))
         .route("/v1/ports/detail", get(ports::list_detail))
-        .route("/v1/ports/{id}", get(ports::show).delete(ports::delete))
-        .route("/v1/drivers", get(nodes::drivers))
+        .route(
+            "/v1/ports/{id}",
+            get(ports::show).patch(ports::update).delete(ports::delete),
+        )
+        .route("/v1/drivers", get(drivers::list))
         .route("/v1/lookup", get(ramdisk::lookup))
         .route(
             "/v1/heartbeat/{ident}",
@@ -115,23 +131,20 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-async fn root(State(st): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(version::root_doc(&st.base_url))
+async fn root(Base(base): Base) -> axum::Json<serde_json::Value> {
+    axum::Json(version::root_doc(&base))
 }
 
-async fn v1(State(st): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(version::v1_doc(&st.base_url))
+async fn v1(Base(base): Base, v: version::Version) -> axum::Json<serde_json::Value> {
+    axum::Json(version::v1_doc(&base, v))
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("the resource could not be found")
+    ApiError::no_route()
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this resource",
-    )
+    ApiError::http(StatusCode::METHOD_NOT_ALLOWED, "")
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {

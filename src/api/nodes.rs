@@ -1,329 +1,161 @@
-//! `/v1/nodes`: create, list, show, JSON Patch, delete, states, provision and power actions.
+//! `/v1/nodes/{ident}` and `POST /v1/nodes`: create, show, JSON Patch, delete.
+//! Lists: [`super::node_list`]; states and actions: [`super::node_states`].
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams};
+use super::links::Base;
+use super::node_input::{self, PATCH_FIELDS};
+use super::node_view::{self, Shown};
 use super::patch::{self, PatchOp};
 use super::version::Version;
-use super::views::{self, NODE_FIELDS, NODE_SUMMARY_FIELDS};
 use crate::conductor::ConductorError;
-use crate::model::{Fields, HardwareType, Node, PowerState, ProvisionState};
-use crate::store::{NodeIdent, NodeQuery, NodeSortKey};
+use crate::model::node::validate_name;
+use crate::model::{HardwareType, InterfaceKind, Node, NodeError, ProvisionState};
+use crate::store::NodeIdent;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeCreate {
-    uuid: Option<Uuid>,
-    name: Option<String>,
-    driver: String,
-    #[serde(default)]
-    driver_info: Fields,
-    #[serde(default)]
-    properties: Fields,
-    #[serde(default)]
-    instance_info: Fields,
-    #[serde(default)]
-    extra: Fields,
-    boot_interface: Option<String>,
-    deploy_interface: Option<String>,
-    power_interface: Option<String>,
-    resource_class: Option<String>,
+/// How a path names a node at `version`: a UUID, or (from 1.5) a name. Anything else is
+/// refused before the database is asked.
+pub fn node_ident(raw: &str, version: Version) -> Result<NodeIdent, ApiError> {
+    if let Ok(u) = Uuid::parse_str(raw) {
+        return Ok(NodeIdent::Uuid(u));
+    }
+    if validate_name(raw).is_err() {
+        return Err(ApiError::http(
+            StatusCode::BAD_REQUEST,
+            format!("Expected UUID or name for node: {raw}"),
+        ));
+    }
+    if version < Version(5) {
+        // Names did not exist yet: nothing can be found by one.
+        return Err(ApiError::not_found(format!(
+            "Node {raw} could not be found."
+        )));
+    }
+    Ok(NodeIdent::Name(raw.to_string()))
+}
+
+/// A node model error as Ironic words it (all are the client's).
+fn node_error(e: NodeError) -> ApiError {
+    match e {
+        NodeError::UnknownDriver(d) => ApiError::bad_request(format!(
+            "No valid host was found. Reason: No conductor service registered which supports \
+             driver {d} for conductor group \"\". Ensure the driver is valid and enabled."
+        )),
+        NodeError::UnsupportedInterface {
+            field,
+            value,
+            allowed,
+            ..
+        } => ApiError::bad_request(format!(
+            "Could not find the following interface in the 'ironic.hardware.interfaces.{}' \
+             entrypoint: {value}. Valid interfaces are {allowed}.",
+            field.trim_end_matches("_interface")
+        )),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+/// Resolves `parent_node` (a UUID or name) to the parent's UUID.
+async fn parent_uuid(st: &AppState, v: &Value) -> Result<Option<Uuid>, ApiError> {
+    let Some(raw) = v.as_str() else {
+        return Ok(None);
+    };
+    match st.store.get_node(&NodeIdent::parse(raw)).await {
+        Ok(n) => Ok(Some(n.uuid)),
+        Err(crate::store::StoreError::NodeNotFound(_)) => Err(ApiError::bad_request(format!(
+            "Node {raw} could not be found."
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The node's own checks, then the conductor's: every interface must be enabled here.
+fn check_node(st: &AppState, node: &Node) -> Result<(), ApiError> {
+    node.validate().map_err(node_error)?;
+    st.conductor.interfaces().for_node(node)?;
+    Ok(())
 }
 
 pub async fn create(
     State(st): State<AppState>,
-    JsonBody(req): JsonBody<NodeCreate>,
+    version: Version,
+    Base(base): Base,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let hw = HardwareType::find(&req.driver).ok_or_else(|| {
-        ApiError::bad_request(
-            crate::model::NodeError::UnknownDriver(req.driver.clone()).to_string(),
-        )
-    })?;
-    let mut node = Node::new(
-        req.uuid.unwrap_or_else(Uuid::new_v4),
-        hw,
-        crate::model::now(),
-    );
-    node.name = req.name;
-    node.driver_info = req.driver_info;
-    node.properties = req.properties;
-    node.instance_info = req.instance_info;
-    node.extra = req.extra;
-    node.resource_class = req.resource_class;
-    for (field, value) in [
-        (&mut node.boot_interface, req.boot_interface),
-        (&mut node.deploy_interface, req.deploy_interface),
-        (&mut node.power_interface, req.power_interface),
-    ] {
-        if let Some(v) = value {
-            *field = v;
+    let body = node_input::check_create(body, version)?;
+    let driver = body["driver"].as_str().unwrap_or_default();
+    let hw = HardwareType::find(driver)
+        .ok_or_else(|| node_error(NodeError::UnknownDriver(driver.to_string())))?;
+    let mut node = Node::new(Uuid::new_v4(), hw, crate::model::now());
+    for (k, v) in &body {
+        if k != "driver" && k != "parent_node" {
+            node_input::set_field(&mut node, hw, k, v)?;
         }
     }
-    node.validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    st.conductor.interfaces().for_node(&node)?;
+    if let Some(p) = body.get("parent_node") {
+        node.parent_node = parent_uuid(&st, p).await?;
+    }
+    if version < Version(11) {
+        // Before the enroll state (1.11) a new node was immediately available.
+        node.provision_state = ProvisionState::Available;
+    }
+    check_node(&st, &node)?;
     st.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, name = ?node.name, "node created");
-    let location = format!("{}/v1/nodes/{}", st.base_url, node.uuid);
-    let body = views::node_json(&node, NODE_FIELDS, &st.base_url, st.conductor.host());
+    let location = format!("{base}/v1/nodes/{}", node.uuid);
+    let doc = node_view::node_json(&node, &Shown::All, version, &base, st.conductor.host());
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(body),
+        axum::Json(doc),
     )
         .into_response())
-}
-
-const LIST_PARAMS: &[&str] = &[
-    "limit",
-    "marker",
-    "sort_key",
-    "sort_dir",
-    "fields",
-    "detail",
-    "provision_state",
-    "maintenance",
-    "driver",
-    "associated",
-];
-
-pub async fn list(
-    State(st): State<AppState>,
-    q: QueryParams,
-) -> Result<axum::Json<Value>, ApiError> {
-    let detail = q.bool("detail")?.unwrap_or(false);
-    list_nodes(st, q, detail, "nodes").await
-}
-
-pub async fn list_detail(
-    State(st): State<AppState>,
-    q: QueryParams,
-) -> Result<axum::Json<Value>, ApiError> {
-    if q.get("detail").is_some() {
-        return Err(ApiError::bad_request(
-            "the detail parameter is not accepted on /v1/nodes/detail",
-        ));
-    }
-    list_nodes(st, q, true, "nodes/detail").await
-}
-
-async fn list_nodes(
-    st: AppState,
-    q: QueryParams,
-    detail: bool,
-    path: &str,
-) -> Result<axum::Json<Value>, ApiError> {
-    q.only(LIST_PARAMS)?;
-    let fields = views::parse_fields(q.get("fields"), NODE_FIELDS)?;
-    if detail && fields.is_some() {
-        return Err(ApiError::bad_request(
-            "fields and detail cannot be used together",
-        ));
-    }
-    let limit = q.limit(st.max_limit)?;
-    let sort_key = match q.get("sort_key") {
-        None => NodeSortKey::Id,
-        Some(k) => NodeSortKey::parse(k).ok_or_else(|| {
-            ApiError::bad_request(format!("sort_key {k:?} is not supported; use id, uuid, name, created_at, provision_state or driver"))
-        })?,
-    };
-    let descending = match q.get("sort_dir") {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(d) => {
-            return Err(ApiError::bad_request(format!(
-                "sort_dir {d:?} must be asc or desc"
-            )));
-        }
-    };
-    let provision_state = q
-        .get("provision_state")
-        .map(|s| {
-            s.parse::<ProvisionState>()
-                .map_err(|e| ApiError::bad_request(e.to_string()))
-        })
-        .transpose()?;
-    // ironboot has no compute service, so no node is ever associated with an instance.
-    if q.bool("associated")? == Some(true) {
-        return Ok(axum::Json(json!({ "nodes": [] })));
-    }
-    let query = NodeQuery {
-        provision_state,
-        maintenance: q.bool("maintenance")?,
-        driver: q.get("driver").map(String::from),
-        sort_key,
-        descending,
-        marker: q.uuid("marker")?,
-        limit: Some(limit),
-        ..Default::default()
-    };
-    let nodes = st.store.list_nodes(&query).await?;
-    let shown: Vec<&str> = match (&fields, detail) {
-        (Some(f), _) => f.iter().map(String::as_str).collect(),
-        (None, true) => NODE_FIELDS.to_vec(),
-        (None, false) => NODE_SUMMARY_FIELDS.to_vec(),
-    };
-    let docs: Vec<Value> = nodes
-        .iter()
-        .map(|n| views::node_json(n, &shown, &st.base_url, st.conductor.host()))
-        .collect();
-    let mut body = json!({ "nodes": docs });
-    if nodes.len() as u32 == limit
-        && let Some(last) = nodes.last()
-    {
-        let mut params: Vec<(String, String)> =
-            q.0.iter()
-                .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-        params.push(("limit".into(), limit.to_string()));
-        params.push(("marker".into(), last.uuid.to_string()));
-        let query = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
-        body["next"] = json!(format!("{}/v1/{path}?{query}", st.base_url));
-    }
-    Ok(axum::Json(body))
 }
 
 pub async fn show(
     State(st): State<AppState>,
     Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
     q: QueryParams,
 ) -> Result<axum::Json<Value>, ApiError> {
     q.only(&["fields"])?;
-    let fields = views::parse_fields(q.get("fields"), NODE_FIELDS)?;
-    let node = st.store.get_node(&NodeIdent::parse(&ident)).await?;
-    let shown: Vec<&str> = match &fields {
-        Some(f) => f.iter().map(String::as_str).collect(),
-        None => NODE_FIELDS.to_vec(),
-    };
-    Ok(axum::Json(views::node_json(
+    let ident = node_ident(&ident, version)?;
+    let fields = node_view::parse_fields(q.fields().as_deref(), version)?;
+    let node = st.store.get_node(&ident).await?;
+    let shown = fields.map(Shown::Only).unwrap_or(Shown::All);
+    Ok(axum::Json(node_view::node_json(
         &node,
         &shown,
-        &st.base_url,
+        version,
+        &base,
         st.conductor.host(),
     )))
 }
 
-/// Fields a JSON Patch may change.
-const WRITABLE: &[&str] = &[
-    "name",
-    "driver",
-    "driver_info",
-    "properties",
-    "instance_info",
-    "extra",
-    "boot_interface",
-    "deploy_interface",
-    "power_interface",
-    "resource_class",
-    "maintenance",
-    "maintenance_reason",
-];
-
-/// What a removed top-level field becomes.
-fn removed_value(field: &str) -> Option<Value> {
-    match field {
-        "driver_info" | "properties" | "instance_info" | "extra" => Some(json!({})),
-        "name" | "resource_class" | "maintenance_reason" => Some(Value::Null),
-        "maintenance" => Some(json!(false)),
-        _ => None,
-    }
-}
-
+/// The patchable fields of a node as the client wrote them (the document a patch applies to).
 fn patch_doc(node: &Node) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("name".into(), json!(node.name));
-    m.insert("driver".into(), json!(node.driver));
-    m.insert(
-        "driver_info".into(),
-        Value::Object(node.driver_info.clone()),
-    );
-    m.insert("properties".into(), Value::Object(node.properties.clone()));
-    m.insert(
-        "instance_info".into(),
-        Value::Object(node.instance_info.clone()),
-    );
-    m.insert("extra".into(), Value::Object(node.extra.clone()));
-    m.insert("boot_interface".into(), json!(node.boot_interface));
-    m.insert("deploy_interface".into(), json!(node.deploy_interface));
-    m.insert("power_interface".into(), json!(node.power_interface));
-    m.insert("resource_class".into(), json!(node.resource_class));
-    m.insert("maintenance".into(), json!(node.maintenance));
-    m.insert("maintenance_reason".into(), json!(node.maintenance_reason));
-    m
-}
-
-/// Reads the patched document back into `node`, checking every type.
-fn apply_doc(node: &mut Node, doc: Map<String, Value>, ops: &[PatchOp]) -> Result<(), ApiError> {
-    fn string(doc: &Map<String, Value>, k: &str) -> Result<String, ApiError> {
-        doc[k].as_str().map(String::from).ok_or_else(|| {
-            ApiError::bad_request(format!("'/{k}' must be a string, got {}", doc[k]))
+    let host = "";
+    PATCH_FIELDS
+        .iter()
+        .map(|f| {
+            let v = match *f {
+                // Raw values, not the masked or version-adjusted views.
+                "driver_info" => Value::Object(node.driver_info.clone()),
+                "instance_info" => Value::Object(node.instance_info.clone()),
+                "parent_node" => serde_json::json!(node.parent_node),
+                _ => node_view::node_value(node, f, host, super::version::MAX),
+            };
+            (f.to_string(), v)
         })
-    }
-    fn opt_string(doc: &Map<String, Value>, k: &str) -> Result<Option<String>, ApiError> {
-        match &doc[k] {
-            Value::Null => Ok(None),
-            Value::String(s) => Ok(Some(s.clone())),
-            other => Err(ApiError::bad_request(format!(
-                "'/{k}' must be a string or null, got {other}"
-            ))),
-        }
-    }
-    fn object(doc: &Map<String, Value>, k: &str) -> Result<Fields, ApiError> {
-        doc[k].as_object().cloned().ok_or_else(|| {
-            ApiError::bad_request(format!("'/{k}' must be a JSON object, got {}", doc[k]))
-        })
-    }
-    let old_driver = node.driver.clone();
-    node.name = opt_string(&doc, "name")?;
-    node.driver = string(&doc, "driver")?;
-    node.driver_info = object(&doc, "driver_info")?;
-    node.properties = object(&doc, "properties")?;
-    node.instance_info = object(&doc, "instance_info")?;
-    node.extra = object(&doc, "extra")?;
-    node.boot_interface = string(&doc, "boot_interface")?;
-    node.deploy_interface = string(&doc, "deploy_interface")?;
-    node.power_interface = string(&doc, "power_interface")?;
-    node.resource_class = opt_string(&doc, "resource_class")?;
-    node.maintenance = doc["maintenance"]
-        .as_bool()
-        .ok_or_else(|| ApiError::bad_request("'/maintenance' must be a boolean"))?;
-    node.maintenance_reason = opt_string(&doc, "maintenance_reason")?;
-    if node.driver != old_driver {
-        // A new hardware type resets the interfaces the patch did not set explicitly.
-        let hw = HardwareType::find(&node.driver).ok_or_else(|| {
-            ApiError::bad_request(
-                crate::model::NodeError::UnknownDriver(node.driver.clone()).to_string(),
-            )
-        })?;
-        let touched = |f: &str| {
-            ops.iter()
-                .any(|op| op.path.trim_start_matches('/').split('/').next() == Some(f))
-        };
-        if !touched("boot_interface") {
-            node.boot_interface = hw.boot.default.into();
-        }
-        if !touched("deploy_interface") {
-            node.deploy_interface = hw.deploy.default.into();
-        }
-        if !touched("power_interface") {
-            node.power_interface = hw.power.default.into();
-        }
-    }
-    if !node.maintenance {
-        node.maintenance_reason = None;
-    }
-    node.validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+        .collect()
 }
 
 /// States in which the driver and interfaces may change (nothing is in flight).
@@ -334,39 +166,177 @@ fn interfaces_changeable(state: ProvisionState) -> bool {
     ) || state.is_failure()
 }
 
+/// Checks a patch before the node is touched: known fields, the version, Ironic's rules.
+fn check_patch(ops: &[PatchOp], version: Version, reset: Option<bool>) -> Result<(), ApiError> {
+    let top = |op: &PatchOp| {
+        op.path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    for op in ops {
+        let field = top(op);
+        if field == "traits" {
+            return Err(ApiError::bad_request(
+                "Cannot update node traits via node patch. Node traits should be updated via \
+                 the node traits API.",
+            ));
+        }
+        if !PATCH_FIELDS.contains(&field.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Cannot patch {}. Only the following can be updated: {}",
+                op.path,
+                PATCH_FIELDS.join(", ")
+            )));
+        }
+    }
+    if ops
+        .iter()
+        .any(|op| node_input::patch_gated(&top(op), op.value.as_ref(), version))
+    {
+        return Err(ApiError::not_acceptable());
+    }
+    if reset.is_some()
+        && !ops
+            .iter()
+            .any(|op| top(op) == "driver" && op.value.is_some())
+    {
+        return Err(ApiError::bad_request(
+            "The reset_interfaces parameter can only be used when changing the node's driver.",
+        ));
+    }
+    Ok(())
+}
+
+/// The node after `ops`, checked; the error says what a client got wrong.
+async fn patched(
+    st: &AppState,
+    node: &Node,
+    ops: &[PatchOp],
+    reset: bool,
+) -> Result<Node, ApiError> {
+    let before = patch_doc(node);
+    let mut doc = before.clone();
+    patch::apply(&mut doc, ops, PATCH_FIELDS, |_| Some(Value::Null))?;
+    let driver = doc["driver"].as_str().unwrap_or_default().to_string();
+    let hw = HardwareType::find(&driver)
+        .ok_or_else(|| node_error(NodeError::UnknownDriver(driver.clone())))?;
+    let mut updated = node.clone();
+    for f in PATCH_FIELDS {
+        if doc[*f] != before[*f] && *f != "parent_node" {
+            node_input::set_field(&mut updated, hw, f, &doc[*f])?;
+        }
+    }
+    if doc["parent_node"] != before["parent_node"] {
+        updated.parent_node = parent_uuid(st, &doc["parent_node"]).await?;
+    }
+    if updated.driver != node.driver {
+        // A new hardware type: interfaces the patch did not set fall back to its defaults
+        // (all of them with reset_interfaces).
+        for kind in InterfaceKind::ALL {
+            if reset || doc[kind.field()] == before[kind.field()] {
+                updated.set_interface(kind, hw.interfaces(kind).default.to_string());
+            }
+        }
+    }
+    apply_rules(node, &mut updated)?;
+    Ok(updated)
+}
+
+/// The conductor's rules on an update (protection, retirement, instances, maintenance).
+fn apply_rules(node: &Node, updated: &mut Node) -> Result<(), ApiError> {
+    if updated.protected
+        && !node.protected
+        && !matches!(
+            node.provision_state,
+            ProvisionState::Active | ProvisionState::Rescue
+        )
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} can only be made protected in provision states 'active' or 'rescue', the \
+             current state is '{}'",
+            node.uuid, node.provision_state
+        )));
+    }
+    if !updated.protected {
+        if updated.protected_reason.is_some() && updated.protected_reason != node.protected_reason {
+            return Err(ApiError::bad_request(format!(
+                "Cannot provide protected_reason without setting protected to True on node {}",
+                node.uuid
+            )));
+        }
+        updated.protected_reason = None;
+    }
+    if !updated.retired {
+        if updated.retired_reason.is_some() && updated.retired_reason != node.retired_reason {
+            return Err(ApiError::bad_request(format!(
+                "Cannot set retired_reason without setting retired to True on node {}",
+                node.uuid
+            )));
+        }
+        updated.retired_reason = None;
+    }
+    if let (Some(old), Some(new)) = (node.instance_uuid, updated.instance_uuid)
+        && old != new
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} is associated with instance {old}.",
+            node.uuid
+        )));
+    }
+    if !updated.maintenance {
+        updated.maintenance_reason = None;
+    }
+    if updated.instance_name.is_none()
+        && let Some(display) = updated
+            .instance_info
+            .get("display_name")
+            .and_then(Value::as_str)
+        && updated.instance_info != node.instance_info
+    {
+        updated.instance_name = Some(display.to_string());
+    }
+    let changes_interfaces = updated.driver != node.driver
+        || InterfaceKind::ALL
+            .iter()
+            .any(|k| updated.interface(*k) != node.interface(*k));
+    if changes_interfaces && !interfaces_changeable(node.provision_state) {
+        return Err(ApiError::conflict(format!(
+            "the driver and interfaces of node {} cannot change while it is {}",
+            node.ident(),
+            node.provision_state
+        )));
+    }
+    Ok(())
+}
+
 pub async fn update(
     State(st): State<AppState>,
     Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
+    q: QueryParams,
     JsonBody(ops): JsonBody<Vec<PatchOp>>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    if ops.is_empty() {
-        return Err(ApiError::bad_request("the patch is empty"));
+    q.only(&["reset_interfaces"])?;
+    let reset = q.bool("reset_interfaces")?;
+    if reset.is_some() && version < Version(45) {
+        return Err(ApiError::not_acceptable());
     }
-    let ident = NodeIdent::parse(&ident);
-    let conductor = st.conductor.clone();
+    let ident = node_ident(&ident, version)?;
+    check_patch(&ops, version, reset)?;
+    let st2 = st.clone();
     let node = st
         .conductor
         .with_reserved(&ident, |mut task| async move {
             let result = async {
-                let mut doc = patch_doc(&task.node);
-                patch::apply(&mut doc, &ops, WRITABLE, removed_value)?;
-                let mut updated = task.node.clone();
-                apply_doc(&mut updated, doc, &ops)?;
-                let changes_interfaces = updated.driver != task.node.driver
-                    || updated.boot_interface != task.node.boot_interface
-                    || updated.deploy_interface != task.node.deploy_interface
-                    || updated.power_interface != task.node.power_interface;
-                if changes_interfaces && !interfaces_changeable(task.node.provision_state) {
-                    return Err(ApiError::conflict(format!(
-                        "the driver and interfaces of node {} cannot change while it is {}",
-                        task.node.ident(),
-                        task.node.provision_state
-                    )));
+                if ops.is_empty() {
+                    return Ok(task.node.clone());
                 }
-                if changes_interfaces {
-                    // Only interfaces this conductor has enabled (as Ironic refuses them).
-                    conductor.interfaces().for_node(&updated)?;
-                }
+                let updated = patched(&st2, &task.node, &ops, reset.unwrap_or(false)).await?;
+                check_node(&st2, &updated)?;
                 task.node = updated;
                 task.save().await?;
                 Ok::<_, ApiError>(task.node.clone())
@@ -376,10 +346,11 @@ pub async fn update(
         })
         .await?;
     tracing::info!(node = %node.uuid, "node updated");
-    Ok(axum::Json(views::node_json(
+    Ok(axum::Json(node_view::node_json(
         &node,
-        NODE_FIELDS,
-        &st.base_url,
+        &Shown::All,
+        version,
+        &base,
         st.conductor.host(),
     )))
 }
@@ -387,13 +358,19 @@ pub async fn update(
 pub async fn delete(
     State(st): State<AppState>,
     Path(ident): Path<String>,
+    version: Version,
 ) -> Result<StatusCode, ApiError> {
-    let ident = NodeIdent::parse(&ident);
+    let ident = node_ident(&ident, version)?;
     let store = st.store.clone();
     st.conductor
         .with_reserved(&ident, |task| async move {
             let state = task.node.provision_state;
-            let result = if !state.deletable() {
+            let result = if task.node.protected {
+                Err(ConductorError::Conflict(format!(
+                    "Node {} is protected and cannot be undeployed, rebuilt or deleted",
+                    task.node.uuid
+                )))
+            } else if !state.deletable() {
                 Err(ConductorError::Conflict(format!(
                     "node {} cannot be deleted while it is {state}; undeploy or manage it first",
                     task.node.ident()
@@ -410,151 +387,4 @@ pub async fn delete(
         .map_err(ApiError::from)?;
     tracing::info!(node = %ident, "node deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn states(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let node = st.store.get_node(&NodeIdent::parse(&ident)).await?;
-    Ok(axum::Json(views::node_states(&node)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisionRequest {
-    target: String,
-    configdrive: Option<Value>,
-    clean_steps: Option<Value>,
-    deploy_steps: Option<Value>,
-    service_steps: Option<Value>,
-    rescue_password: Option<String>,
-    disable_ramdisk: Option<bool>,
-    runbook: Option<String>,
-}
-
-pub async fn set_provision_state(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    version: Version,
-    JsonBody(req): JsonBody<ProvisionRequest>,
-) -> Result<Response, ApiError> {
-    if matches!(req.target.as_str(), "deploy" | "undeploy") && version < Version(73) {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            format!(
-                "target {:?} needs API version 1.73 or later (requested {version})",
-                req.target
-            ),
-        ));
-    }
-    let unsupported = [
-        ("clean_steps", req.clean_steps.is_some()),
-        ("deploy_steps", req.deploy_steps.is_some()),
-        ("service_steps", req.service_steps.is_some()),
-        ("rescue_password", req.rescue_password.is_some()),
-        ("disable_ramdisk", req.disable_ramdisk.is_some()),
-        ("runbook", req.runbook.is_some()),
-    ];
-    if let Some((name, _)) = unsupported.iter().find(|(_, given)| *given) {
-        return Err(ApiError::bad_request(format!(
-            "{name} is not supported by ironboot"
-        )));
-    }
-    let ident = NodeIdent::parse(&ident);
-    st.conductor
-        .provision(&ident, &req.target, req.configdrive)
-        .await?;
-    let location = format!("{}/v1/nodes/{}/states", st.base_url, ident);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PowerRequest {
-    target: String,
-    timeout: Option<u64>,
-}
-
-pub async fn set_power_state(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    JsonBody(req): JsonBody<PowerRequest>,
-) -> Result<Response, ApiError> {
-    let target = PowerState::parse(&req.target).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "{:?} is not a valid power state target; use power on, power off, rebooting, soft power off or soft rebooting",
-            req.target
-        ))
-    })?;
-    if req.timeout == Some(0) {
-        return Err(ApiError::bad_request(
-            "timeout must be a positive number of seconds",
-        ));
-    }
-    let ident = NodeIdent::parse(&ident);
-    st.conductor.set_power(&ident, target).await?;
-    let location = format!("{}/v1/nodes/{}/states", st.base_url, ident);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceRequest {
-    reason: Option<String>,
-}
-
-async fn set_maintenance(
-    st: AppState,
-    ident: String,
-    on: bool,
-    reason: Option<String>,
-) -> Result<StatusCode, ApiError> {
-    let ident = NodeIdent::parse(&ident);
-    st.conductor
-        .with_reserved(&ident, |mut task| async move {
-            task.node.maintenance = on;
-            task.node.maintenance_reason = if on { reason } else { None };
-            let result = task.save().await.map_err(ApiError::from);
-            (task, result)
-        })
-        .await?;
-    Ok(StatusCode::ACCEPTED)
-}
-
-/// The body (`{"reason": ...}`) is optional.
-pub async fn maintenance_on(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
-    let req: MaintenanceRequest = if body.is_empty() {
-        MaintenanceRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
-    set_maintenance(st, ident, true, req.reason).await
-}
-
-pub async fn maintenance_off(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    set_maintenance(st, ident, false, None).await
-}
-
-pub async fn drivers(State(st): State<AppState>) -> axum::Json<Value> {
-    let drivers: Vec<Value> = HardwareType::names()
-        .into_iter()
-        .map(|name| {
-            json!({
-                "name": name,
-                "hosts": [st.conductor.host()],
-                "type": "dynamic",
-                "links": [{"href": format!("{}/v1/drivers/{name}", st.base_url), "rel": "self"}],
-            })
-        })
-        .collect();
-    axum::Json(json!({ "drivers": drivers }))
 }

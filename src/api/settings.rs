@@ -19,7 +19,11 @@ pub struct ApiSettings {
     /// bcrypt htpasswd file for `http_basic` (as Ironic's `[DEFAULT] http_basic_auth_user_file`).
     pub http_basic_auth_user_file: Option<PathBuf>,
     /// URL agents use to reach this API (`ipa-api-url`); derived from `listen` and `my_ip`.
+    /// When set, every link the API writes starts with it; else links follow the request.
     pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` headers links follow (reverse
+    /// proxies in front of the API). Loopback by default: a proxy on this host.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Handed to agents as `heartbeat_timeout` (Ironic's `[api] ramdisk_heartbeat_timeout`).
@@ -34,6 +38,10 @@ impl Default for ApiSettings {
             auth_strategy: AuthStrategy::Noauth,
             http_basic_auth_user_file: None,
             public_url: None,
+            trusted_proxies: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
             max_body_bytes: 4 * 1024 * 1024,
             ramdisk_heartbeat_timeout: Duration::from_secs(300),
         }

@@ -2,12 +2,12 @@
 //! `X-OpenStack-Ironic-API-Version` header on every request.
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, NoVersionHeaders};
 
 pub const HEADER: &str = "x-openstack-ironic-api-version";
 pub const MIN_HEADER: &str = "x-openstack-ironic-api-minimum-version";
@@ -15,9 +15,9 @@ pub const MAX_HEADER: &str = "x-openstack-ironic-api-maximum-version";
 
 /// Oldest microversion served.
 pub const MIN: Version = Version(1);
-/// Newest microversion served: ≥ 1.68 so the agent enables tokens and auto-TLS, ≥ 1.73 for the
-/// `deploy`/`undeploy` verbs.
-pub const MAX: Version = Version(80);
+/// Newest microversion served: Ironic 39's. Features ironboot does not have are answered as an
+/// Ironic without them answers (see docs/api.md).
+pub const MAX: Version = Version(115);
 
 /// A `1.N` microversion (only major version 1 exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,9 +29,45 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// Why a version header was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionError {
+    /// Not `X.Y` nor `latest`: refused before the range is even known.
+    Malformed,
+    /// A major version other than 1.
+    Major(String),
+    /// A minor version outside [`MIN`, `MAX`].
+    Range(Version),
+}
+
+impl VersionError {
+    pub fn to_api_error(&self) -> ApiError {
+        let range = format!("The supported version range is: [{MIN}, {MAX}].");
+        let mut e = ApiError::http(
+            StatusCode::NOT_ACCEPTABLE,
+            match self {
+                VersionError::Malformed => format!("Invalid value for {HEADER_NAME} header"),
+                VersionError::Major(v) => format!(
+                    "Mutually exclusive versions requested. Version {v} requested but not \
+                     supported by this service. {range}"
+                ),
+                VersionError::Range(v) => format!(
+                    "Version {v} was requested but the minor version is not supported by this \
+                     service. {range}"
+                ),
+            },
+        );
+        // Ironic answers a malformed header before it has stamped any version header.
+        e.version_headers = !matches!(self, VersionError::Malformed);
+        e
+    }
+}
+
+const HEADER_NAME: &str = "X-OpenStack-Ironic-API-Version";
+
 impl Version {
-    /// Parses a header value: absent → the minimum, `latest` → the maximum, else `1.N`.
-    pub fn negotiate(header: Option<&str>) -> Result<Version, ApiError> {
+    /// Parses a header value: absent → the minimum, `latest` → the maximum, else `X.Y`.
+    pub fn negotiate(header: Option<&str>) -> Result<Version, VersionError> {
         let raw = match header {
             None => return Ok(MIN),
             Some(h) => h.trim(),
@@ -39,55 +75,47 @@ impl Version {
         if raw.eq_ignore_ascii_case("latest") {
             return Ok(MAX);
         }
-        let minor = raw
-            .strip_prefix("1.")
-            .and_then(|m| {
-                if m.bytes().all(|b| b.is_ascii_digit()) && !m.is_empty() {
-                    m.parse::<u32>().ok()
-                } else {
-                    None
-                }
-            })
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "invalid value for {HEADER} header: {raw:?} (expected 1.N or latest)"
-                ))
-            })?;
-        let v = Version(minor);
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let (major, minor) = raw
+            .split_once('.')
+            .filter(|(a, b)| digits(a) && digits(b))
+            .ok_or(VersionError::Malformed)?;
+        if major.parse::<u32>() != Ok(1) {
+            return Err(VersionError::Major(raw.to_string()));
+        }
+        let v = Version(minor.parse().map_err(|_| VersionError::Malformed)?);
         if v < MIN || v > MAX {
-            return Err(ApiError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                format!("version {v} was requested but the supported range is {MIN} to {MAX}"),
-            ));
+            return Err(VersionError::Range(v));
         }
         Ok(v)
     }
 }
 
-/// Middleware: negotiates the version, stores it in the request and stamps response headers.
+/// Middleware: negotiates the version, stores it in the request and stamps response headers
+/// (the range on every answer, the negotiated version on answers of a negotiated request),
+/// except on the answers Ironic's router gives without them.
 pub async fn negotiate(mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut resp = match Version::negotiate(header.as_deref()) {
+    let (mut resp, negotiated) = match Version::negotiate(header.as_deref()) {
         Ok(v) => {
             req.extensions_mut().insert(v);
-            let mut resp = next.run(req).await;
-            resp.headers_mut()
-                .insert(HEADER, header_value(&v.to_string()));
-            resp
+            (next.run(req).await, Some(v))
         }
-        Err(e) => e.into_response(),
+        Err(e) => (e.to_api_error().into_response(), None),
     };
-    stamp_range(resp.headers_mut());
+    if resp.extensions().get::<NoVersionHeaders>().is_none() {
+        let h = resp.headers_mut();
+        h.insert(MIN_HEADER, header_value(&MIN.to_string()));
+        h.insert(MAX_HEADER, header_value(&MAX.to_string()));
+        if let Some(v) = negotiated {
+            h.insert(HEADER, header_value(&v.to_string()));
+        }
+    }
     resp
-}
-
-fn stamp_range(h: &mut HeaderMap) {
-    h.insert(MIN_HEADER, header_value(&MIN.to_string()));
-    h.insert(MAX_HEADER, header_value(&MAX.to_string()));
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -109,26 +137,50 @@ fn version_doc(base: &str) -> Value {
 pub fn root_doc(base: &str) -> Value {
     json!({
         "name": "OpenStack Ironic API (ironboot)",
-        "description": "ironboot: boot and media service with an Ironic-compatible API subset",
+        "description": "ironboot: boot and media service with an Ironic-compatible API",
         "default_version": version_doc(base),
         "versions": [version_doc(base)],
     })
 }
 
-/// `GET /v1`
-pub fn v1_doc(base: &str) -> Value {
+/// Resources `/v1` lists, with the version each appeared in.
+const V1_RESOURCES: &[(&str, u32)] = &[
+    ("chassis", 1),
+    ("nodes", 1),
+    ("ports", 1),
+    ("drivers", 1),
+    ("portgroups", 23),
+    ("volume", 32),
+    ("lookup", 22),
+    ("heartbeat", 22),
+    ("conductors", 49),
+    ("allocations", 52),
+    ("events", 54),
+    ("deploy_templates", 55),
+    ("shards", 82),
+    ("runbooks", 92),
+    ("inspection_rules", 96),
+    ("continue_inspection", 84),
+];
+
+/// `GET /v1` at `version`.
+pub fn v1_doc(base: &str, version: Version) -> Value {
     let link = |p: &str| json!([{"href": format!("{base}/v1/{p}/"), "rel": "self"}, {"href": format!("{base}/{p}/"), "rel": "bookmark"}]);
-    json!({
+    let mut doc = json!({
         "id": "v1",
-        "links": [{"href": format!("{base}/v1/"), "rel": "self"}],
-        "media_types": [{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"}],
-        "nodes": link("nodes"),
-        "ports": link("ports"),
-        "drivers": link("drivers"),
-        "lookup": link("lookup"),
-        "heartbeat": link("heartbeat"),
+        "links": [
+            {"href": format!("{base}/v1/"), "rel": "self"},
+            {"href": "https://docs.openstack.org//ironic/latest/contributor//webapi.html", "rel": "describedby", "type": "text/html"},
+        ],
+        "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
         "version": version_doc(base),
-    })
+    });
+    for (name, since) in V1_RESOURCES {
+        if version >= Version(*since) {
+            doc[*name] = link(name);
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -141,19 +193,23 @@ mod tests {
         assert_eq!(Version::negotiate(Some("latest")).unwrap(), MAX);
         assert_eq!(Version::negotiate(Some("1.68")).unwrap(), Version(68));
         assert_eq!(
-            Version::negotiate(Some("1.999")).unwrap_err().status,
-            StatusCode::NOT_ACCEPTABLE
+            Version::negotiate(Some("1.999")),
+            Err(VersionError::Range(Version(999)))
         );
         assert_eq!(
-            Version::negotiate(Some("1.0")).unwrap_err().status,
-            StatusCode::NOT_ACCEPTABLE
+            Version::negotiate(Some("1.0")),
+            Err(VersionError::Range(Version(0)))
         );
-        for bad in ["2.1", "1.", "1.x", "one", "1.-3", ""] {
-            assert_eq!(
-                Version::negotiate(Some(bad)).unwrap_err().status,
-                StatusCode::BAD_REQUEST,
-                "{bad:?}"
-            );
+        assert_eq!(
+            Version::negotiate(Some("2.1")),
+            Err(VersionError::Major("2.1".into()))
+        );
+        for bad in ["1.", "1.x", "one", "1.-3", ""] {
+            let e = Version::negotiate(Some(bad)).unwrap_err();
+            assert_eq!(e, VersionError::Malformed, "{bad:?}");
+            let api = e.to_api_error();
+            assert_eq!(api.status, StatusCode::NOT_ACCEPTABLE);
+            assert!(!api.version_headers);
         }
         assert!(MAX >= Version(73));
     }

@@ -182,6 +182,11 @@ impl Config {
 }
 
 impl Config {
+    /// Whether `[api] public_url` was configured (rather than derived from the listener).
+    pub fn api_public_url_configured(&self) -> bool {
+        !self.derived_urls.0
+    }
+
     /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
     /// "any free port").
     pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {

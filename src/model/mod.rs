@@ -1,12 +1,14 @@
 //! Pure domain model: nodes, ports, provision states and their transitions. No I/O here.
 
 pub mod boot_mode;
+pub mod hardware;
 pub mod node;
 pub mod port;
 pub mod state;
 
 pub use boot_mode::BootMode;
-pub use node::{Fields, HardwareType, Node, NodeError, PowerState};
+pub use hardware::{ExtraInterfaces, HARDWARE_TYPES, HardwareType, InterfaceKind, InterfaceSet};
+pub use node::{Fields, Node, NodeError, PowerState};
 pub use port::{InvalidMac, MacAddress, Port};
 pub use state::{Event, InvalidTransition, ProvisionState, Transition};
 

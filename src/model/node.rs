@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::hardware::{HardwareType, InterfaceKind};
 use super::state::ProvisionState;
 
 /// A free-form JSON object field (`driver_info`, `properties`, `instance_info`, ...).
@@ -23,6 +24,15 @@ pub struct Node {
     pub deploy_interface: String,
     pub power_interface: String,
     pub management_interface: String,
+    pub bios_interface: String,
+    pub console_interface: String,
+    pub firmware_interface: String,
+    pub inspect_interface: String,
+    pub network_interface: String,
+    pub raid_interface: String,
+    pub rescue_interface: String,
+    pub storage_interface: String,
+    pub vendor_interface: String,
     pub driver_info: Fields,
     pub properties: Fields,
     pub instance_info: Fields,
@@ -38,6 +48,32 @@ pub struct Node {
     pub conductor_affinity: Option<HostName>,
     pub maintenance: bool,
     pub maintenance_reason: Option<String>,
+    /// Traits (`CUSTOM_*` or standard names) that allocations and flavors match on.
+    pub traits: Vec<String>,
+    pub instance_uuid: Option<Uuid>,
+    pub allocation_uuid: Option<Uuid>,
+    /// `None` = the conductor's `[conductor] automated_clean` decides.
+    pub automated_clean: Option<bool>,
+    pub conductor_group: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub protected: bool,
+    pub protected_reason: Option<String>,
+    pub retired: bool,
+    pub retired_reason: Option<String>,
+    pub network_data: Fields,
+    pub raid_config: Fields,
+    pub target_raid_config: Fields,
+    /// The boot mode and secure boot state the management interface last reported.
+    pub boot_mode: Option<String>,
+    pub secure_boot: Option<bool>,
+    pub shard: Option<String>,
+    pub parent_node: Option<Uuid>,
+    pub instance_name: Option<String>,
+    pub disable_power_off: bool,
+    pub inspection_started_at: Option<DateTime<Utc>>,
+    pub inspection_finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
     pub provision_updated_at: Option<DateTime<Utc>>,
@@ -54,6 +90,15 @@ impl Node {
             deploy_interface: driver.deploy.default.to_string(),
             power_interface: driver.power.default.to_string(),
             management_interface: driver.management.default.to_string(),
+            bios_interface: driver.extras.bios.default.to_string(),
+            console_interface: driver.extras.console.default.to_string(),
+            firmware_interface: driver.extras.firmware.default.to_string(),
+            inspect_interface: driver.extras.inspect.default.to_string(),
+            network_interface: driver.extras.network.default.to_string(),
+            raid_interface: driver.extras.raid.default.to_string(),
+            rescue_interface: driver.extras.rescue.default.to_string(),
+            storage_interface: driver.extras.storage.default.to_string(),
+            vendor_interface: driver.extras.vendor.default.to_string(),
             driver_info: Fields::new(),
             properties: Fields::new(),
             instance_info: Fields::new(),
@@ -69,6 +114,29 @@ impl Node {
             conductor_affinity: None,
             maintenance: false,
             maintenance_reason: None,
+            traits: Vec::new(),
+            instance_uuid: None,
+            allocation_uuid: None,
+            automated_clean: None,
+            conductor_group: String::new(),
+            description: None,
+            owner: None,
+            lessee: None,
+            protected: false,
+            protected_reason: None,
+            retired: false,
+            retired_reason: None,
+            network_data: Fields::new(),
+            raid_config: Fields::new(),
+            target_raid_config: Fields::new(),
+            boot_mode: None,
+            secure_boot: None,
+            shard: None,
+            parent_node: None,
+            instance_name: None,
+            disable_power_off: false,
+            inspection_started_at: None,
+            inspection_finished_at: None,
             created_at: now,
             updated_at: None,
             provision_updated_at: None,
@@ -82,18 +150,56 @@ impl Node {
         }
         let hw = HardwareType::find(&self.driver)
             .ok_or_else(|| NodeError::UnknownDriver(self.driver.clone()))?;
-        hw.boot
-            .check("boot_interface", &self.boot_interface, &self.driver)?;
-        hw.deploy
-            .check("deploy_interface", &self.deploy_interface, &self.driver)?;
-        hw.power
-            .check("power_interface", &self.power_interface, &self.driver)?;
-        hw.management.check(
-            "management_interface",
-            &self.management_interface,
-            &self.driver,
-        )?;
+        for kind in InterfaceKind::ALL {
+            hw.interfaces(kind)
+                .check(kind.field(), self.interface(kind), &self.driver)?;
+        }
         Ok(())
+    }
+
+    /// The node's interface of `kind`.
+    pub fn interface(&self, kind: InterfaceKind) -> &str {
+        self.interface_slot(kind)
+    }
+
+    pub fn set_interface(&mut self, kind: InterfaceKind, name: String) {
+        *self.interface_slot_mut(kind) = name;
+    }
+
+    fn interface_slot(&self, kind: InterfaceKind) -> &String {
+        match kind {
+            InterfaceKind::Bios => &self.bios_interface,
+            InterfaceKind::Boot => &self.boot_interface,
+            InterfaceKind::Console => &self.console_interface,
+            InterfaceKind::Deploy => &self.deploy_interface,
+            InterfaceKind::Firmware => &self.firmware_interface,
+            InterfaceKind::Inspect => &self.inspect_interface,
+            InterfaceKind::Management => &self.management_interface,
+            InterfaceKind::Network => &self.network_interface,
+            InterfaceKind::Power => &self.power_interface,
+            InterfaceKind::Raid => &self.raid_interface,
+            InterfaceKind::Rescue => &self.rescue_interface,
+            InterfaceKind::Storage => &self.storage_interface,
+            InterfaceKind::Vendor => &self.vendor_interface,
+        }
+    }
+
+    fn interface_slot_mut(&mut self, kind: InterfaceKind) -> &mut String {
+        match kind {
+            InterfaceKind::Bios => &mut self.bios_interface,
+            InterfaceKind::Boot => &mut self.boot_interface,
+            InterfaceKind::Console => &mut self.console_interface,
+            InterfaceKind::Deploy => &mut self.deploy_interface,
+            InterfaceKind::Firmware => &mut self.firmware_interface,
+            InterfaceKind::Inspect => &mut self.inspect_interface,
+            InterfaceKind::Management => &mut self.management_interface,
+            InterfaceKind::Network => &mut self.network_interface,
+            InterfaceKind::Power => &mut self.power_interface,
+            InterfaceKind::Raid => &mut self.raid_interface,
+            InterfaceKind::Rescue => &mut self.rescue_interface,
+            InterfaceKind::Storage => &mut self.storage_interface,
+            InterfaceKind::Vendor => &mut self.vendor_interface,
+        }
     }
 
     /// The label operators and logs use: the name when there is one, else the uuid.
@@ -178,69 +284,6 @@ pub fn validate_name(name: &str) -> Result<(), NodeError> {
         Ok(())
     } else {
         Err(NodeError::InvalidName(name.to_string()))
-    }
-}
-
-/// The interfaces one hardware type offers, with its default.
-#[derive(Debug, Clone, Copy)]
-pub struct InterfaceSet {
-    pub default: &'static str,
-    pub enabled: &'static [&'static str],
-}
-
-impl InterfaceSet {
-    fn check(&self, field: &'static str, value: &str, driver: &str) -> Result<(), NodeError> {
-        if self.enabled.contains(&value) {
-            Ok(())
-        } else {
-            Err(NodeError::UnsupportedInterface {
-                field,
-                value: value.to_string(),
-                driver: driver.to_string(),
-                allowed: self.enabled.join(", "),
-            })
-        }
-    }
-}
-
-/// A hardware type (Ironic's `driver`): which interfaces a node of that type may use.
-#[derive(Debug, Clone, Copy)]
-pub struct HardwareType {
-    pub name: &'static str,
-    pub boot: InterfaceSet,
-    pub deploy: InterfaceSet,
-    pub power: InterfaceSet,
-    pub management: InterfaceSet,
-}
-
-/// Every hardware type ironboot knows, in the order the API lists them.
-pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
-    name: "fake-hardware",
-    boot: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "pxe", "ipxe"],
-    },
-    deploy: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "direct"],
-    },
-    power: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "script"],
-    },
-    management: InterfaceSet {
-        default: "fake",
-        enabled: &["fake"],
-    },
-}];
-
-impl HardwareType {
-    pub fn find(name: &str) -> Option<&'static HardwareType> {
-        HARDWARE_TYPES.iter().find(|h| h.name == name)
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        HARDWARE_TYPES.iter().map(|h| h.name).collect()
     }
 }
 

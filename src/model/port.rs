@@ -13,8 +13,42 @@ pub struct Port {
     pub address: MacAddress,
     pub pxe_enabled: bool,
     pub extra: Fields,
+    /// The switch port the NIC is cabled to (`switch_id`, `port_id`, `switch_info`, ...).
+    pub local_link_connection: Fields,
+    pub physical_network: Option<String>,
+    pub is_smartnic: bool,
+    pub internal_info: Fields,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub vendor: Option<String>,
+    pub category: Option<String>,
+    pub available_for_dynamic_portgroup: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Port {
+    /// A new port with Ironic's defaults (PXE enabled, no switch information).
+    pub fn new(uuid: Uuid, node_uuid: Uuid, address: MacAddress, now: DateTime<Utc>) -> Port {
+        Port {
+            uuid,
+            node_uuid,
+            address,
+            pxe_enabled: true,
+            extra: Fields::new(),
+            local_link_connection: Fields::new(),
+            physical_network: None,
+            is_smartnic: false,
+            internal_info: Fields::new(),
+            name: None,
+            description: None,
+            vendor: None,
+            category: None,
+            available_for_dynamic_portgroup: true,
+            created_at: now,
+            updated_at: None,
+        }
+    }
 }
 
 /// A 48-bit MAC address, always held lower-case and colon-separated.

@@ -32,6 +32,10 @@ pub enum StoreError {
     DuplicateNode { field: &'static str, value: String },
     #[error("a port with MAC address {0} already exists")]
     DuplicateMac(String),
+    #[error("a port with UUID {0} already exists")]
+    DuplicatePort(String),
+    #[error("instance {instance} is already associated with another node")]
+    InstanceAssociated { instance: String },
     #[error("cannot open database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("database migration {version} ({name}) failed: {source}")]
@@ -79,29 +83,94 @@ impl std::fmt::Display for NodeIdent {
     }
 }
 
-/// Columns a node list may be sorted by (all non-null, so marker pagination is well defined).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NodeSortKey {
-    #[default]
-    Id,
-    Uuid,
-    Name,
-    CreatedAt,
-    ProvisionState,
-    Driver,
+/// A column a node list may be sorted by: every scalar column (JSON columns cannot be ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSortKey(&'static str);
+
+/// How a sortable column is ordered: nullable columns sort as their empty value, so marker
+/// pagination over `(column, id)` is well defined and SQLite and PostgreSQL agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortAs {
+    NotNull,
+    NullableText,
+    NullableBool,
+}
+
+/// Sortable node columns.
+const NODE_SORT_COLUMNS: &[(&str, SortAs)] = &[
+    ("id", SortAs::NotNull),
+    ("uuid", SortAs::NotNull),
+    ("name", SortAs::NullableText),
+    ("driver", SortAs::NotNull),
+    ("created_at", SortAs::NotNull),
+    ("updated_at", SortAs::NullableText),
+    ("provision_updated_at", SortAs::NullableText),
+    ("provision_state", SortAs::NotNull),
+    ("target_provision_state", SortAs::NullableText),
+    ("power_state", SortAs::NullableText),
+    ("target_power_state", SortAs::NullableText),
+    ("maintenance", SortAs::NotNull),
+    ("maintenance_reason", SortAs::NullableText),
+    ("resource_class", SortAs::NullableText),
+    ("reservation", SortAs::NullableText),
+    ("last_error", SortAs::NullableText),
+    ("instance_uuid", SortAs::NullableText),
+    ("conductor_group", SortAs::NotNull),
+    ("owner", SortAs::NullableText),
+    ("lessee", SortAs::NullableText),
+    ("description", SortAs::NullableText),
+    ("automated_clean", SortAs::NullableBool),
+    ("protected", SortAs::NotNull),
+    ("protected_reason", SortAs::NullableText),
+    ("retired", SortAs::NotNull),
+    ("retired_reason", SortAs::NullableText),
+    ("boot_mode", SortAs::NullableText),
+    ("secure_boot", SortAs::NullableBool),
+    ("shard", SortAs::NullableText),
+    ("parent_node", SortAs::NullableText),
+    ("instance_name", SortAs::NullableText),
+    ("disable_power_off", SortAs::NotNull),
+    ("inspection_started_at", SortAs::NullableText),
+    ("inspection_finished_at", SortAs::NullableText),
+    ("bios_interface", SortAs::NotNull),
+    ("boot_interface", SortAs::NotNull),
+    ("console_interface", SortAs::NotNull),
+    ("deploy_interface", SortAs::NotNull),
+    ("firmware_interface", SortAs::NotNull),
+    ("inspect_interface", SortAs::NotNull),
+    ("management_interface", SortAs::NotNull),
+    ("network_interface", SortAs::NotNull),
+    ("power_interface", SortAs::NotNull),
+    ("raid_interface", SortAs::NotNull),
+    ("rescue_interface", SortAs::NotNull),
+    ("storage_interface", SortAs::NotNull),
+    ("vendor_interface", SortAs::NotNull),
+];
+
+impl Default for NodeSortKey {
+    fn default() -> Self {
+        NodeSortKey("id")
+    }
 }
 
 impl NodeSortKey {
     pub fn parse(s: &str) -> Option<NodeSortKey> {
-        Some(match s {
-            "id" => NodeSortKey::Id,
-            "uuid" => NodeSortKey::Uuid,
-            "name" => NodeSortKey::Name,
-            "created_at" => NodeSortKey::CreatedAt,
-            "provision_state" => NodeSortKey::ProvisionState,
-            "driver" => NodeSortKey::Driver,
-            _ => return None,
-        })
+        NODE_SORT_COLUMNS
+            .iter()
+            .find(|(c, _)| *c == s)
+            .map(|(c, _)| NodeSortKey(c))
+    }
+
+    pub fn column(self) -> &'static str {
+        self.0
+    }
+
+    pub fn sort_as(self) -> SortAs {
+        NODE_SORT_COLUMNS
+            .iter()
+            .find(|(c, _)| *c == self.0)
+            .map(|(_, s)| *s)
+            .unwrap_or(SortAs::NotNull)
     }
 }
 
@@ -114,10 +183,68 @@ pub struct NodeQuery {
     pub reserved: Option<bool>,
     /// Only nodes whose `provision_updated_at` is older than this (callback timeouts).
     pub provision_updated_before: Option<DateTime<Utc>>,
+    pub associated: Option<bool>,
+    pub instance_uuid: Option<Uuid>,
+    pub resource_class: Option<String>,
+    pub conductor_group: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    /// Nodes owned or leased by this project.
+    pub project: Option<String>,
+    pub retired: Option<bool>,
+    pub description_contains: Option<String>,
+    /// Nodes in one of these shards.
+    pub shards: Vec<String>,
+    pub sharded: Option<bool>,
+    pub parent_node: Option<Uuid>,
+    pub instance_name: Option<String>,
     pub sort_key: NodeSortKey,
     pub descending: bool,
     pub marker: Option<Uuid>,
     pub limit: Option<u32>,
+}
+
+/// A column a port list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSortKey(&'static str, SortAs);
+
+const PORT_SORT_COLUMNS: &[(&str, SortAs)] = &[
+    ("id", SortAs::NotNull),
+    ("uuid", SortAs::NotNull),
+    ("address", SortAs::NotNull),
+    ("node_uuid", SortAs::NotNull),
+    ("created_at", SortAs::NotNull),
+    ("updated_at", SortAs::NullableText),
+    ("pxe_enabled", SortAs::NotNull),
+    ("physical_network", SortAs::NullableText),
+    ("is_smartnic", SortAs::NotNull),
+    ("name", SortAs::NullableText),
+    ("description", SortAs::NullableText),
+    ("vendor", SortAs::NullableText),
+    ("category", SortAs::NullableText),
+];
+
+impl Default for PortSortKey {
+    fn default() -> Self {
+        PortSortKey("id", SortAs::NotNull)
+    }
+}
+
+impl PortSortKey {
+    pub fn parse(s: &str) -> Option<PortSortKey> {
+        PORT_SORT_COLUMNS
+            .iter()
+            .find(|(c, _)| *c == s)
+            .map(|(c, a)| PortSortKey(c, *a))
+    }
+
+    pub fn column(self) -> &'static str {
+        self.0
+    }
+
+    pub fn sort_as(self) -> SortAs {
+        self.1
+    }
 }
 
 /// Filters and paging for [`Store::list_ports`].
@@ -127,6 +254,8 @@ pub struct PortQuery {
     pub addresses: Vec<MacAddress>,
     pub marker: Option<Uuid>,
     pub limit: Option<u32>,
+    pub sort_key: PortSortKey,
+    pub descending: bool,
 }
 
 impl PortQuery {
@@ -168,6 +297,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_port(&self, port: &Port) -> Result<(), StoreError>;
     async fn get_port(&self, uuid: Uuid) -> Result<Port, StoreError>;
     async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError>;
+    /// Writes every field of the port except `uuid` and `created_at`, stamping `updated_at`.
+    async fn save_port(&self, port: &Port) -> Result<Port, StoreError>;
     async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     /// Registers (or re-registers) a conductor as online.

@@ -6,75 +6,23 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::schema::{self, format_ts, parse_ts};
-use super::{ConductorRecord, NodeIdent, NodeQuery, NodeSortKey, PortQuery, Store, StoreError};
-use crate::model::{Fields, MacAddress, Node, Port, PowerState, ProvisionState};
+use super::{
+    ConductorRecord, NodeIdent, NodeQuery, NodeSortKey, PortQuery, SortAs, Store, StoreError,
+};
+use crate::model::{Node, Port};
 
-const NODE_COLUMNS: &str = "uuid, name, driver, boot_interface, deploy_interface, power_interface, \
-     management_interface, driver_info, properties, instance_info, driver_internal_info, extra, \
-     resource_class, provision_state, target_provision_state, power_state, target_power_state, \
-     last_error, reservation, conductor_affinity, maintenance, maintenance_reason, created_at, \
-     updated_at, provision_updated_at";
+mod rows;
 
-/// The columns [`bind_node_fields`] binds, in its order (everything a save writes).
-const NODE_WRITE_COLUMNS: &[&str] = &[
-    "name",
-    "driver",
-    "boot_interface",
-    "deploy_interface",
-    "power_interface",
-    "management_interface",
-    "driver_info",
-    "properties",
-    "instance_info",
-    "driver_internal_info",
-    "extra",
-    "resource_class",
-    "provision_state",
-    "target_provision_state",
-    "power_state",
-    "target_power_state",
-    "last_error",
-    "conductor_affinity",
-    "maintenance",
-    "maintenance_reason",
-    "provision_updated_at",
-];
-
-/// `INSERT INTO nodes (<written columns>, uuid, created_at, updated_at) VALUES ($1, ...)`.
-fn insert_node_sql() -> String {
-    let n = NODE_WRITE_COLUMNS.len();
-    let params: Vec<String> = (1..=n + 2).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO nodes ({}, uuid, created_at, updated_at) VALUES ({}, NULL)",
-        NODE_WRITE_COLUMNS.join(", "),
-        params.join(", ")
-    )
-}
-
-/// `UPDATE nodes SET <written columns> = $i, updated_at = $n+1 WHERE uuid = $n+2`.
-fn update_node_sql() -> String {
-    let n = NODE_WRITE_COLUMNS.len();
-    let sets: Vec<String> = NODE_WRITE_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ${}", i + 1))
-        .collect();
-    format!(
-        "UPDATE nodes SET {}, updated_at = ${} WHERE uuid = ${}",
-        sets.join(", "),
-        n + 1,
-        n + 2
-    )
-}
-
-const PORT_COLUMNS: &str = "uuid, node_uuid, address, pxe_enabled, extra, created_at, updated_at";
+use rows::{
+    NODE_WRITE_COLUMNS, PORT_WRITE_COLUMNS, bind_node, bind_port, insert_sql, node_columns,
+    node_from_row, port_columns, port_from_row, update_sql,
+};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -168,7 +116,7 @@ impl SqliteStore {
     }
 
     async fn node_id(&self, uuid: Uuid) -> Result<(i64, Node), StoreError> {
-        let sql = format!("SELECT id, {NODE_COLUMNS} FROM nodes WHERE uuid = $1");
+        let sql = format!("SELECT id, {} FROM nodes WHERE uuid = $1", node_columns());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(uuid.to_string())
             .fetch_optional(&self.pool)
@@ -178,117 +126,20 @@ impl SqliteStore {
     }
 }
 
-fn json_text(fields: &Fields) -> String {
-    serde_json::Value::Object(fields.clone()).to_string()
-}
-
-fn json_field(row: &SqliteRow, column: &'static str) -> Result<Fields, StoreError> {
-    let text: String = row.try_get(column)?;
-    match serde_json::from_str(&text) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(StoreError::Corrupt {
-            column,
-            value: text,
-            reason: "not a JSON object".into(),
-        }),
-        Err(e) => Err(StoreError::Corrupt {
-            column,
-            value: text,
-            reason: e.to_string(),
-        }),
+/// Maps a UNIQUE or foreign key violation on ports to what clashed.
+fn port_conflict(e: sqlx::Error, port: &Port) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() && db.message().contains("ports.address") {
+            return StoreError::DuplicateMac(port.address.to_string());
+        }
+        if db.is_unique_violation() && db.message().contains("ports.uuid") {
+            return StoreError::DuplicatePort(port.uuid.to_string());
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NodeNotFound(port.node_uuid.to_string());
+        }
     }
-}
-
-fn opt_ts(
-    row: &SqliteRow,
-    column: &'static str,
-) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
-    let v: Option<String> = row.try_get(column)?;
-    v.map(|s| parse_ts(column, &s)).transpose()
-}
-
-fn parse_state(column: &'static str, s: &str) -> Result<ProvisionState, StoreError> {
-    s.parse()
-        .map_err(|e: crate::model::state::UnknownValue| StoreError::Corrupt {
-            column,
-            value: s.to_string(),
-            reason: e.to_string(),
-        })
-}
-
-fn parse_power(column: &'static str, s: Option<String>) -> Result<Option<PowerState>, StoreError> {
-    s.map(|s| {
-        PowerState::parse(&s).ok_or(StoreError::Corrupt {
-            column,
-            value: s.clone(),
-            reason: "unknown power state".into(),
-        })
-    })
-    .transpose()
-}
-
-fn parse_uuid(column: &'static str, s: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt {
-        column,
-        value: s.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
-    let uuid: String = row.try_get("uuid")?;
-    let state: String = row.try_get("provision_state")?;
-    let target: Option<String> = row.try_get("target_provision_state")?;
-    let created: String = row.try_get("created_at")?;
-    Ok(Node {
-        uuid: parse_uuid("uuid", &uuid)?,
-        name: row.try_get("name")?,
-        driver: row.try_get("driver")?,
-        boot_interface: row.try_get("boot_interface")?,
-        deploy_interface: row.try_get("deploy_interface")?,
-        power_interface: row.try_get("power_interface")?,
-        management_interface: row.try_get("management_interface")?,
-        driver_info: json_field(row, "driver_info")?,
-        properties: json_field(row, "properties")?,
-        instance_info: json_field(row, "instance_info")?,
-        driver_internal_info: json_field(row, "driver_internal_info")?,
-        extra: json_field(row, "extra")?,
-        resource_class: row.try_get("resource_class")?,
-        provision_state: parse_state("provision_state", &state)?,
-        target_provision_state: target
-            .map(|t| parse_state("target_provision_state", &t))
-            .transpose()?,
-        power_state: parse_power("power_state", row.try_get("power_state")?)?,
-        target_power_state: parse_power("target_power_state", row.try_get("target_power_state")?)?,
-        last_error: row.try_get("last_error")?,
-        reservation: row.try_get("reservation")?,
-        conductor_affinity: row.try_get("conductor_affinity")?,
-        maintenance: row.try_get("maintenance")?,
-        maintenance_reason: row.try_get("maintenance_reason")?,
-        created_at: parse_ts("created_at", &created)?,
-        updated_at: opt_ts(row, "updated_at")?,
-        provision_updated_at: opt_ts(row, "provision_updated_at")?,
-    })
-}
-
-fn port_from_row(row: &SqliteRow) -> Result<Port, StoreError> {
-    let uuid: String = row.try_get("uuid")?;
-    let node: String = row.try_get("node_uuid")?;
-    let address: String = row.try_get("address")?;
-    let created: String = row.try_get("created_at")?;
-    Ok(Port {
-        uuid: parse_uuid("uuid", &uuid)?,
-        node_uuid: parse_uuid("node_uuid", &node)?,
-        address: MacAddress::parse(&address).map_err(|e| StoreError::Corrupt {
-            column: "address",
-            value: address.clone(),
-            reason: e.to_string(),
-        })?,
-        pxe_enabled: row.try_get("pxe_enabled")?,
-        extra: json_field(row, "extra")?,
-        created_at: parse_ts("created_at", &created)?,
-        updated_at: opt_ts(row, "updated_at")?,
-    })
+    StoreError::Db(e)
 }
 
 /// Maps a UNIQUE violation on nodes to the field that clashed.
@@ -301,6 +152,13 @@ fn node_conflict(e: sqlx::Error, node: &Node) -> StoreError {
                 field: "name",
                 value: node.name.clone().unwrap_or_default(),
             }
+        } else if db.message().contains("nodes.instance_uuid") {
+            StoreError::InstanceAssociated {
+                instance: node
+                    .instance_uuid
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            }
         } else {
             StoreError::DuplicateNode {
                 field: "uuid",
@@ -311,50 +169,95 @@ fn node_conflict(e: sqlx::Error, node: &Node) -> StoreError {
     StoreError::Db(e)
 }
 
-fn sort_column(key: NodeSortKey) -> &'static str {
-    match key {
-        NodeSortKey::Id => "id",
-        NodeSortKey::Uuid => "uuid",
-        NodeSortKey::Name => "COALESCE(name, '')",
-        NodeSortKey::CreatedAt => "created_at",
-        NodeSortKey::ProvisionState => "provision_state",
-        NodeSortKey::Driver => "driver",
+fn sort_column(key: NodeSortKey) -> String {
+    sort_expr(key.column(), key.sort_as())
+}
+
+fn sort_expr(c: &str, sort_as: SortAs) -> String {
+    match sort_as {
+        SortAs::NotNull => c.to_string(),
+        SortAs::NullableText => format!("COALESCE({c}, '')"),
+        SortAs::NullableBool => format!("COALESCE({c}, FALSE)"),
     }
 }
 
-fn bind_node_fields<'q>(
-    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
-    n: &Node,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
-    q.bind(n.name.clone())
-        .bind(n.driver.clone())
-        .bind(n.boot_interface.clone())
-        .bind(n.deploy_interface.clone())
-        .bind(n.power_interface.clone())
-        .bind(n.management_interface.clone())
-        .bind(json_text(&n.driver_info))
-        .bind(json_text(&n.properties))
-        .bind(json_text(&n.instance_info))
-        .bind(json_text(&n.driver_internal_info))
-        .bind(json_text(&n.extra))
-        .bind(n.resource_class.clone())
-        .bind(n.provision_state.as_str())
-        .bind(n.target_provision_state.map(|s| s.as_str()))
-        .bind(n.power_state.map(|s| s.as_str()))
-        .bind(n.target_power_state.map(|s| s.as_str()))
-        .bind(n.last_error.clone())
-        .bind(n.conductor_affinity.clone())
-        .bind(n.maintenance)
-        .bind(n.maintenance_reason.clone())
-        .bind(n.provision_updated_at.as_ref().map(format_ts))
+/// The filters of a node query, as `AND ...` clauses.
+fn push_node_filters(qb: &mut QueryBuilder<Sqlite>, query: &NodeQuery) {
+    let text_eq: [(&str, &Option<String>); 8] = [
+        ("driver", &query.driver),
+        ("resource_class", &query.resource_class),
+        ("conductor_group", &query.conductor_group),
+        ("owner", &query.owner),
+        ("lessee", &query.lessee),
+        ("instance_name", &query.instance_name),
+        ("instance_uuid", &query.instance_uuid.map(|u| u.to_string())),
+        ("parent_node", &query.parent_node.map(|u| u.to_string())),
+    ];
+    for (col, value) in text_eq {
+        if let Some(v) = value {
+            qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some(state) = query.provision_state {
+        qb.push(" AND provision_state = ").push_bind(state.as_str());
+    }
+    for (col, value) in [
+        ("maintenance", query.maintenance),
+        ("retired", query.retired),
+    ] {
+        if let Some(v) = value {
+            qb.push(format!(" AND {col} = ")).push_bind(v);
+        }
+    }
+    let null_test = [
+        ("reservation", query.reserved),
+        ("instance_uuid", query.associated),
+        ("shard", query.sharded),
+    ];
+    for (col, value) in null_test {
+        match value {
+            Some(true) => qb.push(format!(" AND {col} IS NOT NULL")),
+            Some(false) => qb.push(format!(" AND {col} IS NULL")),
+            None => qb,
+        };
+    }
+    if let Some(p) = &query.project {
+        qb.push(" AND (owner = ")
+            .push_bind(p.clone())
+            .push(" OR lessee = ")
+            .push_bind(p.clone())
+            .push(")");
+    }
+    if let Some(d) = &query.description_contains {
+        // LIKE with the wildcards escaped, so `%` and `_` in the text match literally.
+        let escaped = d
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        qb.push(" AND description LIKE ")
+            .push_bind(format!("%{escaped}%"))
+            .push(" ESCAPE '\\'");
+    }
+    if !query.shards.is_empty() {
+        qb.push(" AND shard IN (");
+        let mut sep = qb.separated(", ");
+        for s in &query.shards {
+            sep.push_bind(s.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(before) = &query.provision_updated_before {
+        qb.push(" AND provision_updated_at IS NOT NULL AND provision_updated_at < ")
+            .push_bind(format_ts(before));
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
-        let sql = insert_node_sql();
+        let sql = insert_sql("nodes", NODE_WRITE_COLUMNS);
         let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-        bind_node_fields(q, node)
+        bind_node(q, node)
             .bind(node.uuid.to_string())
             .bind(format_ts(&node.created_at))
             .execute(&self.pool)
@@ -368,7 +271,7 @@ impl Store for SqliteStore {
             NodeIdent::Uuid(u) => ("uuid", u.to_string()),
             NodeIdent::Name(n) => ("name", n.clone()),
         };
-        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1");
+        let sql = format!("SELECT {} FROM nodes WHERE {column} = $1", node_columns());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(value)
             .fetch_optional(&self.pool)
@@ -379,29 +282,8 @@ impl Store for SqliteStore {
 
     async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE 1 = 1"));
-        if let Some(state) = query.provision_state {
-            qb.push(" AND provision_state = ").push_bind(state.as_str());
-        }
-        if let Some(m) = query.maintenance {
-            qb.push(" AND maintenance = ").push_bind(m);
-        }
-        if let Some(d) = &query.driver {
-            qb.push(" AND driver = ").push_bind(d.clone());
-        }
-        match query.reserved {
-            Some(true) => {
-                qb.push(" AND reservation IS NOT NULL");
-            }
-            Some(false) => {
-                qb.push(" AND reservation IS NULL");
-            }
-            None => {}
-        }
-        if let Some(before) = &query.provision_updated_before {
-            qb.push(" AND provision_updated_at IS NOT NULL AND provision_updated_at < ")
-                .push_bind(format_ts(before));
-        }
+            QueryBuilder::new(format!("SELECT {} FROM nodes WHERE 1 = 1", node_columns()));
+        push_node_filters(&mut qb, query);
         let col = sort_column(query.sort_key);
         let (cmp, dir) = if query.descending {
             ("<", "DESC")
@@ -427,9 +309,9 @@ impl Store for SqliteStore {
 
     async fn save_node(&self, node: &Node) -> Result<Node, StoreError> {
         let now = crate::model::now();
-        let sql = update_node_sql();
+        let sql = update_sql("nodes", NODE_WRITE_COLUMNS);
         let q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        let done = bind_node_fields(q, node)
+        let done = bind_node(q, node)
             .bind(format_ts(&now))
             .bind(node.uuid.to_string())
             .execute(&self.pool)
@@ -493,33 +375,37 @@ impl Store for SqliteStore {
     }
 
     async fn create_port(&self, port: &Port) -> Result<(), StoreError> {
-        let res = sqlx::query(
-            "INSERT INTO ports (uuid, node_uuid, address, pxe_enabled, extra, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(port.uuid.to_string())
-        .bind(port.node_uuid.to_string())
-        .bind(port.address.as_str())
-        .bind(port.pxe_enabled)
-        .bind(json_text(&port.extra))
-        .bind(format_ts(&port.created_at))
-        .execute(&self.pool)
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db))
-                if db.is_unique_violation() && db.message().contains("address") =>
-            {
-                Err(StoreError::DuplicateMac(port.address.to_string()))
-            }
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                Err(StoreError::NodeNotFound(port.node_uuid.to_string()))
-            }
-            Err(e) => Err(e.into()),
+        let sql = insert_sql("ports", PORT_WRITE_COLUMNS);
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        bind_port(q, port)
+            .bind(port.uuid.to_string())
+            .bind(format_ts(&port.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| port_conflict(e, port))?;
+        Ok(())
+    }
+
+    async fn save_port(&self, port: &Port) -> Result<Port, StoreError> {
+        let now = crate::model::now();
+        let sql = update_sql("ports", PORT_WRITE_COLUMNS);
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        let done = bind_port(q, port)
+            .bind(format_ts(&now))
+            .bind(port.uuid.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| port_conflict(e, port))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::PortNotFound(port.uuid.to_string()));
         }
+        let mut saved = port.clone();
+        saved.updated_at = Some(now);
+        Ok(saved)
     }
 
     async fn get_port(&self, uuid: Uuid) -> Result<Port, StoreError> {
-        let sql = format!("SELECT {PORT_COLUMNS} FROM ports WHERE uuid = $1");
+        let sql = format!("SELECT {} FROM ports WHERE uuid = $1", port_columns());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(uuid.to_string())
             .fetch_optional(&self.pool)
@@ -530,7 +416,7 @@ impl Store for SqliteStore {
 
     async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError> {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {PORT_COLUMNS} FROM ports WHERE 1 = 1"));
+            QueryBuilder::new(format!("SELECT {} FROM ports WHERE 1 = 1", port_columns()));
         if let Some(node) = query.node {
             qb.push(" AND node_uuid = ").push_bind(node.to_string());
         }
@@ -542,12 +428,21 @@ impl Store for SqliteStore {
             }
             qb.push(")");
         }
+        let col = sort_expr(query.sort_key.column(), query.sort_key.sort_as());
+        let (cmp, dir) = if query.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         if let Some(marker) = query.marker {
-            qb.push(" AND id > (SELECT id FROM ports WHERE uuid = ")
-                .push_bind(marker.to_string())
-                .push(")");
+            // Keyset pagination on (sort column, id), as for nodes.
+            qb.push(format!(
+                " AND ({col}, id) {cmp} (SELECT {col}, id FROM ports WHERE uuid = "
+            ))
+            .push_bind(marker.to_string())
+            .push(")");
         }
-        qb.push(" ORDER BY id");
+        qb.push(format!(" ORDER BY {col} {dir}, id {dir}"));
         if let Some(limit) = query.limit {
             qb.push(" LIMIT ").push_bind(i64::from(limit));
         }
@@ -621,7 +516,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::HardwareType;
+    use crate::model::{HardwareType, MacAddress, PowerState, ProvisionState};
     use serde_json::json;
 
     fn node(name: Option<&str>) -> Node {
@@ -639,15 +534,12 @@ mod tests {
     }
 
     fn port(node: Uuid, mac: &str) -> Port {
-        Port {
-            uuid: Uuid::new_v4(),
-            node_uuid: node,
-            address: MacAddress::parse(mac).unwrap(),
-            pxe_enabled: true,
-            extra: Fields::new(),
-            created_at: crate::model::now(),
-            updated_at: None,
-        }
+        Port::new(
+            Uuid::new_v4(),
+            node,
+            MacAddress::parse(mac).unwrap(),
+            crate::model::now(),
+        )
     }
 
     #[tokio::test]
@@ -758,7 +650,7 @@ mod tests {
         );
         let desc = s
             .list_nodes(&NodeQuery {
-                sort_key: NodeSortKey::Name,
+                sort_key: NodeSortKey::parse("name").unwrap(),
                 descending: true,
                 ..Default::default()
             })

@@ -103,13 +103,13 @@ impl Lab {
         ]
         .into_iter()
         .map(|(mac, pxe_enabled)| Port {
-            uuid: Uuid::new_v4(),
-            node_uuid: node.uuid,
-            address: MacAddress::parse(&mac).unwrap(),
             pxe_enabled,
-            extra: Default::default(),
-            created_at: crate::model::now(),
-            updated_at: None,
+            ..Port::new(
+                Uuid::new_v4(),
+                node.uuid,
+                MacAddress::parse(&mac).unwrap(),
+                crate::model::now(),
+            )
         })
         .collect();
         NodeContext::new(node, ports)

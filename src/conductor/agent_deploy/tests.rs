@@ -134,15 +134,12 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
     .clone();
     store.create_node(&n).await.unwrap();
     store
-        .create_port(&Port {
-            uuid: Uuid::new_v4(),
-            node_uuid: n.uuid,
-            address: MacAddress::parse(MAC).unwrap(),
-            pxe_enabled: true,
-            extra: Default::default(),
-            created_at: crate::model::now(),
-            updated_at: None,
-        })
+        .create_port(&Port::new(
+            Uuid::new_v4(),
+            n.uuid,
+            MacAddress::parse(MAC).unwrap(),
+            crate::model::now(),
+        ))
         .await
         .unwrap();
     (c, store, n, dir)
