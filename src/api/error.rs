@@ -43,10 +43,12 @@ impl ApiError {
         }
     }
 
-    /// An error in the HTTP shape (routing, version negotiation).
+    /// An error in the HTTP shape, raised before a controller ran (argument validation,
+    /// routing): such answers carry no version headers.
     pub fn http(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             shape: ErrorShape::Http,
+            version_headers: false,
             ..Self::new(status, message)
         }
     }
@@ -54,10 +56,7 @@ impl ApiError {
     /// A path this API does not have (at the requested version): Ironic's router 404, without
     /// version headers.
     pub fn no_route() -> ApiError {
-        ApiError {
-            version_headers: false,
-            ..Self::http(StatusCode::NOT_FOUND, "")
-        }
+        Self::http(StatusCode::NOT_FOUND, "")
     }
 
     /// Something the requested microversion does not have (Ironic's `NotAcceptable`).

@@ -6,16 +6,19 @@ pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod links;
+pub mod local_link;
 pub mod metrics;
 pub mod node_input;
 pub mod node_list;
 pub mod node_states;
+pub mod node_subresources;
 pub mod node_view;
 pub mod nodes;
 pub mod patch;
 pub mod ports;
 pub mod ramdisk;
 mod settings;
+pub mod traits;
 pub mod version;
 pub mod views;
 
@@ -93,6 +96,17 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             "/v1/nodes/{ident}/maintenance",
             put(node_states::maintenance_on).delete(node_states::maintenance_off),
         )
+        .route(
+            "/v1/nodes/{ident}/traits",
+            get(traits::list)
+                .put(traits::set_all)
+                .delete(traits::remove_all),
+        )
+        .route(
+            "/v1/nodes/{ident}/traits/{name}",
+            put(traits::add).delete(traits::remove),
+        )
+        .route("/v1/nodes/{ident}/{sub}", get(node_subresources::get))
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",

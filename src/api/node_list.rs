@@ -90,9 +90,24 @@ fn sort_key(q: &QueryParams, version: Version) -> Result<NodeSortKey, ApiError> 
             "The sort_key value {k} is an invalid field for sorting"
         )));
     }
-    // Fields ironboot computes rather than stores (chassis_uuid, fault, conductor, ...) hold
-    // one value for every node: the list is in id order, as Ironic's would be.
-    Ok(NodeSortKey::parse(k).unwrap_or_default())
+    match NodeSortKey::parse(k) {
+        Some(key) => Ok(key),
+        // Columns ironboot computes rather than stores (fault, console_enabled, ...) hold one
+        // value for every node: the list is in id order, as Ironic's would be.
+        None if [
+            "fault",
+            "console_enabled",
+            "chassis_id",
+            "conductor_affinity",
+        ]
+        .contains(&k) =>
+        {
+            Ok(NodeSortKey::default())
+        }
+        None => Err(ApiError::bad_request(format!(
+            "The sort_key value \"{k}\" is an invalid field for sorting"
+        ))),
+    }
 }
 
 fn descending(q: &QueryParams) -> Result<bool, ApiError> {
@@ -115,7 +130,18 @@ fn query(q: &QueryParams, version: Version) -> Result<Option<NodeQuery>, ApiErro
                 .map_err(|e| ApiError::bad_request(e.to_string()))
         })
         .transpose()?;
-    if q.get("fault").is_some() {
+    if let Some(f) = q.get("fault") {
+        const FAULTS: &[&str] = &[
+            "power failure",
+            "clean failure",
+            "rescue abort failure",
+            "service failure",
+        ];
+        if !FAULTS.contains(&f) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognized fault \"{f}\" is specified, allowed faults are {FAULTS:?}"
+            )));
+        }
         return Ok(None);
     }
     let string = |k: &str| q.get(k).map(String::from);
@@ -162,13 +188,22 @@ fn next_link(q: &QueryParams, base: &str, path: &str, limit: u32, last: &Node) -
     if let Ok(Some(d)) = q.bool("detail") {
         args.push_str(&format!("detail={}&", if d { "True" } else { "False" }));
     }
-    if let Some(f) = q.fields() {
-        let f: Vec<&str> = f
-            .split(',')
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
-            .collect();
-        args.push_str(&format!("fields={}&", f.join(",")));
+    match q.fields() {
+        Some(f) => {
+            let f: Vec<&str> = f
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .collect();
+            args.push_str(&format!("fields={}&", f.join(",")));
+        }
+        // Ironic's summary is a field list, and its next link says so.
+        None if path == "nodes" && q.bool("detail").ok().flatten() != Some(true) => {
+            args.push_str(
+                "fields=instance_uuid,maintenance,power_state,provision_state,uuid,name&",
+            );
+        }
+        None => {}
     }
     format!("{base}/v1/{path}?{args}limit={limit}&marker={}", last.uuid)
 }

@@ -198,6 +198,22 @@ fn check_patch(ops: &[PatchOp], version: Version, reset: Option<bool>) -> Result
     {
         return Err(ApiError::not_acceptable());
     }
+    for op in ops {
+        // Network data, once given, is a full network_data.json document.
+        if top(op) == "network_data"
+            && let Some(v) = &op.value
+            && !v.is_null()
+        {
+            let missing = ["links", "networks", "services"]
+                .into_iter()
+                .find(|k| v.get(k).is_none());
+            if let Some(k) = missing {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid network_data: '{k}' is a required property"
+                )));
+            }
+        }
+    }
     if reset.is_some()
         && !ops
             .iter()
@@ -219,7 +235,10 @@ async fn patched(
 ) -> Result<Node, ApiError> {
     let before = patch_doc(node);
     let mut doc = before.clone();
-    patch::apply(&mut doc, ops, PATCH_FIELDS, |_| Some(Value::Null))?;
+    // Removing a field resets it (null = its default); the driver cannot be removed.
+    patch::apply(&mut doc, ops, PATCH_FIELDS, |f| {
+        (f != "driver").then_some(Value::Null)
+    })?;
     let driver = doc["driver"].as_str().unwrap_or_default().to_string();
     let hw = HardwareType::find(&driver)
         .ok_or_else(|| node_error(NodeError::UnknownDriver(driver.clone())))?;

@@ -88,7 +88,11 @@ fn set_field(port: &mut Port, field: &str, v: &Value) -> Result<(), ApiError> {
             port.address = MacAddress::parse(s).map_err(|_| invalid_mac(s))?;
         }
         "extra" => port.extra = obj(v),
-        "local_link_connection" => port.local_link_connection = obj(v),
+        "local_link_connection" => {
+            let mut llc = obj(v);
+            super::local_link::check(&mut llc)?;
+            port.local_link_connection = llc;
+        }
         "pxe_enabled" => port.pxe_enabled = parse_bool(field, v)?.unwrap_or(true),
         "is_smartnic" => port.is_smartnic = parse_bool(field, v)?.unwrap_or(false),
         "physical_network" => {
@@ -209,6 +213,9 @@ const LIST_PARAMS: &[(&str, u32)] = &[
     ("fields", 8),
     ("portgroup", 24),
     ("detail", 43),
+    ("shard", 82),
+    ("description_contains", 97),
+    ("conductor_groups", 99),
 ];
 
 fn check_list_params(q: &QueryParams, version: Version) -> Result<(), ApiError> {
@@ -241,7 +248,11 @@ fn port_sort(q: &QueryParams, version: Version) -> Result<(PortSortKey, bool), A
                 "The sort_key value {k} is an invalid field for sorting"
             )));
         }
-        Some(k) => PortSortKey::parse(k).unwrap_or_default(),
+        Some(k) => PortSortKey::parse(k).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "The sort_key value \"{k}\" is an invalid field for sorting"
+            ))
+        })?,
     };
     let desc = match q.get("sort_dir") {
         None | Some("asc") => false,
@@ -326,15 +337,17 @@ async fn list_ports(
         None => None,
     };
     let addresses = match q.get("address") {
-        // An address that is not a MAC matches no port.
-        Some(a) => match MacAddress::parse(a) {
-            Ok(m) => vec![m],
-            Err(_) => return Ok(axum::Json(json!({ "ports": [] }))),
-        },
+        Some(a) => vec![MacAddress::parse(a).map_err(|_| invalid_mac(a))?],
         None => vec![],
     };
     let limit = q.limit(st.max_limit)?;
     let (sort_key, descending) = port_sort(&q, version)?;
+    if let Some(groups) = q.get("conductor_groups")
+        && !groups.split(',').any(|g| g.trim().is_empty())
+    {
+        // Every node is in the default conductor group "": no port is in another group.
+        return Ok(axum::Json(json!({ "ports": [] })));
+    }
     let ports = st
         .store
         .list_ports(&PortQuery {
@@ -344,6 +357,11 @@ async fn list_ports(
             limit: Some(limit),
             sort_key,
             descending,
+            description_contains: q.get("description_contains").map(String::from),
+            node_shards: q
+                .get("shard")
+                .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+                .unwrap_or_default(),
         })
         .await?;
     let docs: Vec<Value> = ports
@@ -362,9 +380,14 @@ async fn list_ports(
     if ports.len() as u32 == limit
         && let Some(last) = ports.last()
     {
+        let leaf = if q.get("detail").is_none() && detail {
+            "ports/detail"
+        } else {
+            "ports"
+        };
         let path = match &node {
-            Some(n) => format!("nodes/{n}/ports"),
-            None => "ports".into(),
+            Some(n) => format!("nodes/{n}/{leaf}"),
+            None => leaf.to_string(),
         };
         let mut args = format!(
             "sort_key={}&sort_dir={}&",
@@ -385,8 +408,9 @@ async fn list_ports(
     Ok(axum::Json(body))
 }
 
+/// A port is named by its UUID; anything else names no port.
 fn parse_port_uuid(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("Expected UUID for port: {id}")))
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("Port {id} could not be found.")))
 }
 
 pub async fn show(

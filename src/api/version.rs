@@ -61,6 +61,15 @@ impl VersionError {
         e.version_headers = !matches!(self, VersionError::Malformed);
         e
     }
+
+    /// The root document's controller answers a refused version itself, as a fault.
+    pub fn to_root_error(&self) -> ApiError {
+        let e = self.to_api_error();
+        ApiError {
+            shape: super::error::ErrorShape::Fault,
+            ..e
+        }
+    }
 }
 
 const HEADER_NAME: &str = "X-OpenStack-Ironic-API-Version";
@@ -105,6 +114,7 @@ pub async fn negotiate(mut req: Request, next: Next) -> Response {
             req.extensions_mut().insert(v);
             (next.run(req).await, Some(v))
         }
+        Err(e) if req.uri().path() == "/" => (e.to_root_error().into_response(), None),
         Err(e) => (e.to_api_error().into_response(), None),
     };
     if resp.extensions().get::<NoVersionHeaders>().is_none() {

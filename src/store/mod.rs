@@ -256,6 +256,9 @@ pub struct PortQuery {
     pub limit: Option<u32>,
     pub sort_key: PortSortKey,
     pub descending: bool,
+    pub description_contains: Option<String>,
+    /// Ports of nodes in one of these shards.
+    pub node_shards: Vec<String>,
 }
 
 impl PortQuery {

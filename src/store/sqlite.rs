@@ -181,6 +181,17 @@ fn sort_expr(c: &str, sort_as: SortAs) -> String {
     }
 }
 
+/// `AND <column> LIKE '%text%'`, with the wildcards escaped so `%` and `_` match literally.
+fn push_contains(qb: &mut QueryBuilder<Sqlite>, column: &str, text: &str) {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    qb.push(format!(" AND {column} LIKE "))
+        .push_bind(format!("%{escaped}%"))
+        .push(" ESCAPE '\\'");
+}
+
 /// The filters of a node query, as `AND ...` clauses.
 fn push_node_filters(qb: &mut QueryBuilder<Sqlite>, query: &NodeQuery) {
     let text_eq: [(&str, &Option<String>); 8] = [
@@ -229,14 +240,7 @@ fn push_node_filters(qb: &mut QueryBuilder<Sqlite>, query: &NodeQuery) {
             .push(")");
     }
     if let Some(d) = &query.description_contains {
-        // LIKE with the wildcards escaped, so `%` and `_` in the text match literally.
-        let escaped = d
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        qb.push(" AND description LIKE ")
-            .push_bind(format!("%{escaped}%"))
-            .push(" ESCAPE '\\'");
+        push_contains(qb, "description", d);
     }
     if !query.shards.is_empty() {
         qb.push(" AND shard IN (");
@@ -427,6 +431,17 @@ impl Store for SqliteStore {
                 sep.push_bind(a.as_str().to_string());
             }
             qb.push(")");
+        }
+        if let Some(d) = &query.description_contains {
+            push_contains(&mut qb, "description", d);
+        }
+        if !query.node_shards.is_empty() {
+            qb.push(" AND node_uuid IN (SELECT uuid FROM nodes WHERE shard IN (");
+            let mut sep = qb.separated(", ");
+            for s in &query.node_shards {
+                sep.push_bind(s.clone());
+            }
+            qb.push("))");
         }
         let col = sort_expr(query.sort_key.column(), query.sort_key.sort_as());
         let (cmp, dir) = if query.descending {
