@@ -124,6 +124,17 @@ fn set_field(port: &mut Port, field: &str, v: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A Smart NIC port says which host runs on the NIC (Ironic's rule).
+fn check_smartnic(port: &Port) -> Result<(), ApiError> {
+    let llc = &port.local_link_connection;
+    if port.is_smartnic && !(llc.contains_key("port_id") && llc.contains_key("hostname")) {
+        return Err(ApiError::bad_request(
+            "Smart NIC port must have port_id and hostname in local_link_connection",
+        ));
+    }
+    Ok(())
+}
+
 /// The node a port names, refused with 400 when it does not exist.
 async fn port_node(st: &AppState, raw: &str) -> Result<Node, ApiError> {
     let ident = Uuid::parse_str(raw)
@@ -179,6 +190,7 @@ pub async fn create(
     for (k, v) in &body {
         set_field(&mut port, k, v)?;
     }
+    check_smartnic(&port)?;
     let store = st.store.clone();
     let port = st
         .conductor
@@ -482,6 +494,7 @@ async fn patched(
             set_field(&mut updated, f, &doc[*f])?;
         }
     }
+    check_smartnic(&updated)?;
     if doc["node_uuid"] != before["node_uuid"] {
         updated.node_uuid = port_node(st, doc["node_uuid"].as_str().unwrap_or_default())
             .await?
