@@ -126,11 +126,14 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let status = match &e {
-            StoreError::NodeNotFound(_) | StoreError::PortNotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::NodeNotFound(_)
+            | StoreError::PortNotFound(_)
+            | StoreError::AllocationNotFound(_) => StatusCode::NOT_FOUND,
             StoreError::NodeLocked { .. }
             | StoreError::DuplicateNode { .. }
             | StoreError::DuplicateMac(_)
             | StoreError::DuplicatePort(_)
+            | StoreError::DuplicateAllocation { .. }
             | StoreError::InstanceAssociated { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -1,12 +1,15 @@
 //! The HTTP API (axum): Ironic v1 shapes for the management endpoints so existing Ironic
 //! clients work, the ramdisk endpoints the agent calls, plus `/healthz` and `/metrics`.
 
+pub mod allocations;
 pub mod auth;
+pub mod conductors;
 pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod links;
 pub mod local_link;
+pub mod management;
 pub mod metrics;
 pub mod node_input;
 pub mod node_list;
@@ -107,6 +110,15 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             put(traits::add).delete(traits::remove),
         )
         .route("/v1/nodes/{ident}/{sub}", get(node_subresources::get))
+        .route("/v1/nodes/{ident}/validate", get(management::validate))
+        .route(
+            "/v1/nodes/{ident}/management/boot_device",
+            get(management::get_boot_device).put(management::set_boot_device),
+        )
+        .route(
+            "/v1/nodes/{ident}/management/boot_device/supported",
+            get(management::supported_boot_devices),
+        )
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",
@@ -118,7 +130,25 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             "/v1/ports/{id}",
             get(ports::show).patch(ports::update).delete(ports::delete),
         )
+        .route(
+            "/v1/allocations",
+            get(allocations::list).post(allocations::create),
+        )
+        .route(
+            "/v1/allocations/{id}",
+            get(allocations::show)
+                .patch(allocations::update)
+                .delete(allocations::delete),
+        )
+        .route(
+            "/v1/nodes/{ident}/allocation",
+            get(allocations::show_for_node).delete(allocations::delete_for_node),
+        )
         .route("/v1/drivers", get(drivers::list))
+        .route("/v1/drivers/{name}", get(drivers::show))
+        .route("/v1/drivers/{name}/properties", get(drivers::properties))
+        .route("/v1/conductors", get(conductors::list))
+        .route("/v1/conductors/{host}", get(conductors::show))
         .route("/v1/lookup", get(ramdisk::lookup))
         .route(
             "/v1/heartbeat/{ident}",

@@ -29,11 +29,9 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "volume",
     "inventory",
     "vmedia",
-    "validate",
     "management",
     "vendor_passthru",
     "console",
-    "allocation",
     "inject_nmi",
 ];
 

@@ -331,6 +331,33 @@ fn apply_rules(node: &Node, updated: &mut Node) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Removing the instance of a node with an allocation deletes the allocation (Ironic allows it
+/// while nothing is deployed, or in maintenance).
+async fn release_allocation(
+    st: &AppState,
+    node: &Node,
+    updated: &mut Node,
+) -> Result<(), ApiError> {
+    let idle = matches!(
+        node.provision_state,
+        ProvisionState::Enroll
+            | ProvisionState::Inspecting
+            | ProvisionState::InspectWait
+            | ProvisionState::Manageable
+            | ProvisionState::Available
+    );
+    if !node.maintenance && !idle {
+        return Err(ApiError::conflict(format!(
+            "Node {} with an allocation can not have instance_uuid removed unless it is in one \
+             of allowed (enroll, inspecting, inspect wait, manageable, available) states or in \
+             maintenance mode. Current state is '{}'.",
+            node.uuid, node.provision_state
+        )));
+    }
+    st.conductor.forget_allocation(updated).await?;
+    Ok(())
+}
+
 pub async fn update(
     State(st): State<AppState>,
     Path(ident): Path<String>,
@@ -354,8 +381,11 @@ pub async fn update(
                 if ops.is_empty() {
                     return Ok(task.node.clone());
                 }
-                let updated = patched(&st2, &task.node, &ops, reset.unwrap_or(false)).await?;
+                let mut updated = patched(&st2, &task.node, &ops, reset.unwrap_or(false)).await?;
                 check_node(&st2, &updated)?;
+                if task.node.allocation_uuid.is_some() && updated.instance_uuid.is_none() {
+                    release_allocation(&st2, &task.node, &mut updated).await?;
+                }
                 task.node = updated;
                 task.save().await?;
                 Ok::<_, ApiError>(task.node.clone())
@@ -381,6 +411,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let ident = node_ident(&ident, version)?;
     let store = st.store.clone();
+    let conductor = st.conductor.clone();
     st.conductor
         .with_reserved(&ident, |task| async move {
             let state = task.node.provision_state;
@@ -395,10 +426,16 @@ pub async fn delete(
                     task.node.ident()
                 )))
             } else {
-                store
-                    .delete_node(task.node.uuid)
-                    .await
-                    .map_err(ConductorError::from)
+                // The node's allocation goes with it.
+                let mut node = task.node.clone();
+                let forgotten = conductor.forget_allocation(&mut node).await;
+                match forgotten {
+                    Ok(()) => store
+                        .delete_node(task.node.uuid)
+                        .await
+                        .map_err(ConductorError::from),
+                    Err(e) => Err(ConductorError::from(e)),
+                }
             };
             (task, result)
         })

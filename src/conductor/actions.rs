@@ -168,6 +168,10 @@ impl Conductor {
             .await
             .map_err(op.fail())?;
         wipe_deploy_info(task);
+        // The instance is gone, and with it the node's allocation (as in Ironic).
+        self.forget_allocation(&mut task.node)
+            .await
+            .map_err(op.fail())?;
         task.node.last_error = None;
         task.process_event(Event::Clean).await.map_err(op.fail())?;
         // The deploy interface may clean through the agent (it then waits for its heartbeats).

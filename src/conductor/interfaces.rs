@@ -8,7 +8,7 @@ use super::deploy::{DeployContext, DeployInterface, FakeDeploy};
 use crate::bmc::fake::{FakeManagement, FakePower, NoopManagement};
 use crate::boot::fake::FakeBoot;
 use crate::driver::{BootInterface, ManagementInterface, PowerInterface};
-use crate::model::Node;
+use crate::model::{InterfaceKind, Node};
 
 #[derive(Default)]
 pub struct Interfaces {
@@ -63,6 +63,19 @@ impl Interfaces {
 
     pub fn add_management(&mut self, m: Arc<dyn ManagementInterface>) {
         self.management.insert(m.name(), m);
+    }
+
+    /// Which of `names` this conductor has enabled for `kind` (the kinds without
+    /// implementations here, the optional ones, are enabled as the hardware type lists them).
+    pub fn enabled<'a>(&self, kind: InterfaceKind, names: &[&'a str]) -> Vec<&'a str> {
+        let has = |n: &str| match kind {
+            InterfaceKind::Boot => self.boot.contains_key(n),
+            InterfaceKind::Deploy => self.deploy.contains_key(n),
+            InterfaceKind::Power => self.power.contains_key(n),
+            InterfaceKind::Management => self.management.contains_key(n),
+            _ => true,
+        };
+        names.iter().copied().filter(|n| has(n)).collect()
     }
 
     /// The node's interfaces, or an error naming the one this conductor does not have.

@@ -7,8 +7,10 @@
 
 pub mod actions;
 pub mod agent_deploy;
+pub mod allocations;
 pub mod deploy;
 pub mod interfaces;
+pub mod management;
 pub mod metrics;
 pub mod periodic;
 pub mod ramdisk;

@@ -1,11 +1,13 @@
 //! Pure domain model: nodes, ports, provision states and their transitions. No I/O here.
 
+pub mod allocation;
 pub mod boot_mode;
 pub mod hardware;
 pub mod node;
 pub mod port;
 pub mod state;
 
+pub use allocation::{Allocation, AllocationState};
 pub use boot_mode::BootMode;
 pub use hardware::{ExtraInterfaces, HARDWARE_TYPES, HardwareType, InterfaceKind, InterfaceSet};
 pub use node::{Fields, Node, NodeError, PowerState};

@@ -16,7 +16,7 @@ pub use settings::{Database, DatabaseSettings};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{MacAddress, Node, Port, ProvisionState};
+use crate::model::{Allocation, AllocationState, MacAddress, Node, Port, ProvisionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +24,10 @@ pub enum StoreError {
     NodeNotFound(String),
     #[error("port {0} could not be found")]
     PortNotFound(String),
+    #[error("allocation {0} could not be found")]
+    AllocationNotFound(String),
+    #[error("an allocation with {field} {value} already exists")]
+    DuplicateAllocation { field: &'static str, value: String },
     #[error(
         "node {node} is locked by host {holder}, please retry after the current operation is completed"
     )]
@@ -271,6 +275,63 @@ impl PortQuery {
     }
 }
 
+/// How API clients name an allocation: its uuid or its name.
+pub type AllocationIdent = NodeIdent;
+
+/// Sortable allocation columns.
+const ALLOCATION_SORT_COLUMNS: &[(&str, SortAs)] = &[
+    ("id", SortAs::NotNull),
+    ("uuid", SortAs::NotNull),
+    ("name", SortAs::NullableText),
+    ("node_uuid", SortAs::NullableText),
+    ("state", SortAs::NotNull),
+    ("resource_class", SortAs::NullableText),
+    ("owner", SortAs::NullableText),
+    ("last_error", SortAs::NullableText),
+    ("created_at", SortAs::NotNull),
+    ("updated_at", SortAs::NullableText),
+];
+
+/// A column an allocation list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocationSortKey(&'static str, SortAs);
+
+impl Default for AllocationSortKey {
+    fn default() -> Self {
+        AllocationSortKey("id", SortAs::NotNull)
+    }
+}
+
+impl AllocationSortKey {
+    pub fn parse(s: &str) -> Option<AllocationSortKey> {
+        ALLOCATION_SORT_COLUMNS
+            .iter()
+            .find(|(c, _)| *c == s)
+            .map(|(c, a)| AllocationSortKey(c, *a))
+    }
+
+    pub fn column(self) -> &'static str {
+        self.0
+    }
+
+    pub fn sort_as(self) -> SortAs {
+        self.1
+    }
+}
+
+/// Filters and paging for [`Store::list_allocations`].
+#[derive(Debug, Clone, Default)]
+pub struct AllocationQuery {
+    pub node: Option<Uuid>,
+    pub resource_class: Option<String>,
+    pub state: Option<AllocationState>,
+    pub owner: Option<String>,
+    pub sort_key: AllocationSortKey,
+    pub descending: bool,
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
 /// A row of the conductors table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorRecord {
@@ -303,6 +364,17 @@ pub trait Store: Send + Sync + 'static {
     /// Writes every field of the port except `uuid` and `created_at`, stamping `updated_at`.
     async fn save_port(&self, port: &Port) -> Result<Port, StoreError>;
     async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    /// Inserts a new allocation; a duplicate uuid or name is an error.
+    async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
+    async fn get_allocation(&self, ident: &AllocationIdent) -> Result<Allocation, StoreError>;
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> Result<Vec<Allocation>, StoreError>;
+    /// Writes every field except `uuid` and `created_at`, stamping `updated_at`.
+    async fn save_allocation(&self, allocation: &Allocation) -> Result<Allocation, StoreError>;
+    async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     /// Registers (or re-registers) a conductor as online.
     async fn register_conductor(&self, host: &str) -> Result<(), StoreError>;

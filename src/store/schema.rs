@@ -114,6 +114,28 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE ports ADD COLUMN available_for_dynamic_portgroup BOOLEAN NOT NULL DEFAULT TRUE",
         ],
     ),
+    (
+        4,
+        "allocations",
+        &[
+            "CREATE TABLE allocations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uuid TEXT NOT NULL UNIQUE,
+            name TEXT UNIQUE,
+            node_uuid TEXT,
+            state TEXT NOT NULL,
+            last_error TEXT,
+            resource_class TEXT,
+            traits TEXT NOT NULL DEFAULT '[]',
+            candidate_nodes TEXT NOT NULL DEFAULT '[]',
+            extra TEXT NOT NULL DEFAULT '{}',
+            owner TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT
+        )",
+            "CREATE INDEX allocations_node_uuid ON allocations (node_uuid)",
+        ],
+    ),
 ];
 
 /// The newest schema version this build knows.

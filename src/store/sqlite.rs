@@ -13,10 +13,12 @@ use uuid::Uuid;
 
 use super::schema::{self, format_ts, parse_ts};
 use super::{
-    ConductorRecord, NodeIdent, NodeQuery, NodeSortKey, PortQuery, SortAs, Store, StoreError,
+    AllocationIdent, AllocationQuery, ConductorRecord, NodeIdent, NodeQuery, NodeSortKey,
+    PortQuery, SortAs, Store, StoreError,
 };
-use crate::model::{Node, Port};
+use crate::model::{Allocation, Node, Port};
 
+mod allocations;
 mod rows;
 
 use rows::{
@@ -173,7 +175,7 @@ fn sort_column(key: NodeSortKey) -> String {
     sort_expr(key.column(), key.sort_as())
 }
 
-fn sort_expr(c: &str, sort_as: SortAs) -> String {
+pub(super) fn sort_expr(c: &str, sort_as: SortAs) -> String {
     match sort_as {
         SortAs::NotNull => c.to_string(),
         SortAs::NullableText => format!("COALESCE({c}, '')"),
@@ -474,6 +476,29 @@ impl Store for SqliteStore {
             return Err(StoreError::PortNotFound(uuid.to_string()));
         }
         Ok(())
+    }
+
+    async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError> {
+        self.insert_allocation(allocation).await
+    }
+
+    async fn get_allocation(&self, ident: &AllocationIdent) -> Result<Allocation, StoreError> {
+        self.select_allocation(ident).await
+    }
+
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> Result<Vec<Allocation>, StoreError> {
+        self.select_allocations(query).await
+    }
+
+    async fn save_allocation(&self, allocation: &Allocation) -> Result<Allocation, StoreError> {
+        self.update_allocation(allocation).await
+    }
+
+    async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.remove_allocation(uuid).await
     }
 
     async fn register_conductor(&self, host: &str) -> Result<(), StoreError> {
