@@ -96,6 +96,14 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             put(node_states::set_power_state),
         )
         .route(
+            "/v1/nodes/{ident}/states/boot_mode",
+            put(node_states::set_boot_mode),
+        )
+        .route(
+            "/v1/nodes/{ident}/states/secure_boot",
+            put(node_states::set_secure_boot),
+        )
+        .route(
             "/v1/nodes/{ident}/maintenance",
             put(node_states::maintenance_on).delete(node_states::maintenance_off),
         )

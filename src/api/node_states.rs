@@ -13,6 +13,7 @@ use super::links::Base;
 use super::node_view;
 use super::nodes::node_ident;
 use super::version::Version;
+use crate::conductor::verbs::VerbArgs;
 use crate::model::PowerState;
 use crate::store::NodeIdent;
 
@@ -38,28 +39,50 @@ pub struct ProvisionRequest {
     runbook: Option<String>,
 }
 
-pub async fn set_provision_state(
-    State(st): State<AppState>,
-    Path(ident): Path<String>,
-    version: Version,
-    Base(base): Base,
-    JsonBody(req): JsonBody<ProvisionRequest>,
-) -> Result<Response, ApiError> {
-    if matches!(req.target.as_str(), "deploy" | "undeploy") && version < Version(73) {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            format!(
-                "target {:?} needs API version 1.73 or later (requested {version})",
-                req.target
-            ),
+/// The version that introduced each provision verb (Ironic's `MIN_VERB_VERSIONS`).
+fn verb_since(verb: &str) -> u32 {
+    match verb {
+        "manage" | "provide" => 4,
+        "inspect" => 6,
+        "abort" => 13,
+        "clean" => 15,
+        "adopt" => 17,
+        "rescue" | "unrescue" => 38,
+        "deploy" | "undeploy" => 73,
+        "unhold" => 85,
+        "service" => 87,
+        _ => 1,
+    }
+}
+
+/// Checks the request's arguments against the verb and the version, as Ironic does.
+fn check_args(req: &ProvisionRequest, version: Version) -> Result<(), ApiError> {
+    if version < Version(verb_since(&req.target)) {
+        return Err(ApiError::not_acceptable());
+    }
+    if req.configdrive.as_ref().is_some_and(Value::is_object) && version < Version(56) {
+        return Err(ApiError::bad_request(
+            "Providing a JSON object for configdrive is only supported starting with API \
+             version 1.56",
         ));
     }
+    let gated = [
+        ("deploy_steps", req.deploy_steps.is_some(), 69),
+        ("disable_ramdisk", req.disable_ramdisk.is_some(), 70),
+        ("service_steps", req.service_steps.is_some(), 87),
+        ("runbook", req.runbook.is_some(), 92),
+    ];
+    if let Some((name, _, since)) = gated
+        .iter()
+        .find(|(_, given, since)| *given && version < Version(*since))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{name} is only supported starting with API version 1.{since}"
+        )));
+    }
     let unsupported = [
-        ("clean_steps", req.clean_steps.is_some()),
         ("deploy_steps", req.deploy_steps.is_some()),
         ("service_steps", req.service_steps.is_some()),
-        ("rescue_password", req.rescue_password.is_some()),
-        ("disable_ramdisk", req.disable_ramdisk.is_some()),
         ("runbook", req.runbook.is_some()),
     ];
     if let Some((name, _)) = unsupported.iter().find(|(_, given)| *given) {
@@ -67,9 +90,43 @@ pub async fn set_provision_state(
             "{name} is not supported by ironboot"
         )));
     }
+    if req.rescue_password.is_some() && req.target != "rescue" {
+        return Err(ApiError::bad_request(
+            "\"rescue_password\" is only valid when setting target provision state to rescue",
+        ));
+    }
+    if req.clean_steps.is_some() && req.target != "clean" {
+        return Err(ApiError::bad_request(
+            "\"clean_steps\" is only valid when setting target provision state to clean",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn set_provision_state(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
+    JsonBody(req): JsonBody<ProvisionRequest>,
+) -> Result<Response, ApiError> {
+    check_args(&req, version)?;
+    let clean_steps = match req.clean_steps {
+        None => None,
+        Some(Value::Array(steps)) => Some(steps),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid clean_steps: {other} is not of type 'array'"
+            )));
+        }
+    };
+    let args = VerbArgs {
+        clean_steps,
+        rescue_password: req.rescue_password,
+    };
     let ident = node_ident(&ident, version)?;
     st.conductor
-        .provision(&ident, &req.target, req.configdrive)
+        .provision_with(&ident, &req.target, req.configdrive, args)
         .await?;
     let location = format!("{base}/v1/nodes/{ident}/states");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
@@ -154,4 +211,72 @@ pub async fn maintenance_off(
     version: Version,
 ) -> Result<StatusCode, ApiError> {
     set_maintenance(st, node_ident(&ident, version)?, false, None).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRequest {
+    target: Value,
+}
+
+/// Sets the node's boot mode or secure boot through its management interface (1.76+). The
+/// `fake` management interface records the setting as the node's current one.
+async fn set_firmware_setting(
+    st: AppState,
+    ident: String,
+    version: Version,
+    base: String,
+    apply: impl FnOnce(&mut crate::model::Node) + Send + 'static,
+) -> Result<Response, ApiError> {
+    if version < Version(76) {
+        return Err(ApiError::not_acceptable());
+    }
+    let ident = node_ident(&ident, version)?;
+    st.conductor
+        .with_reserved(&ident, |mut task| async move {
+            let result = if task.node.management_interface == "fake" {
+                apply(&mut task.node);
+                task.save().await.map_err(ApiError::from)
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "The {} management interface of node {} cannot change firmware settings",
+                    task.node.management_interface, task.node.uuid
+                )))
+            };
+            (task, result)
+        })
+        .await?;
+    let location = format!("{base}/v1/nodes/{ident}/states");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
+}
+
+pub async fn set_boot_mode(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
+    JsonBody(req): JsonBody<TargetRequest>,
+) -> Result<Response, ApiError> {
+    let mode = match req.target.as_str() {
+        Some(m @ ("bios" | "uefi")) => m.to_string(),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid boot mode {}: use bios or uefi",
+                req.target
+            )));
+        }
+    };
+    set_firmware_setting(st, ident, version, base, move |n| n.boot_mode = Some(mode)).await
+}
+
+pub async fn set_secure_boot(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
+    JsonBody(req): JsonBody<TargetRequest>,
+) -> Result<Response, ApiError> {
+    let on = crate::api::node_input::parse_bool("target", &req.target)?
+        .ok_or_else(|| ApiError::bad_request("Invalid secure boot target: null"))?;
+    set_firmware_setting(st, ident, version, base, move |n| n.secure_boot = Some(on)).await
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::deploy::StepOutcome;
+use super::verbs::{self, VerbArgs};
 use super::{Conductor, ConductorError, Task};
 use crate::agent::AgentSession;
 use crate::model::{Event, PowerState, ProvisionState};
@@ -14,12 +15,7 @@ use crate::store::NodeIdent;
 /// Verbs the state machine knows but ironboot cannot carry out yet, with the reason.
 fn unsupported(event: Event) -> Option<&'static str> {
     match event {
-        Event::Inspect => Some("inspection is not supported by ironboot"),
-        Event::Rescue | Event::Unrescue => Some("rescue is not supported by ironboot"),
         Event::Service => Some("servicing is not supported by ironboot"),
-        Event::Clean => Some(
-            "manual cleaning is not supported by ironboot (automated cleaning runs on provide and undeploy)",
-        ),
         _ => None,
     }
 }
@@ -32,6 +28,18 @@ impl Conductor {
         ident: &NodeIdent,
         verb: &str,
         configdrive: Option<serde_json::Value>,
+    ) -> Result<(), ConductorError> {
+        self.provision_with(ident, verb, configdrive, VerbArgs::default())
+            .await
+    }
+
+    /// [`Conductor::provision`] with what inspection, cleaning and rescue need.
+    pub async fn provision_with(
+        self: &Arc<Self>,
+        ident: &NodeIdent,
+        verb: &str,
+        configdrive: Option<serde_json::Value>,
+        args: VerbArgs,
     ) -> Result<(), ConductorError> {
         let event = Event::from_verb(verb).ok_or_else(|| {
             ConductorError::InvalidParameter(format!(
@@ -52,7 +60,7 @@ impl Conductor {
             )));
         }
         let mut task = self.reserve(ident).await?;
-        match self.begin(&mut task, event, configdrive).await {
+        match self.begin(&mut task, event, configdrive, args).await {
             Ok(()) => self.spawn_operation(event.as_str(), task, move |c, task| async move {
                 c.continue_operation(task, event).await
             }),
@@ -69,9 +77,12 @@ impl Conductor {
         task: &mut Task,
         event: Event,
         configdrive: Option<serde_json::Value>,
+        args: VerbArgs,
     ) -> Result<(), ConductorError> {
         // Check the move is legal before asking the interfaces anything.
         crate::model::state::transition(task.node.provision_state, event)?;
+        verbs::check(&task.node, event, &args)?;
+        verbs::stage(task.ctx(), event, args);
         if task.node.maintenance
             && matches!(
                 event,
@@ -135,6 +146,9 @@ impl Conductor {
             Event::Provide => self.run_clean(&mut task).await,
             Event::Adopt => self.run_adopt(&mut task).await,
             Event::Abort => self.run_abort(&mut task).await,
+            Event::Inspect | Event::Clean | Event::Rescue | Event::Unrescue => {
+                self.run_verb(&mut task, event).await
+            }
             _ => Ok(()),
         };
         if let Err(failure) = result {
@@ -226,6 +240,17 @@ impl Conductor {
             .map_err(op.fail())?;
         task.node.conductor_affinity = Some(self.host().to_string());
         task.process_event(Event::Done).await.map_err(op.fail())
+    }
+
+    /// Inspection, manual cleaning, rescue and unrescue ([`verbs`]).
+    async fn run_verb(&self, task: &mut Task, event: Event) -> Result<(), StepFailure> {
+        let op = match event {
+            Event::Inspect => Operation::Inspection,
+            Event::Clean => Operation::Cleaning,
+            _ => Operation::Rescue,
+        };
+        let done = verbs::run(task, event).await.map_err(op.fail())?;
+        task.process_event(done).await.map_err(op.fail())
     }
 
     /// After `abort` moved a waiting node to a failed state: undo what booting the ramdisk did.
@@ -326,6 +351,8 @@ enum Operation {
     Verification,
     Adoption,
     Abort,
+    Inspection,
+    Rescue,
 }
 
 impl Operation {
@@ -337,6 +364,8 @@ impl Operation {
             Operation::Verification => "verification",
             Operation::Adoption => "adoption",
             Operation::Abort => "abort",
+            Operation::Inspection => "inspection",
+            Operation::Rescue => "rescue",
         }
     }
 

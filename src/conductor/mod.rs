@@ -16,6 +16,7 @@ pub mod periodic;
 pub mod ramdisk;
 mod settings;
 pub mod task;
+pub mod verbs;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,152 @@
+//! The provision verbs served by a node's optional interfaces: inspection (inspect interface),
+//! manual cleaning (clean steps), rescue and unrescue (rescue interface).
+//!
+//! ironboot implements the `fake` interfaces of these kinds, with Ironic's `fake` semantics:
+//! record the call and succeed at once. A `no-*` interface is the kind's absence, refused before
+//! anything changes. Real inspection, cleaning and rescue run through the agent; they are a
+//! later issue, and these functions are where they plug in (a `Wait` outcome, as deploy has).
+
+use serde_json::Value;
+
+use super::{ConductorError, Task};
+use crate::driver::NodeContext;
+use crate::model::{Event, InterfaceKind, Node};
+
+/// Where the clean steps of a manual clean wait for the background part.
+pub const CLEAN_STEPS_KEY: &str = "clean_steps";
+
+/// What a verb needs besides the node.
+#[derive(Debug, Clone, Default)]
+pub struct VerbArgs {
+    pub clean_steps: Option<Vec<Value>>,
+    pub rescue_password: Option<String>,
+}
+
+/// Why a background verb failed (becomes the node's `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum VerbError {
+    #[error("clean step {step} of interface {interface} is not supported by node {node}")]
+    UnknownCleanStep {
+        node: String,
+        interface: String,
+        step: String,
+    },
+}
+
+/// The kind whose interface serves `event`, for the verbs of this module.
+fn kind_of(event: Event) -> Option<InterfaceKind> {
+    match event {
+        Event::Inspect => Some(InterfaceKind::Inspect),
+        Event::Rescue | Event::Unrescue => Some(InterfaceKind::Rescue),
+        _ => None,
+    }
+}
+
+/// Checks, before the first transition, that the node can do `event` with `args`.
+pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), ConductorError> {
+    if let Some(kind) = kind_of(event) {
+        let iface = node.interface(kind);
+        if iface.starts_with("no-") {
+            return Err(ConductorError::InvalidParameter(format!(
+                "Driver {} does not support {} (disabled or not implemented).",
+                node.driver,
+                kind.as_str()
+            )));
+        }
+        if iface != "fake" {
+            return Err(ConductorError::Unsupported(format!(
+                "{} through the {iface} {} interface is not supported by ironboot yet",
+                event.as_str(),
+                kind.as_str()
+            )));
+        }
+    }
+    match event {
+        Event::Clean if args.clean_steps.is_none() => Err(ConductorError::InvalidParameter(
+            "\"clean_steps\" is required when setting target provision state to clean".into(),
+        )),
+        Event::Rescue if args.rescue_password.as_deref().is_none_or(str::is_empty) => {
+            Err(ConductorError::InvalidParameter(
+                "A non-empty \"rescue_password\" is required when setting target provision \
+                 state to rescue"
+                    .into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records what the background part needs, in the same save as the first transition.
+pub fn stage(ctx: &mut NodeContext, event: Event, args: VerbArgs) {
+    match event {
+        Event::Clean => {
+            let steps = args.clean_steps.unwrap_or_default();
+            ctx.node
+                .driver_internal_info
+                .insert(CLEAN_STEPS_KEY.into(), Value::Array(steps));
+        }
+        Event::Rescue => {
+            let pw = args.rescue_password.unwrap_or_default();
+            let hashed = hash_password(&pw);
+            let info = &mut ctx.node.instance_info;
+            info.insert("rescue_password".into(), Value::String(pw));
+            info.insert("hashed_rescue_password".into(), Value::String(hashed));
+        }
+        Event::Inspect => {
+            ctx.node.inspection_started_at = Some(crate::model::now());
+            ctx.node.inspection_finished_at = None;
+        }
+        _ => {}
+    }
+}
+
+/// A salted SHA-256 of the rescue password, as a rescue ramdisk would be given it.
+fn hash_password(pw: &str) -> String {
+    use sha2::Digest;
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    let digest = sha2::Sha256::digest(format!("{salt}{pw}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("$sha256${salt}${hex}")
+}
+
+/// The background part: the event that ends the verb, or why it failed.
+pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
+    match event {
+        Event::Inspect => {
+            task.record_fake_call("inspect.inspect_hardware");
+            task.node.inspection_finished_at = Some(crate::model::now());
+            Ok(Event::Done)
+        }
+        Event::Clean => {
+            let steps = task
+                .node
+                .driver_internal_info
+                .remove(CLEAN_STEPS_KEY)
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            // ironboot's interfaces offer no manual clean steps yet: any step named fails the
+            // clean, as an unknown step fails it in Ironic.
+            if let Some(step) = steps.first() {
+                let field = |k: &str| step.get(k).and_then(Value::as_str).unwrap_or("?");
+                return Err(VerbError::UnknownCleanStep {
+                    node: task.node.uuid.to_string(),
+                    interface: field("interface").to_string(),
+                    step: field("step").to_string(),
+                });
+            }
+            // A manual clean ends where it started.
+            Ok(Event::Manage)
+        }
+        Event::Rescue => {
+            task.record_fake_call("rescue.rescue");
+            Ok(Event::Done)
+        }
+        Event::Unrescue => {
+            task.record_fake_call("rescue.unrescue");
+            task.node.instance_info.remove("rescue_password");
+            task.node.instance_info.remove("hashed_rescue_password");
+            Ok(Event::Done)
+        }
+        _ => Ok(Event::Done),
+    }
+}
