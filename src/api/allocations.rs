@@ -105,6 +105,22 @@ fn parse_fields(raw: Option<String>, v: Version) -> Result<Option<Vec<String>>, 
     Ok(Some(fields))
 }
 
+/// Allocation names follow node names' alphabet; unlike nodes, a UUID-shaped name is allowed
+/// (Ironic accepts it; such an allocation is then found by its uuid only).
+fn check_name(n: &str) -> Result<(), ApiError> {
+    let ok = !n.is_empty()
+        && n.len() <= 255
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if ok || validate_name(n).is_ok() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Cannot create allocation with invalid name '{n}'"
+        )))
+    }
+}
+
 /// An allocation is named by its uuid or (when it has one) its name.
 fn ident(raw: &str) -> AllocationIdent {
     NodeIdent::parse(raw)
@@ -153,6 +169,7 @@ async fn from_body(
     for k in body.keys() {
         match CREATE_KEYS.iter().find(|(n, _)| n == k) {
             Some((_, since)) if v >= Version(*since) => {}
+            Some(("owner", _)) => return Err(ApiError::not_acceptable()),
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "Schema error: Additional properties are not allowed ('{k}' was unexpected)"
@@ -177,9 +194,7 @@ async fn from_body(
     let mut a = Allocation::new(uuid, crate::model::now());
     a.name = text("name")?;
     if let Some(n) = &a.name {
-        validate_name(n).map_err(|_| {
-            ApiError::bad_request(format!("Cannot create allocation with invalid name '{n}'"))
-        })?;
+        check_name(n)?;
     }
     a.resource_class = text("resource_class")?;
     if a.resource_class
@@ -404,11 +419,7 @@ pub async fn update(
             "The API version does not allow updating allocations",
         ));
     }
-    let writable: &[&str] = if version >= Version(60) {
-        &["name", "extra", "owner"]
-    } else {
-        &["name", "extra"]
-    };
+    let writable: &[&str] = &["name", "extra"];
     let mut a = st.store.get_allocation(&ident(&id)).await?;
     let mut doc = Map::new();
     for f in writable {
@@ -435,8 +446,7 @@ pub async fn update(
     })?;
     a.name = doc["name"].as_str().map(String::from);
     if let Some(n) = &a.name {
-        validate_name(n)
-            .map_err(|_| ApiError::bad_request(format!("Invalid name '{n}' for an allocation")))?;
+        check_name(n)?;
     }
     a.extra = doc["extra"].as_object().cloned().ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -444,9 +454,6 @@ pub async fn update(
             doc["extra"]
         ))
     })?;
-    if let Some(o) = doc.get("owner") {
-        a.owner = o.as_str().map(String::from);
-    }
     let a = st.store.save_allocation(&a).await?;
     Ok(axum::Json(allocation_json(&a, None, version, &base)))
 }
@@ -474,6 +481,14 @@ async fn of_node(st: &AppState, raw: &str, version: Version) -> Result<Allocatio
     }
 }
 
+/// Below 1.52 a node has no allocation sub-resource: the router's 404.
+fn node_gate(version: Version) -> Result<(), ApiError> {
+    if version < Version(52) {
+        return Err(ApiError::no_route());
+    }
+    Ok(())
+}
+
 pub async fn show_for_node(
     State(st): State<AppState>,
     Path(node): Path<String>,
@@ -481,7 +496,7 @@ pub async fn show_for_node(
     Base(base): Base,
     q: QueryParams,
 ) -> Result<axum::Json<Value>, ApiError> {
-    gate(version)?;
+    node_gate(version)?;
     q.only(&["fields"])?;
     let fields = parse_fields(q.fields(), version)?;
     let a = of_node(&st, &node, version).await?;
@@ -498,7 +513,7 @@ pub async fn delete_for_node(
     Path(node): Path<String>,
     version: Version,
 ) -> Result<StatusCode, ApiError> {
-    gate(version)?;
+    node_gate(version)?;
     let a = of_node(&st, &node, version).await?;
     st.conductor.delete_allocation(&a).await?;
     Ok(StatusCode::NO_CONTENT)

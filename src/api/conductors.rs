@@ -101,12 +101,44 @@ pub async fn list(
                 SUMMARY.to_vec()
             }
         });
-    let all = st.store.list_conductors().await?;
+    match q.get("sort_key") {
+        None | Some("id" | "hostname" | "created_at" | "updated_at" | "conductor_group") => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value \"{k}\" is an invalid field for sorting"
+            )));
+        }
+    }
+    let limit = q.limit(st.max_limit)? as usize;
+    let mut all = st.store.list_conductors().await?;
+    if q.get("sort_dir") == Some("desc") {
+        all.reverse();
+    }
+    if let Some(m) = q.get("marker") {
+        let after = all
+            .iter()
+            .position(|c| c.hostname == m)
+            .map_or(0, |i| i + 1);
+        all.drain(..after);
+    }
+    all.truncate(limit);
     let docs: Vec<Value> = all
         .iter()
         .map(|c| conductor_json(&st, c, &owned, &base))
         .collect();
-    Ok(axum::Json(json!({ "conductors": docs })))
+    let mut body = json!({ "conductors": docs });
+    if all.len() == limit
+        && let Some(last) = all.last()
+    {
+        body["next"] = json!(format!(
+            "{base}/v1/conductors?sort_key={}&sort_dir={}&fields={}&limit={limit}&marker={}",
+            q.get("sort_key").unwrap_or("id"),
+            q.get("sort_dir").unwrap_or("asc"),
+            owned.join(","),
+            last.hostname
+        ));
+    }
+    Ok(axum::Json(body))
 }
 
 pub async fn show(

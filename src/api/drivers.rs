@@ -61,6 +61,9 @@ fn only_fields(doc: Value, fields: Option<String>) -> Result<Value, ApiError> {
         return Ok(doc);
     };
     let mut out = Map::new();
+    if let Some(l) = m.get("links") {
+        out.insert("links".into(), l.clone());
+    }
     for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
         let v = m
             .get(f)

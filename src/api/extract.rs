@@ -37,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Query parameters, checked against the names a route accepts. A repeated parameter takes its
 /// last value, except `fields`, whose values add up (as with Ironic).
 #[derive(Debug, Default)]
-pub struct QueryParams(pub BTreeMap<String, String>, Vec<String>);
+pub struct QueryParams(pub BTreeMap<String, String>, Vec<String>, Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
@@ -45,21 +45,29 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let mut map = BTreeMap::new();
         let mut fields = Vec::new();
+        let mut repeated = None;
         if let Some(q) = parts.uri.query() {
             for (k, v) in form_urlencoded::parse(q.as_bytes()) {
                 if k == "fields" {
                     fields.push(v.to_string());
+                } else if map.contains_key(k.as_ref()) && repeated.is_none() {
+                    repeated = Some(k.to_string());
                 }
                 map.insert(k.to_string(), v.to_string());
             }
         }
-        Ok(QueryParams(map, fields))
+        Ok(QueryParams(map, fields, repeated))
     }
 }
 
 impl QueryParams {
     /// Refuses parameters outside `allowed`.
     pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        if let Some(k) = &self.2 {
+            return Err(ApiError::bad_request(format!(
+                "Expected string for {k}: a single value (it was given more than once)"
+            )));
+        }
         if let Some(bad) = self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(ApiError::bad_request(format!(
                 "unknown query parameter {bad:?}; accepted: {}",

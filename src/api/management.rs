@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, QueryParams};
 use super::node_input::parse_bool;
 use super::nodes::node_ident;
 use super::version::Version;
@@ -35,6 +35,63 @@ pub async fn validate(
         doc.insert(kind.as_str().to_string(), v);
     }
     Ok(axum::Json(Value::Object(doc)))
+}
+
+/// `GET /v1/nodes/validate?node=<ident>`: the same, with the node in the query.
+pub async fn validate_by_query(
+    st: State<AppState>,
+    version: Version,
+    q: QueryParams,
+) -> Result<axum::Json<Value>, ApiError> {
+    q.only(&["node", "node_uuid"])?;
+    let raw = q
+        .get("node")
+        .or(q.get("node_uuid"))
+        .ok_or_else(|| ApiError::bad_request("Missing argument: \"node\""))?
+        .to_string();
+    validate(st, Path(raw), version).await
+}
+
+/// `PUT /management/inject_nmi` (1.29+): no ironboot management interface can send an NMI.
+pub async fn inject_nmi(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+) -> Result<StatusCode, ApiError> {
+    if version < Version(29) {
+        return Err(ApiError::not_found("Resource could not be found."));
+    }
+    let node = st.store.get_node(&node_ident(&ident, version)?).await?;
+    Err(ApiError::bad_request(format!(
+        "Driver {} does not support inject_nmi (disabled or not implemented).",
+        node.driver
+    )))
+}
+
+/// `GET /management/indicators` (1.63+): ironboot's management interfaces expose no
+/// indicators (LEDs).
+pub async fn indicators(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+) -> Result<axum::Json<Value>, ApiError> {
+    if version < Version(63) {
+        return Err(ApiError::no_route());
+    }
+    st.store.get_node(&node_ident(&ident, version)?).await?;
+    Ok(axum::Json(json!({ "indicators": [] })))
+}
+
+/// `GET /states/console`: ironboot offers no serial consoles, so the console is never on.
+pub async fn console(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+) -> Result<axum::Json<Value>, ApiError> {
+    st.store.get_node(&node_ident(&ident, version)?).await?;
+    Ok(axum::Json(
+        json!({ "console_enabled": false, "console_info": null }),
+    ))
 }
 
 pub async fn get_boot_device(

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): Ironic v1 shapes for the management endpoints so existing Ironic
 //! clients work, the ramdisk endpoints the agent calls, plus `/healthz` and `/metrics`.
 
+pub mod absent;
 pub mod allocations;
 pub mod auth;
 pub mod conductors;
@@ -118,7 +119,22 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             put(traits::add).delete(traits::remove),
         )
         .route("/v1/nodes/{ident}/{sub}", get(node_subresources::get))
+        .route("/v1/nodes/{ident}/volume", get(node_subresources::volume))
+        .route(
+            "/v1/nodes/{ident}/volume/{kind}",
+            get(node_subresources::volume_items),
+        )
         .route("/v1/nodes/{ident}/validate", get(management::validate))
+        .route("/v1/nodes/validate", get(management::validate_by_query))
+        .route(
+            "/v1/nodes/{ident}/management/inject_nmi",
+            put(management::inject_nmi),
+        )
+        .route(
+            "/v1/nodes/{ident}/management/indicators",
+            get(management::indicators),
+        )
+        .route("/v1/nodes/{ident}/states/console", get(management::console))
         .route(
             "/v1/nodes/{ident}/management/boot_device",
             get(management::get_boot_device).put(management::set_boot_device),
@@ -152,6 +168,42 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             "/v1/nodes/{ident}/allocation",
             get(allocations::show_for_node).delete(allocations::delete_for_node),
         )
+        .route("/v1/chassis", absent::CHASSIS.collection())
+        .route("/v1/chassis/detail", absent::CHASSIS.collection())
+        .route("/v1/chassis/{id}", absent::CHASSIS.item())
+        .route("/v1/chassis/{id}/nodes", absent::CHASSIS.item())
+        .route("/v1/portgroups", absent::PORTGROUPS.collection())
+        .route("/v1/portgroups/detail", absent::PORTGROUPS.collection())
+        .route("/v1/portgroups/{id}", absent::PORTGROUPS.item())
+        .route("/v1/portgroups/{id}/ports", absent::PORTGROUPS.item())
+        .route(
+            "/v1/deploy_templates",
+            absent::DEPLOY_TEMPLATES.collection(),
+        )
+        .route(
+            "/v1/deploy_templates/detail",
+            absent::DEPLOY_TEMPLATES.collection(),
+        )
+        .route("/v1/deploy_templates/{id}", absent::DEPLOY_TEMPLATES.item())
+        .route("/v1/volume", get(absent::volume))
+        .route(
+            "/v1/volume/connectors",
+            absent::VOLUME_CONNECTORS.collection(),
+        )
+        .route(
+            "/v1/volume/connectors/{id}",
+            absent::VOLUME_CONNECTORS.item(),
+        )
+        .route("/v1/volume/targets", absent::VOLUME_TARGETS.collection())
+        .route("/v1/volume/targets/{id}", absent::VOLUME_TARGETS.item())
+        .route("/v1/runbooks", absent::RUNBOOKS.collection())
+        .route("/v1/runbooks/{id}", absent::RUNBOOKS.item())
+        .route(
+            "/v1/inspection_rules",
+            absent::INSPECTION_RULES.collection(),
+        )
+        .route("/v1/inspection_rules/{id}", absent::INSPECTION_RULES.item())
+        .route("/v1/shards", get(absent::shards))
         .route("/v1/drivers", get(drivers::list))
         .route("/v1/drivers/{name}", get(drivers::show))
         .route("/v1/drivers/{name}/properties", get(drivers::properties))

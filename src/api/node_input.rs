@@ -221,8 +221,8 @@ pub fn check_create(body: Value, version: Version) -> Result<Map<String, Value>,
 
 /// Whether a patch gives a (non-empty) value to a field newer than `version`.
 pub fn patch_gated(field: &str, value: Option<&Value>, version: Version) -> bool {
-    field_since(field).is_some_and(|since| version < since)
-        && value.is_some_and(|v| !v.is_null() && v != &Value::Bool(false) && v != "")
+    // Ironic refuses any value given to such a field (a `remove` carries none).
+    field_since(field).is_some_and(|since| version < since) && value.is_some()
 }
 
 fn opt_string(v: &Value) -> Option<String> {

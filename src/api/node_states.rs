@@ -229,7 +229,9 @@ async fn set_firmware_setting(
     apply: impl FnOnce(&mut crate::model::Node) + Send + 'static,
 ) -> Result<Response, ApiError> {
     if version < Version(76) {
-        return Err(ApiError::not_acceptable());
+        return Err(ApiError::not_found(
+            "This endpoint is supported starting with the API version 1.76",
+        ));
     }
     let ident = node_ident(&ident, version)?;
     st.conductor

@@ -15,6 +15,7 @@ use super::version::Version;
 
 /// Sub-resources answered empty, with the version that introduced each.
 const EMPTY: &[(&str, u32)] = &[
+    ("portgroups", 24),
     ("vifs", 28),
     ("bios", 40),
     ("history", 78),
@@ -25,8 +26,6 @@ const EMPTY: &[(&str, u32)] = &[
 /// Sub-resources Ironic has and ironboot does not implement: the router's 404, as below their
 /// version.
 const NOT_IMPLEMENTED: &[&str] = &[
-    "portgroups",
-    "volume",
     "inventory",
     "vmedia",
     "management",
@@ -63,4 +62,41 @@ pub async fn get(
         });
     }
     Ok(axum::Json(doc))
+}
+
+/// `GET /v1/nodes/{ident}/volume` (1.32+): links to the node's (empty) connectors and targets.
+pub async fn volume(
+    State(st): State<AppState>,
+    Path(ident): Path<String>,
+    version: Version,
+    Base(base): Base,
+) -> Result<axum::Json<Value>, ApiError> {
+    if version < Version(32) {
+        return Err(ApiError::no_route());
+    }
+    st.store.get_node(&node_ident(&ident, version)?).await?;
+    let link = |p: &str| {
+        json!([
+            {"href": format!("{base}/v1/nodes/{ident}/volume/{p}"), "rel": "self"},
+            {"href": format!("{base}/nodes/{ident}/volume/{p}"), "rel": "bookmark"},
+        ])
+    };
+    Ok(axum::Json(json!({
+        "links": link(""),
+        "connectors": link("connectors"),
+        "targets": link("targets"),
+    })))
+}
+
+/// `GET /v1/nodes/{ident}/volume/{connectors,targets}`: ironboot keeps none.
+pub async fn volume_items(
+    State(st): State<AppState>,
+    Path((ident, kind)): Path<(String, String)>,
+    version: Version,
+) -> Result<axum::Json<Value>, ApiError> {
+    if version < Version(32) || !matches!(kind.as_str(), "connectors" | "targets") {
+        return Err(ApiError::no_route());
+    }
+    st.store.get_node(&node_ident(&ident, version)?).await?;
+    Ok(axum::Json(json!({ kind: [] })))
 }

@@ -192,7 +192,11 @@ pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Val
         "retired" => json!(node.retired),
         "retired_reason" => opt_str(&node.retired_reason),
         "clean_step" | "deploy_step" | "service_step" => json!({}),
-        "traits" => json!(node.traits),
+        "traits" => {
+            let mut t = node.traits.clone();
+            t.sort();
+            json!(t)
+        }
         "instance_uuid" => json!(node.instance_uuid),
         "allocation_uuid" => json!(node.allocation_uuid),
         "automated_clean" => json!(node.automated_clean),

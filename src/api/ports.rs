@@ -226,8 +226,8 @@ const LIST_PARAMS: &[(&str, u32)] = &[
     ("portgroup", 24),
     ("detail", 43),
     ("shard", 82),
-    ("description_contains", 97),
-    ("conductor_groups", 99),
+    ("description_contains", 1),
+    ("conductor_groups", 1),
 ];
 
 fn check_list_params(q: &QueryParams, version: Version) -> Result<(), ApiError> {
@@ -260,6 +260,9 @@ fn port_sort(q: &QueryParams, version: Version) -> Result<(PortSortKey, bool), A
                 "The sort_key value {k} is an invalid field for sorting"
             )));
         }
+        // Ironic's internal columns: node_id orders like the node, portgroup_id is empty here.
+        Some("node_id") => PortSortKey::parse("node_uuid").unwrap_or_default(),
+        Some("portgroup_id") => PortSortKey::default(),
         Some(k) => PortSortKey::parse(k).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "The sort_key value \"{k}\" is an invalid field for sorting"
@@ -352,6 +355,12 @@ async fn list_ports(
         Some(a) => vec![MacAddress::parse(a).map_err(|_| invalid_mac(a))?],
         None => vec![],
     };
+    // Ironic lists a node's ports when a node is named, whatever the address says.
+    let addresses = if node_uuid.is_some() {
+        vec![]
+    } else {
+        addresses
+    };
     let limit = q.limit(st.max_limit)?;
     let (sort_key, descending) = port_sort(&q, version)?;
     if let Some(groups) = q.get("conductor_groups")
@@ -420,9 +429,16 @@ async fn list_ports(
     Ok(axum::Json(body))
 }
 
-/// A port is named by its UUID; anything else names no port.
+/// A port is shown by its UUID; a name-like identifier names no port here (ironboot does not
+/// look ports up by name), anything else is refused.
 fn parse_port_uuid(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("Port {id} could not be found.")))
+    Uuid::parse_str(id).map_err(|_| {
+        if crate::model::node::validate_name(id).is_ok() {
+            ApiError::not_found(format!("Port {id} could not be found."))
+        } else {
+            ApiError::bad_request(format!("Expected UUID or name for port_ident: {id}"))
+        }
+    })
 }
 
 pub async fn show(
@@ -494,7 +510,6 @@ async fn patched(
             set_field(&mut updated, f, &doc[*f])?;
         }
     }
-    check_smartnic(&updated)?;
     if doc["node_uuid"] != before["node_uuid"] {
         updated.node_uuid = port_node(st, doc["node_uuid"].as_str().unwrap_or_default())
             .await?
@@ -546,7 +561,9 @@ pub async fn delete(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let port = st.store.get_port(parse_port_uuid(&id)?).await?;
+    let uuid = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::bad_request(format!("Expected UUID for port_uuid: {id}")))?;
+    let port = st.store.get_port(uuid).await?;
     let store = st.store.clone();
     st.conductor
         .with_reserved(&NodeIdent::Uuid(port.node_uuid), |task| async move {

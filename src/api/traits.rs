@@ -1,11 +1,13 @@
 //! `/v1/nodes/{ident}/traits` (1.37+): list, replace all, add one, remove one or all.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::links::Base;
 use super::nodes::node_ident;
 use super::version::Version;
 
@@ -46,7 +48,9 @@ pub async fn list(
 ) -> Result<axum::Json<Value>, ApiError> {
     gate(version)?;
     let node = st.store.get_node(&node_ident(&ident, version)?).await?;
-    Ok(axum::Json(json!({ "traits": node.traits })))
+    let mut traits = node.traits;
+    traits.sort();
+    Ok(axum::Json(json!({ "traits": traits })))
 }
 
 /// Changes the node's traits under its reservation.
@@ -124,21 +128,25 @@ pub async fn add(
     State(st): State<AppState>,
     Path((ident, name)): Path<(String, String)>,
     version: Version,
+    Base(base): Base,
     body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     if !body.is_empty() {
         return Err(ApiError::bad_request(
             "No body is accepted when adding a single trait",
         ));
     }
     check_trait(&name)?;
-    change(&st, &ident, version, move |all| {
+    let node = st.store.get_node(&node_ident(&ident, version)?).await?;
+    let location = format!("{base}/v1/nodes/{}/traits/{name}", node.uuid);
+    let status = change(&st, &ident, version, move |all| {
         if !all.contains(&name) {
             all.push(name);
         }
         Ok(())
     })
-    .await
+    .await?;
+    Ok((status, [(header::LOCATION, location)]).into_response())
 }
 
 pub async fn remove_all(

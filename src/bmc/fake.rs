@@ -75,7 +75,11 @@ impl ManagementInterface for FakeManagement {
             .and_then(|v| v.get("persistent"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Ok(device.map(|device| BootTarget { device, persistent }))
+        // Never set: network boot, once (what Ironic's fake management reports).
+        Ok(Some(BootTarget {
+            device: device.unwrap_or(BootDevice::Pxe),
+            persistent,
+        }))
     }
 
     async fn set_boot_device(

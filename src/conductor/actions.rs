@@ -124,13 +124,10 @@ impl Conductor {
         }
         if matches!(event, Event::Deploy | Event::Rebuild) {
             task.node.last_error = None;
-            match configdrive {
-                Some(cd) => {
-                    task.node.instance_info.insert("configdrive".into(), cd);
-                }
-                None => {
-                    task.node.instance_info.remove("configdrive");
-                }
+            // A rebuild without a config drive keeps the one the node was deployed with (as
+            // Ironic does); tear down wipes it.
+            if let Some(cd) = configdrive {
+                task.node.instance_info.insert("configdrive".into(), cd);
             }
         }
         task.process_event(event).await?;
