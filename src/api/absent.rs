@@ -24,50 +24,61 @@ pub struct Absent {
     /// How an item is named in "could not be found" (`Chassis`, `Portgroup`, ...).
     pub item: &'static str,
     pub since: u32,
+    /// How Ironic refuses the resource below its version: `None`, a fault with version headers
+    /// ("not supported for this version"); `Some(text)`, its router's 404 with that text.
+    pub too_old: Option<&'static str>,
 }
 
 pub const CHASSIS: Absent = Absent {
     key: "chassis",
     item: "Chassis",
     since: 1,
+    too_old: None,
 };
 pub const PORTGROUPS: Absent = Absent {
     key: "portgroups",
     item: "Portgroup",
     since: 23,
+    too_old: None,
 };
 pub const DEPLOY_TEMPLATES: Absent = Absent {
     key: "deploy_templates",
     item: "Deploy template",
     since: 55,
+    too_old: Some("The API version does not allow deploy templates"),
 };
 pub const VOLUME_CONNECTORS: Absent = Absent {
     key: "connectors",
     item: "Volume connector",
     since: 32,
+    too_old: None,
 };
 pub const VOLUME_TARGETS: Absent = Absent {
     key: "targets",
     item: "Volume target",
     since: 32,
+    too_old: None,
 };
 pub const RUNBOOKS: Absent = Absent {
     key: "runbooks",
     item: "Runbook",
     since: 92,
+    too_old: Some("The API version does not allow runbooks"),
 };
 pub const INSPECTION_RULES: Absent = Absent {
     key: "inspection_rules",
     item: "Inspection rule",
     since: 96,
+    too_old: Some("The API version does not allow inspection rules"),
 };
 
 impl Absent {
     fn gate(&self, version: Version) -> Result<(), ApiError> {
         if version < Version(self.since) {
-            return Err(ApiError::not_found(
-                "The API is not supported for this version",
-            ));
+            return Err(match self.too_old {
+                None => ApiError::not_found("The API is not supported for this version"),
+                Some(text) => ApiError::http(StatusCode::NOT_FOUND, text),
+            });
         }
         Ok(())
     }

@@ -27,6 +27,11 @@ pub enum ErrorShape {
     Fault,
     /// `{"code", "title", "description"}`: raised before a controller is reached.
     Http,
+    /// A fault document without the `error_message` wrapper: raised by Ironic's WSGI
+    /// middleware (body parsing).
+    Bare,
+    /// `error_message` holding plain text: content negotiation.
+    Plain,
 }
 
 /// Marks a response whose version headers must not be stamped (see [`ApiError::version_headers`]).
@@ -48,6 +53,24 @@ impl ApiError {
     pub fn http(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             shape: ErrorShape::Http,
+            version_headers: false,
+            ..Self::new(status, message)
+        }
+    }
+
+    /// A plain-text error without version headers (content negotiation).
+    pub fn plain(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            shape: ErrorShape::Plain,
+            version_headers: false,
+            ..Self::new(status, message)
+        }
+    }
+
+    /// An error in the bare fault shape (see [`ErrorShape::Bare`]), without version headers.
+    pub fn bare(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            shape: ErrorShape::Bare,
             version_headers: false,
             ..Self::new(status, message)
         }
@@ -97,6 +120,10 @@ fn shaped_body(status: StatusCode, message: &str, shape: ErrorShape) -> serde_js
             "faultstring": message,
             "debuginfo": null,
         }),
+        ErrorShape::Bare => {
+            return json!({"faultcode": "Client", "faultstring": message});
+        }
+        ErrorShape::Plain => return json!({ "error_message": message }),
         ErrorShape::Http => json!({
             "code": status.as_u16(),
             "title": status.canonical_reason().unwrap_or(""),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -28,9 +29,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "request body is empty; a JSON document is required",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            if e.to_string().contains("recursion limit") {
+                // Ironic's JSON parser refuses such a body before its API runs.
+                ApiError::bare(
+                    StatusCode::BAD_REQUEST,
+                    "Request body JSON is nested too deeply. Please contact the service \
+                     administrator.",
+                )
+            } else {
+                ApiError::bad_request(format!("invalid request body: {e}"))
+            }
+        })
     }
 }
 
@@ -113,6 +123,8 @@ impl QueryParams {
     pub fn limit(&self, max: u32) -> Result<u32, ApiError> {
         match self.get("limit") {
             None => Ok(max),
+            // A limit beyond any integer is still a limit: capped like any other.
+            Some(v) if v.len() > 18 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(max),
             Some(v) => match v.parse::<u64>() {
                 Ok(0) => Err(ApiError::bad_request("Limit must be positive")),
                 Err(_) => Err(ApiError::bad_request(format!(

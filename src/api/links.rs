@@ -48,13 +48,29 @@ impl LinkPolicy {
                 .map(str::to_string)
         };
         let proxied = peer.is_some_and(|p| trusted.contains(&p));
+        // RFC 7239 `Forwarded: proto=https;host=example` (its first element) wins over the
+        // X-Forwarded-* pair, as with Ironic's proxy-header parsing.
+        let forwarded = |key: &str| {
+            headers
+                .get("forwarded")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|first| {
+                    first.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        k.eq_ignore_ascii_case(key)
+                            .then(|| v.trim_matches('"').to_string())
+                    })
+                })
+                .filter(|v| valid_host_or_scheme(v))
+        };
         let fallback_scheme = fallback.split("://").next().unwrap_or("http").to_string();
         let scheme = proxied
-            .then(|| header("x-forwarded-proto"))
+            .then(|| forwarded("proto").or_else(|| header("x-forwarded-proto")))
             .flatten()
             .unwrap_or(fallback_scheme);
         let host = proxied
-            .then(|| header("x-forwarded-host"))
+            .then(|| forwarded("host").or_else(|| header("x-forwarded-host")))
             .flatten()
             .or_else(|| header("host"));
         match host {

@@ -79,13 +79,22 @@ pub fn service(
 
 pub fn router(state: AppState, opts: ApiOptions) -> Router {
     Router::new()
-        .route("/", get(root))
+        .route("/", get(root).post(root))
+        .route("/v1/events", axum::routing::post(events))
         .route("/v1", get(v1))
-        .route("/v1/nodes", get(node_list::list).post(nodes::create))
+        .route(
+            "/v1/nodes",
+            get(node_list::list)
+                .post(nodes::create)
+                .delete(delete_without_node),
+        )
         .route("/v1/nodes/detail", get(node_list::list_detail))
         .route(
             "/v1/nodes/{ident}",
-            get(nodes::show).patch(nodes::update).delete(nodes::delete),
+            get(nodes::show)
+                .patch(nodes::update)
+                .delete(nodes::delete)
+                .post(post_to_node),
         )
         .route("/v1/nodes/{ident}/states", get(node_states::states))
         .route(
@@ -125,7 +134,11 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             get(node_subresources::volume_items),
         )
         .route("/v1/nodes/{ident}/validate", get(management::validate))
-        .route("/v1/nodes/validate", get(management::validate_by_query))
+        .route(
+            "/v1/nodes/validate",
+            get(management::validate_by_query)
+                .post(|| async { post_to_node(axum::extract::Path("validate".to_string())).await }),
+        )
         .route(
             "/v1/nodes/{ident}/management/inject_nmi",
             put(management::inject_nmi),
@@ -223,6 +236,7 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             opts.auth,
             auth::require_basic,
         ))
+        .layer(axum::middleware::from_fn(accepts_json))
         .layer(axum::middleware::from_fn(version::negotiate))
         .layer(axum::middleware::from_fn_with_state(
             opts.metrics,
@@ -249,6 +263,74 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::http(StatusCode::METHOD_NOT_ALLOWED, "")
+}
+
+/// Answers are JSON only: a client that accepts no JSON gets 406, as from Ironic.
+async fn accepts_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let json_ok = accept.as_deref().is_none_or(|a| {
+        a.split(',').any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            matches!(media, "" | "*/*" | "application/*" | "application/json")
+                || media.ends_with("+json")
+        })
+    });
+    if json_ok {
+        return next.run(req).await;
+    }
+    ApiError::plain(
+        StatusCode::NOT_ACCEPTABLE,
+        format!(
+            "406 Not Acceptable\n\nThe resource could not be generated that was acceptable to \
+             your browser (content of type {}. \n\n ",
+            accept.unwrap_or_default()
+        ),
+    )
+    .into_response()
+}
+
+/// `POST /v1/events` (1.54+): notifications from a network service. ironboot has none to act
+/// on; well-formed events are accepted and logged.
+async fn events(
+    v: version::Version,
+    extract::JsonBody(body): extract::JsonBody<serde_json::Value>,
+) -> Result<StatusCode, ApiError> {
+    if v < version::Version(54) {
+        return Err(ApiError::no_route());
+    }
+    let events = body
+        .get("events")
+        .and_then(serde_json::Value::as_array)
+        .filter(|e| !e.is_empty() && body.as_object().is_some_and(|o| o.len() == 1))
+        .ok_or_else(|| {
+            ApiError::bad_request("Schema error: a non-empty \"events\" list is required")
+        })?;
+    if events
+        .iter()
+        .any(|e| e.get("event").and_then(serde_json::Value::as_str).is_none())
+    {
+        return Err(ApiError::bad_request(
+            "Schema error: every event needs an \"event\" name",
+        ));
+    }
+    tracing::info!(count = events.len(), "external events received");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/nodes` names no node.
+async fn delete_without_node() -> ApiError {
+    ApiError::bad_request("Missing mandatory parameter: node_ident")
+}
+
+/// `POST /v1/nodes/{ident}` (and `/v1/nodes/validate`): Ironic reads the path as a create body.
+async fn post_to_node(axum::extract::Path(ident): axum::extract::Path<String>) -> ApiError {
+    ApiError::bad_request(format!(
+        "Schema error for node: '{ident}' is not of type 'object'"
+    ))
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {

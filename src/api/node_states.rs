@@ -49,7 +49,6 @@ fn verb_since(verb: &str) -> u32 {
         "adopt" => 17,
         "rescue" | "unrescue" => 38,
         "deploy" | "undeploy" => 73,
-        "unhold" => 85,
         "service" => 87,
         _ => 1,
     }
@@ -219,8 +218,8 @@ pub struct TargetRequest {
     target: Value,
 }
 
-/// Sets the node's boot mode or secure boot through its management interface (1.76+). The
-/// `fake` management interface records the setting as the node's current one.
+/// Sets the node's boot mode or secure boot through its management interface (1.76+), as
+/// Ironic's `fake` management does: accepted (202); `apply` records what the interface did.
 async fn set_firmware_setting(
     st: AppState,
     ident: String,
@@ -268,7 +267,9 @@ pub async fn set_boot_mode(
             )));
         }
     };
-    set_firmware_setting(st, ident, version, base, move |n| n.boot_mode = Some(mode)).await
+    // The fake management interface accepts a boot mode and changes nothing it reports.
+    let _ = mode;
+    set_firmware_setting(st, ident, version, base, |_| {}).await
 }
 
 pub async fn set_secure_boot(
@@ -280,5 +281,15 @@ pub async fn set_secure_boot(
 ) -> Result<Response, ApiError> {
     let on = crate::api::node_input::parse_bool("target", &req.target)?
         .ok_or_else(|| ApiError::bad_request("Invalid secure boot target: null"))?;
-    set_firmware_setting(st, ident, version, base, move |n| n.secure_boot = Some(on)).await
+    // No ironboot management interface can change secure boot: the request is accepted and
+    // fails on the node, as with Ironic's fake management.
+    set_firmware_setting(st, ident, version, base, move |n| {
+        n.last_error = Some(format!(
+            "Failed to change secure_boot state to '{}': Driver {} does not support \
+             set_secure_boot_state (disabled or not implemented).",
+            if on { "True" } else { "False" },
+            n.driver
+        ));
+    })
+    .await
 }

@@ -364,8 +364,21 @@ pub async fn update(
     version: Version,
     Base(base): Base,
     q: QueryParams,
+    headers: axum::http::HeaderMap,
     JsonBody(ops): JsonBody<Vec<PatchOp>>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    // A patch is JSON; a form body is read as stray arguments (Ironic's answer).
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| !ct.contains("json"));
+    if form {
+        return Err(ApiError::bad_request(format!(
+            "Unexpected arguments: {}",
+            serde_json::to_string(&ops.iter().map(|o| &o.path).collect::<Vec<_>>())
+                .unwrap_or_default()
+        )));
+    }
     q.only(&["reset_interfaces"])?;
     let reset = q.bool("reset_interfaces")?;
     if reset.is_some() && version < Version(45) {

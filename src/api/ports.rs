@@ -415,8 +415,11 @@ async fn list_ports(
             q.get("sort_key").unwrap_or("id"),
             q.get("sort_dir").unwrap_or("asc")
         );
-        if let Some(f) = &fields {
-            args.push_str(&format!("fields={}&", f.join(",")));
+        match &fields {
+            Some(f) => args.push_str(&format!("fields={}&", f.join(","))),
+            // Ironic's summary is a field list, and its next link says so.
+            None if !detail => args.push_str("fields=uuid,address&"),
+            None => {}
         }
         if let Ok(Some(d)) = q.bool("detail") {
             args.push_str(&format!("detail={}&", if d { "True" } else { "False" }));

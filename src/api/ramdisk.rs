@@ -165,6 +165,8 @@ pub async fn heartbeat(
             "agent_status {s:?} must be one of start, end, error"
         )));
     }
+    // An unknown node is a 404 whatever the body says (as in Ironic).
+    st.store.get_node(&NodeIdent::parse(&ident)).await?;
     if body.agent_version.is_none() && body.agent_status.is_none() {
         return Err(ApiError::bad_request(
             "the heartbeat carries neither agent_version nor agent_status: the agent is too \

@@ -59,7 +59,7 @@ impl Conductor {
                 "configdrive is only accepted with target active or rebuild, not {verb}"
             )));
         }
-        let mut task = self.reserve(ident).await?;
+        let mut task = self.reserve_for_request(ident).await?;
         match self.begin(&mut task, event, configdrive, args).await {
             Ok(()) => self.spawn_operation(event.as_str(), task, move |c, task| async move {
                 c.continue_operation(task, event).await
@@ -83,6 +83,10 @@ impl Conductor {
         crate::model::state::transition(task.node.provision_state, event)?;
         verbs::check(&task.node, event, &args)?;
         verbs::stage(task.ctx(), event, args);
+        // A new action starts with a clean slate (Ironic clears the previous failure too).
+        if !matches!(event, Event::Abort) {
+            task.node.last_error = None;
+        }
         if task.node.maintenance
             && matches!(
                 event,
@@ -179,6 +183,7 @@ impl Conductor {
             .await
             .map_err(op.fail())?;
         wipe_deploy_info(task);
+        task.node.instance_info.remove("configdrive");
         // The instance is gone, and with it the node's allocation (as in Ironic).
         self.forget_allocation(&mut task.node)
             .await
@@ -286,7 +291,7 @@ impl Conductor {
         if self.cancel_token().is_cancelled() {
             return Err(ConductorError::ShuttingDown);
         }
-        let mut task = self.reserve(ident).await?;
+        let mut task = self.reserve_for_request(ident).await?;
         let prepared = async {
             let ifaces = self.interfaces().for_node(&task.node)?;
             ifaces

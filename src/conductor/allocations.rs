@@ -158,7 +158,7 @@ impl Conductor {
         a: &mut Allocation,
         node: &NodeIdent,
     ) -> Result<(), ConductorError> {
-        let mut task = self.reserve(node).await?;
+        let mut task = self.reserve_for_request(node).await?;
         let mut errors = a.backfill_errors(&task.node);
         if let Some(inst) = task.node.instance_uuid.filter(|i| *i != a.uuid) {
             errors.push(format!(
@@ -198,7 +198,7 @@ impl Conductor {
         let Some(node) = a.node_uuid else {
             return Ok(self.store().delete_allocation(a.uuid).await?);
         };
-        let mut task = match self.reserve(&NodeIdent::Uuid(node)).await {
+        let mut task = match self.reserve_for_request(&NodeIdent::Uuid(node)).await {
             Ok(t) => t,
             // The node is gone: so is the link.
             Err(ConductorError::Store(StoreError::NodeNotFound(_))) => {

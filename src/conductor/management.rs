@@ -24,7 +24,7 @@ impl Conductor {
         ident: &NodeIdent,
         f: impl AsyncFnOnce(&Conductor, &mut Task) -> Result<T, ConductorError>,
     ) -> Result<T, ConductorError> {
-        let mut task = self.reserve(ident).await?;
+        let mut task = self.reserve_for_request(ident).await?;
         let before = task.node.clone();
         let mut result = f(self, &mut task).await;
         if result.is_ok()

@@ -36,6 +36,10 @@ pub use metrics::ConductorMetrics;
 pub use settings::ConductorSettings;
 pub use task::Task;
 
+/// How often a client's request tries a locked node, and how long it waits in between.
+const LOCKED_ATTEMPTS: u32 = 3;
+const LOCKED_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Errors the conductor reports to its callers (the API maps them to HTTP statuses).
 #[derive(Debug, thiserror::Error)]
 pub enum ConductorError {
@@ -216,6 +220,24 @@ impl Conductor {
         ))
     }
 
+    /// [`Conductor::reserve`] for a client's request: a node locked by a short operation (one
+    /// that just finished, a boot device read) is retried, as Ironic's conductor retries its
+    /// lock (`node_locked_retry_attempts` = 3, one second apart) before answering 409.
+    pub async fn reserve_for_request(&self, ident: &NodeIdent) -> Result<Task, ConductorError> {
+        let mut attempt = 1;
+        loop {
+            match self.reserve(ident).await {
+                Err(ConductorError::Store(StoreError::NodeLocked { .. }))
+                    if attempt < LOCKED_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(LOCKED_RETRY_INTERVAL).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Gives the reservation back (errors are logged: the node stays reserved until restart).
     pub async fn release(&self, task: Task) {
         self.release_uuid(task.node.uuid).await;
@@ -234,7 +256,7 @@ impl Conductor {
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = (Task, Result<T, E>)>,
     {
-        let task = self.reserve(ident).await.map_err(E::from)?;
+        let task = self.reserve_for_request(ident).await.map_err(E::from)?;
         let (task, result) = f(task).await;
         self.release(task).await;
         result

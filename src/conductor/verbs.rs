@@ -62,9 +62,11 @@ pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), Conductor
         }
     }
     match event {
-        Event::Clean if args.clean_steps.is_none() => Err(ConductorError::InvalidParameter(
-            "\"clean_steps\" is required when setting target provision state to clean".into(),
-        )),
+        Event::Clean if args.clean_steps.as_ref().is_none_or(Vec::is_empty) => {
+            Err(ConductorError::InvalidParameter(
+                "\"clean_steps\" is required when setting target provision state to clean".into(),
+            ))
+        }
         Event::Rescue if args.rescue_password.as_deref().is_none_or(str::is_empty) => {
             Err(ConductorError::InvalidParameter(
                 "A non-empty \"rescue_password\" is required when setting target provision \
@@ -114,6 +116,8 @@ pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
     match event {
         Event::Inspect => {
             task.record_fake_call("inspect.inspect_hardware");
+            // Ironic keeps only the finish time of a completed inspection.
+            task.node.inspection_started_at = None;
             task.node.inspection_finished_at = Some(crate::model::now());
             Ok(Event::Done)
         }
@@ -142,9 +146,8 @@ pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
             Ok(Event::Done)
         }
         Event::Unrescue => {
+            // The rescue password stays in instance_info (as in Ironic) until tear down.
             task.record_fake_call("rescue.unrescue");
-            task.node.instance_info.remove("rescue_password");
-            task.node.instance_info.remove("hashed_rescue_password");
             Ok(Event::Done)
         }
         _ => Ok(Event::Done),

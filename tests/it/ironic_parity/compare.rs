@@ -160,6 +160,20 @@ impl Normaliser<'_> {
         if let Some((name, _)) = self.vars.iter().find(|(_, v)| v.as_str() == s) {
             return format!("${{{name}}}");
         }
+        // Captured ids inside links and Location headers, too (ids are long and unique, so a
+        // substring match cannot hit by accident).
+        let mut owned = s.to_string();
+        for (name, v) in self.vars.iter().filter(|(_, v)| v.len() >= 16) {
+            if owned.contains(v.as_str()) {
+                owned = owned.replace(v.as_str(), &format!("${{{name}}}"));
+            }
+        }
+        let s = owned.as_str();
+        // A proxy may say the scheme is https: still this server's own address.
+        let https_base = self.base.replacen("http://", "https://", 1);
+        if let Some(rest) = s.strip_prefix(https_base.as_str()) {
+            return format!("https:<base>{}", sort_query(rest));
+        }
         match s.strip_prefix(self.base) {
             Some(rest) => format!("<base>{}", sort_query(rest)),
             None if s.starts_with("http://") || s.starts_with("https://") => sort_query(s),
