@@ -18,6 +18,7 @@ pub mod node_states;
 pub mod node_subresources;
 pub mod node_view;
 pub mod nodes;
+pub mod openapi;
 pub mod patch;
 pub mod ports;
 pub mod ramdisk;
@@ -81,6 +82,7 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
     Router::new()
         .route("/", get(root).post(root))
         .route("/v1/events", axum::routing::post(events))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1", get(v1))
         .route(
             "/v1/nodes",

@@ -16,6 +16,7 @@ use crate::support;
 mod clients;
 mod compare;
 mod corpus;
+mod openapi;
 
 use std::path::{Path, PathBuf};
 
@@ -209,4 +210,47 @@ async fn openstacksdk_flows_match_ironic() {
             .unwrap();
     drop((ironic, ironboot));
     finish("openstacksdk 4.22 parity", "sdk", steps, &diffs, "sdk:");
+}
+
+/// ironboot's OpenAPI document describes every answer it gives to the corpus (see
+/// [`openapi`]). Needs no peer: ironboot alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_describes_live_answers() {
+    let ironboot = tokio::task::spawn_blocking(|| {
+        Server::start_with(&[], &[("IRONBOOT_HOST", CONDUCTOR_HOST)])
+    })
+    .await
+    .unwrap();
+    let client = support::http_client();
+    let doc: serde_json::Value = client
+        .get(format!("{}/v1/openapi.json", ironboot.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let steps = corpus::load(&parity_dir().join("corpus"));
+    let mut target = corpus::Target::new(ironboot.api_url());
+    let mut problems = Vec::new();
+    for step in &steps {
+        let answer = target.send(step).await;
+        target.capture(step, &answer);
+        if let Some(w) = &step.wait {
+            let _ = target.wait(step, w).await;
+        }
+        let path = target.substitute(&step.path);
+        // Ironic's error bodies nest their fault as JSON text; the document describes the
+        // outer object.
+        for p in openapi::conforms(&doc, &step.method, &path, answer.status, &answer.body) {
+            problems.push(format!("{}: {p}", step.id));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} answer(s) of ironboot are not what /v1/openapi.json says:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
