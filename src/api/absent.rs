@@ -144,20 +144,16 @@ pub async fn volume(v: Version, super::links::Base(base): super::links::Base) ->
 /// `GET /v1/shards` (1.82+): the shards nodes are in, with how many nodes each.
 pub async fn shards(State(st): State<AppState>, v: Version) -> Result<axum::Json<Value>, ApiError> {
     if v < Version(82) {
-        return Err(ApiError::no_route());
+        return Err(ApiError::not_found("The API version does not allow shards"));
     }
     let nodes = st
         .store
-        .list_nodes(&crate::store::NodeQuery {
-            sharded: Some(true),
-            ..Default::default()
-        })
+        .list_nodes(&crate::store::NodeQuery::default())
         .await?;
-    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    // Nodes without a shard count as the shard `null`, as in Ironic.
+    let mut counts = std::collections::BTreeMap::<Option<String>, u64>::new();
     for n in nodes {
-        if let Some(s) = n.shard {
-            *counts.entry(s).or_default() += 1;
-        }
+        *counts.entry(n.shard).or_default() += 1;
     }
     let shards: Vec<Value> = counts
         .into_iter()

@@ -269,12 +269,32 @@ pub async fn create(
         ));
     }
     let (mut a, backfill) = from_body(&st, body, version).await?;
-    if let Some(node) = &backfill
-        && let Err(StoreError::NodeNotFound(_)) = st.store.get_node(node).await
-    {
-        return Err(ApiError::bad_request(format!(
-            "Node {node} could not be found."
-        )));
+    if let Some(ident) = &backfill {
+        let node = match st.store.get_node(ident).await {
+            Err(StoreError::NodeNotFound(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "Node {ident} could not be found."
+                )));
+            }
+            other => other?,
+        };
+        // A mismatch the client can see is refused before anything is stored (Ironic's API
+        // check); the node's state is the conductor's to judge.
+        if a.resource_class.is_some() && a.resource_class != node.resource_class {
+            return Err(ApiError::conflict(format!(
+                "Cannot create allocation with resource class '{}' for node {} with resource \
+                 class '{}'",
+                a.resource_class.as_deref().unwrap_or(""),
+                node.uuid,
+                node.resource_class.as_deref().unwrap_or("")
+            )));
+        }
+        if !a.traits_match(&node) {
+            return Err(ApiError::conflict(format!(
+                "Cannot create allocation with traits {:?} for node {} with traits {:?}",
+                a.traits, node.uuid, node.traits
+            )));
+        }
     }
     st.store.create_allocation(&a).await?;
     match backfill {

@@ -135,7 +135,10 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
             "/v1/nodes/{ident}/volume/{kind}",
             get(node_subresources::volume_items),
         )
-        .route("/v1/nodes/{ident}/validate", get(management::validate))
+        .route(
+            "/v1/nodes/{ident}/validate",
+            get(management::validate).post(post_to_node),
+        )
         .route(
             "/v1/nodes/validate",
             get(management::validate_by_query)
@@ -302,7 +305,9 @@ async fn events(
     extract::JsonBody(body): extract::JsonBody<serde_json::Value>,
 ) -> Result<StatusCode, ApiError> {
     if v < version::Version(54) {
-        return Err(ApiError::no_route());
+        return Err(ApiError::not_found(
+            "The API is not supported for this version",
+        ));
     }
     let events = body
         .get("events")

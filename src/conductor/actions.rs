@@ -183,7 +183,9 @@ impl Conductor {
             .await
             .map_err(op.fail())?;
         wipe_deploy_info(task);
-        task.node.instance_info.remove("configdrive");
+        for key in ["configdrive", "rescue_password", "hashed_rescue_password"] {
+            task.node.instance_info.remove(key);
+        }
         // The instance is gone, and with it the node's allocation (as in Ironic).
         self.forget_allocation(&mut task.node)
             .await
