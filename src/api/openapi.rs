@@ -269,6 +269,7 @@ const OPERATIONS: &[Op] = &[
         &[200, 400, 404, 409],
         Some("Validation"),
     ),
+    ("/v1/nodes/{node}/validate", "post", &[400], None),
     (
         "/v1/nodes/{node}/management/boot_device",
         "get",
