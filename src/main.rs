@@ -115,6 +115,7 @@ fn load_for_cli(
     };
     let config = Config::load(config_path, &overrides)?;
     init_cli_logging(&config);
+    config.warn_deprecated();
     Ok(config)
 }
 
@@ -146,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
             ironboot::telemetry::init_logging(&config.log);
+            config.warn_deprecated();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let shutdown = tokio_util::sync::CancellationToken::new();
@@ -156,6 +158,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Check(args)) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
+            for d in &config.deprecations {
+                eprintln!("warning: deprecated configuration: {d}");
+            }
             if let ironboot::config::Auth::HttpBasic { user_file } = &config.auth {
                 ironboot::api::auth::Htpasswd::load(user_file)?;
             }

@@ -80,6 +80,7 @@ pub struct ConfigFile {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    pub redfish: crate::bmc::redfish::RedfishSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -121,6 +122,11 @@ pub struct Config {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    /// `[redfish]`: the Redfish client and the `redfish-virtual-media` ISOs' kernel parameters.
+    pub redfish: crate::bmc::redfish::RedfishSettings,
+    /// Deprecated keys found while loading, each with its replacement; logged once logging
+    /// is set up ([`Config::warn_deprecated`]).
+    pub deprecations: Vec<String>,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
@@ -182,6 +188,13 @@ impl Config {
 }
 
 impl Config {
+    /// Logs each deprecated key the configuration used (call after logging is set up).
+    pub fn warn_deprecated(&self) {
+        for d in &self.deprecations {
+            tracing::warn!("deprecated configuration: {d}");
+        }
+    }
+
     /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
     /// "any free port").
     pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {
@@ -375,6 +388,86 @@ mod tests {
             &Overrides::default(),
         );
         assert!(wrong_type.unwrap_err().to_string().contains("nowhere"));
+    }
+
+    #[test]
+    fn legacy_pxe_http_keys_are_deprecated_aliases() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_ROOT", "/srv/legacy/http"),
+                ("IRONBOOT_PXE__HTTP_URL", "http://10.0.0.9:8080/"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.http_root, Path::new("/srv/legacy/http"));
+        assert_eq!(c.http_url, "http://10.0.0.9:8080");
+        assert_eq!(
+            c.deprecations,
+            [
+                "pxe.http_root is deprecated; use deploy.http_root",
+                "pxe.http_url is deprecated; use deploy.http_url"
+            ]
+        );
+        // `config show` prints the current names only, and loads back without warnings.
+        let shown = c.to_toml();
+        assert!(!shown.contains("[pxe]\nhttp_root"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("shown.toml");
+        std::fs::write(&f, &shown).unwrap();
+        let again = Config::load_with_env(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(again.http_root, c.http_root);
+        assert!(again.deprecations.is_empty());
+        // Both names, same value: accepted with the warning; different values: refused.
+        let same = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_ROOT", "/srv/h"),
+                ("IRONBOOT_DEPLOY__HTTP_ROOT", "/srv/h"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(same.deprecations.len(), 1);
+        let err = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_URL", "http://a:1"),
+                ("IRONBOOT_DEPLOY__HTTP_URL", "http://b:2"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pxe.http_url") && err.contains("http://b:2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redfish_section_is_read_and_checked() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_REDFISH__CONNECTION_ATTEMPTS", "2"),
+                ("IRONBOOT_REDFISH__KERNEL_APPEND_PARAMS", "console=ttyS0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.redfish.connection_attempts, 2);
+        assert_eq!(c.redfish.kernel_append_params, "console=ttyS0");
+        for (key, value) in [
+            ("IRONBOOT_REDFISH__CONNECTION_ATTEMPTS", "0"),
+            ("IRONBOOT_REDFISH__KERNEL_APPEND_PARAMS", "a=\"unbalanced"),
+        ] {
+            let err = Config::load_with_env(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("redfish."), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -214,25 +214,48 @@ pub struct HardwareType {
 }
 
 /// Every hardware type ironboot knows, in the order the API lists them.
-pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
-    name: "fake-hardware",
-    boot: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "pxe", "ipxe"],
+pub const HARDWARE_TYPES: &[HardwareType] = &[
+    HardwareType {
+        name: "fake-hardware",
+        boot: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "direct"],
+        },
+        power: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "script"],
+        },
+        management: InterfaceSet {
+            default: "fake",
+            enabled: &["fake"],
+        },
     },
-    deploy: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "direct"],
+    // A Redfish BMC (iLO 5+, iDRAC, XCC, OpenBMC): power and boot device over Redfish, the
+    // deploy ramdisk from virtual media by default (Ironic's `redfish` hardware type).
+    HardwareType {
+        name: "redfish",
+        boot: InterfaceSet {
+            default: "redfish-virtual-media",
+            enabled: &["redfish-virtual-media", "pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
+        },
+        power: InterfaceSet {
+            default: "redfish",
+            enabled: &["redfish"],
+        },
+        management: InterfaceSet {
+            default: "redfish",
+            enabled: &["redfish"],
+        },
     },
-    power: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "script"],
-    },
-    management: InterfaceSet {
-        default: "fake",
-        enabled: &["fake"],
-    },
-}];
+];
 
 impl HardwareType {
     pub fn find(name: &str) -> Option<&'static HardwareType> {
