@@ -281,6 +281,11 @@ impl Conductor {
 
     /// Records `message` as the node's `last_error`, moves it with `event` (normally `fail`),
     /// then powers it off when configured. The state change is saved before the power action.
+    ///
+    /// A failed deploy or cleaning then has its ramdisk boot undone (`clean_up_ramdisk`, as
+    /// Ironic's deploy and cleaning error handlers do): nothing it prepared stays behind —
+    /// no published virtual media carrying an agent token, no inserted medium. A clean-up
+    /// that fails is added to `last_error`; undeploying retries it.
     pub async fn fail_node(&self, task: &mut Task, event: Event, message: String) {
         tracing::error!(node = %task.node.uuid, state = %task.node.provision_state, error = %message, "operation failed");
         task.node.last_error = Some(message);
@@ -288,24 +293,38 @@ impl Conductor {
             tracing::error!(node = %task.node.uuid, error = %e, "cannot record failure");
             return;
         }
+        let state = task.node.provision_state;
+        if !matches!(
+            state,
+            ProvisionState::DeployFailed | ProvisionState::CleanFailed
+        ) {
+            return;
+        }
+        let Ok(ifaces) = self.interfaces.for_node(&task.node) else {
+            return;
+        };
+        let mut notes = Vec::new();
         if self.settings.power_off_after_deploy_failure
-            && task.node.provision_state == ProvisionState::DeployFailed
-            && let Ok(ifaces) = self.interfaces.for_node(&task.node)
-        {
-            if let Err(e) = ifaces
+            && state == ProvisionState::DeployFailed
+            && let Err(e) = ifaces
                 .power
                 .set_power_state(task.ctx(), crate::model::PowerState::Off)
                 .await
-            {
-                let note = format!(" (and powering the node off failed: {e})");
-                task.node
-                    .last_error
-                    .get_or_insert_with(String::new)
-                    .push_str(&note);
-            }
-            if let Err(e) = task.save().await {
-                tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after failure");
-            }
+        {
+            notes.push(format!("powering the node off failed: {e}"));
+        }
+        if let Err(e) = ifaces.boot.clean_up_ramdisk(task.ctx()).await {
+            notes.push(format!("removing its ramdisk boot failed: {e}"));
+        }
+        if !notes.is_empty() {
+            let note = format!(" (and {})", notes.join("; and "));
+            task.node
+                .last_error
+                .get_or_insert_with(String::new)
+                .push_str(&note);
+        }
+        if let Err(e) = task.save().await {
+            tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after failure");
         }
     }
 

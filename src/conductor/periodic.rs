@@ -9,6 +9,13 @@ use super::Conductor;
 use crate::model::{Event, ProvisionState};
 use crate::store::{NodeIdent, NodeQuery};
 
+/// States whose nodes boot from what their conductor prepared (see `take_over_nodes`).
+const TAKE_OVER_STATES: [ProvisionState; 3] = [
+    ProvisionState::Active,
+    ProvisionState::DeployWait,
+    ProvisionState::CleanWait,
+];
+
 /// Starts the conductor's own periodic tasks.
 pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
     let s = conductor.settings().clone();
@@ -123,11 +130,9 @@ impl Conductor {
                 self.api_public_url()
             );
             let result = self.spawn_operation("callback_timeout", task, move |c, mut task| async move {
+                // fail_node also removes the ramdisk boot.
                 c.fail_node(&mut task, Event::Fail, message).await;
                 if let Ok(ifaces) = c.interfaces().for_node(&task.node) {
-                    if let Err(e) = ifaces.boot.clean_up_ramdisk(&mut task).await {
-                        tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after callback timeout failed");
-                    }
                     // fail_node powers off failed deploys; a failed cleaning must not keep
                     // running its ramdisk either.
                     if task.node.provision_state == ProvisionState::CleanFailed
@@ -148,60 +153,78 @@ impl Conductor {
         }
     }
 
-    /// Ironic's `_sync_local_state`: active nodes last served by another conductor (or by
-    /// this one under another host name) get their boot files regenerated here through the
-    /// boot interface's `take_over`, then `conductor_affinity` names this conductor.
+    /// Ironic's `_sync_local_state`, widened: nodes whose boot another conductor prepared
+    /// (or this one under another host name) get it regenerated here through the boot
+    /// interface's `take_over`, then `conductor_affinity` names this conductor.
+    ///
+    /// Ironic only does this for `active` nodes. Nodes waiting for their agent (`wait
+    /// call-back`, `clean wait`) are included because a ramdisk booted from virtual media
+    /// reads the media the previous conductor published (a floppy, an ISO) for as long as it
+    /// runs; the boot interface gets the deploy interface's ramdisk parameters to rebuild it
+    /// identically. Interfaces with nothing to regenerate in a state (pxe and ipxe outside
+    /// `active`) do nothing.
     pub async fn take_over_nodes(self: &Arc<Self>) {
-        let query = NodeQuery {
-            provision_state: Some(ProvisionState::Active),
-            maintenance: Some(false),
-            reserved: Some(false),
-            ..Default::default()
-        };
-        let nodes = match self.store().list_nodes(&query).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list nodes to take over");
-                return;
-            }
-        };
-        for node in nodes
-            .into_iter()
-            .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
-        {
-            let Ok(mut task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
-                continue;
+        for state in TAKE_OVER_STATES {
+            let query = NodeQuery {
+                provision_state: Some(state),
+                maintenance: Some(false),
+                reserved: Some(false),
+                ..Default::default()
             };
-            let still = task.node.provision_state == ProvisionState::Active
-                && task.node.conductor_affinity.as_deref() != Some(self.host());
-            if still {
-                let previous = task.node.conductor_affinity.clone();
-                let result = match self.interfaces().for_node(&task.node) {
-                    Ok(ifaces) => ifaces
+            let nodes = match self.store().list_nodes(&query).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, %state, "cannot list nodes to take over");
+                    continue;
+                }
+            };
+            for node in nodes
+                .into_iter()
+                .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
+            {
+                self.take_over_node(node.uuid, state).await;
+            }
+        }
+    }
+
+    /// Takes one node over under its reservation (skipped when it is busy: the next run
+    /// retries).
+    async fn take_over_node(self: &Arc<Self>, uuid: uuid::Uuid, state: ProvisionState) {
+        let Ok(mut task) = self.reserve(&NodeIdent::Uuid(uuid)).await else {
+            return;
+        };
+        let still = task.node.provision_state == state
+            && task.node.conductor_affinity.as_deref() != Some(self.host());
+        if still {
+            let previous = task.node.conductor_affinity.clone();
+            let result = match self.interfaces().for_node(&task.node) {
+                Ok(ifaces) => {
+                    let params = ifaces.deploy.ramdisk_params();
+                    ifaces
                         .boot
-                        .take_over(&mut task)
+                        .take_over(&mut task, &params)
                         .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        task.node.conductor_affinity = Some(self.host().to_string());
-                        match task.save().await {
-                            Ok(()) => {
-                                tracing::info!(node = %task.node.uuid, from = ?previous, "took over node")
-                            }
-                            Err(e) => {
-                                tracing::error!(node = %task.node.uuid, error = %e, "cannot record take over")
-                            }
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    task.node.conductor_affinity = Some(self.host().to_string());
+                    match task.save().await {
+                        Ok(()) => {
+                            tracing::info!(node = %task.node.uuid, %state, from = ?previous, "took over node")
+                        }
+                        Err(e) => {
+                            tracing::error!(node = %task.node.uuid, error = %e, "cannot record take over")
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(node = %task.node.uuid, error = %e, "take over failed; retrying on the next run")
-                    }
+                }
+                Err(e) => {
+                    tracing::error!(node = %task.node.uuid, %state, error = %e, "take over failed; retrying on the next run")
                 }
             }
-            self.release(task).await;
         }
+        self.release(task).await;
     }
 }
