@@ -33,9 +33,7 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "another ironboot is already using data directory {0} (lock file ironboot.lock is held)"
-    )]
+    #[error("another ironboot is already using {0} (its lock file is held)")]
     Locked(PathBuf),
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -77,6 +75,10 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("virtual media publishing: {0}")]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("redfish: {0}")]
+    Redfish(#[source] Box<crate::bmc::redfish::RedfishError>),
 }
 
 /// The data plane's tasks, stopped with the service's token.
@@ -215,7 +217,20 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ServiceError> {
-        let path = data_dir.join("ironboot.lock");
+        Self::acquire_file(data_dir.join("ironboot.lock"), data_dir)
+    }
+
+    /// The lock of a SQLite database, `<database>.lock`, which may lie outside the data
+    /// directory (`[database] url`). SQLite serves one ironboot at a time: two services with
+    /// their own data directories (their own roots, another host name) may use one database
+    /// file in turn — a conductor taking over from a stopped one — never at once.
+    pub fn acquire_database(database: &Path) -> Result<DataDirLock, ServiceError> {
+        let mut lock = database.as_os_str().to_owned();
+        lock.push(".lock");
+        Self::acquire_file(PathBuf::from(lock), database)
+    }
+
+    fn acquire_file(path: PathBuf, what: &Path) -> Result<DataDirLock, ServiceError> {
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -230,7 +245,7 @@ impl DataDirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                ServiceError::Locked(data_dir.to_path_buf())
+                ServiceError::Locked(what.to_path_buf())
             } else {
                 ServiceError::Lock { path, source: err }
             });
@@ -270,6 +285,8 @@ struct Parts {
     media: Arc<crate::media::MediaBuilder>,
     renderer: Arc<Renderer>,
     layout: Layout,
+    /// The Redfish client of every Redfish interface (sessions are logged out at shutdown).
+    redfish: crate::bmc::redfish::Redfish,
 }
 
 impl Parts {
@@ -284,11 +301,17 @@ impl Parts {
             crate::media::MediaBuilder::new(config.media.clone())?
                 .with_metrics(Arc::new(crate::media::MediaMetrics::register(registry))),
         );
+        let redfish = crate::bmc::redfish::Redfish::new(
+            config.redfish.clone(),
+            Some(crate::bmc::redfish::RedfishMetrics::register(registry)),
+        )
+        .map_err(|e| ServiceError::Redfish(Box::new(e)))?;
         Ok(Parts {
             cache,
             media,
             renderer: Arc::new(Renderer::new(&config.pxe)?),
             layout: Layout::new(&config.tftp_root, &config.http_root),
+            redfish,
         })
     }
 }
@@ -302,6 +325,9 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let _db_lock = match &config.database {
+        Database::Sqlite { path } => DataDirLock::acquire_database(path)?,
+    };
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let parts = Parts::build(&config, &mut registry)?;
@@ -368,6 +394,7 @@ pub async fn run(
         .await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
+    parts.redfish.close().await;
     data_plane.join().await;
     tracing::info!("ironboot stopped");
     served.map_err(|e| ServiceError::Serve {
@@ -423,7 +450,8 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceEr
 }
 
 /// The interfaces this conductor enables: the fakes, `script` power when allowed, `pxe` and
-/// `ipxe` boot, and the `direct` deploy.
+/// `ipxe` boot, the `redfish` power, management and `redfish-virtual-media` boot interfaces,
+/// and the `direct` deploy.
 fn interfaces(
     config: &Config,
     parts: &Parts,
@@ -447,7 +475,8 @@ fn interfaces(
     };
     let metrics = BootMetrics::register(registry);
     interfaces.add_boot(Arc::new(PxeBoot::new(netboot.clone(), metrics.clone())?));
-    interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics)?));
+    interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics.clone())?));
+    add_redfish(&mut interfaces, config, parts, registry, metrics)?;
     crate::conductor::agent_deploy::register(
         &mut interfaces,
         crate::conductor::agent_deploy::AgentDeployConfig {
@@ -461,6 +490,47 @@ fn interfaces(
         crate::agent::AgentMetrics::register(registry),
     );
     Ok(interfaces)
+}
+
+/// The `redfish` power and management interfaces and the `redfish-virtual-media` boot
+/// interface, which publishes to `[vmedia]` (local media under the HTTP root, reached by BMCs
+/// at `[deploy] external_http_url`, else `http_url`).
+fn add_redfish(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    parts: &Parts,
+    registry: &mut Registry,
+    metrics: crate::boot::BootMetrics,
+) -> Result<(), ServiceError> {
+    use crate::bmc::redfish::{RedfishManagement, RedfishPower};
+    use crate::boot::vmedia::{VirtualMediaBoot, VmediaConfig};
+    let redfish = parts.redfish.clone();
+    interfaces.add_power(Arc::new(RedfishPower::new(redfish.clone())));
+    interfaces.add_management(Arc::new(RedfishManagement::new(
+        redfish.clone(),
+        config.agent.default_boot_mode,
+    )));
+    let root_url = config
+        .external_http_url
+        .clone()
+        .unwrap_or_else(|| config.http_url.clone());
+    let publishers = crate::publish::Publishers::new(
+        &config.vmedia,
+        &config.http_root,
+        &root_url,
+        crate::publish::PublishMetrics::register(registry),
+    )?;
+    let vmedia = VmediaConfig {
+        redfish,
+        cache: parts.cache.clone(),
+        media: parts.media.clone(),
+        publishers,
+        work_dir: config.data_dir.join("vmedia-work"),
+        kernel_append_params: config.redfish.kernel_append_params.clone(),
+        default_boot_mode: config.agent.default_boot_mode,
+    };
+    interfaces.add_boot(Arc::new(VirtualMediaBoot::new(vmedia, metrics)?));
+    Ok(())
 }
 
 /// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).
