@@ -303,6 +303,7 @@ impl Conductor {
         let Ok(ifaces) = self.interfaces.for_node(&task.node) else {
             return;
         };
+        let message = task.node.last_error.clone().unwrap_or_default();
         let mut notes = Vec::new();
         if self.settings.power_off_after_deploy_failure
             && state == ProvisionState::DeployFailed
@@ -311,10 +312,10 @@ impl Conductor {
                 .set_power_state(task.ctx(), crate::model::PowerState::Off)
                 .await
         {
-            notes.push(format!("powering the node off failed: {e}"));
+            notes.push(follow_up("powering the node off", &e, &message));
         }
         if let Err(e) = ifaces.boot.clean_up_ramdisk(task.ctx()).await {
-            notes.push(format!("removing its ramdisk boot failed: {e}"));
+            notes.push(follow_up("removing its ramdisk boot", &e, &message));
         }
         if !notes.is_empty() {
             let note = format!(" (and {})", notes.join("; and "));
@@ -339,6 +340,18 @@ impl Conductor {
 
     pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.tracker
+    }
+}
+
+/// A note on an action after a failure that failed too: when one of its causes is already in
+/// `message` (the BMC that failed the operation fails the clean up as well), it says so
+/// instead of repeating it.
+fn follow_up(what: &str, err: &(dyn std::error::Error + 'static), message: &str) -> String {
+    let mut causes = std::iter::successors(err.source(), |e| e.source());
+    if causes.any(|cause| message.contains(&cause.to_string())) {
+        format!("{what} failed for the same reason")
+    } else {
+        format!("{what} failed: {err}")
     }
 }
 

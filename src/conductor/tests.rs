@@ -300,3 +300,21 @@ async fn the_conductor_preparing_a_deploy_owns_its_boot() {
     assert_eq!(task.node.conductor_affinity.as_deref(), Some("c1"));
     c.release(task).await;
 }
+
+#[test]
+fn follow_up_failures_with_a_known_cause_are_not_repeated() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("power interface failed: {0}")]
+    struct Outer(#[source] std::io::Error);
+    let cause = std::io::Error::other("BMC b: GET / answered 503");
+    let message = "deploy failed: BMC b: GET / answered 503";
+    assert_eq!(
+        super::follow_up("powering off", &Outer(cause), message),
+        "powering off failed for the same reason"
+    );
+    let other = Outer(std::io::Error::other("BMC c: refused"));
+    assert_eq!(
+        super::follow_up("powering off", &other, message),
+        "powering off failed: power interface failed: BMC c: refused"
+    );
+}

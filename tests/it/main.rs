@@ -17,3 +17,6 @@ mod media;
 mod publish;
 mod qemu_boot;
 mod redfish_client;
+mod vmedia;
+mod vmedia_faults;
+mod vmedia_take_over;

@@ -117,6 +117,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
 
 pub mod bmc_board;
 pub mod bootserve;
+pub mod fake_agent;
 pub mod guest;
 pub mod ipa;
 pub mod ipmi_sim;
@@ -127,6 +128,7 @@ pub mod redfish_proxy;
 pub mod server;
 pub mod sushy;
 pub mod swift;
+pub mod vmedia_lab;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
 pub fn http_client() -> reqwest::Client {
