@@ -33,8 +33,12 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("another ironboot is already using {0} (its lock file is held)")]
-    Locked(PathBuf),
+    #[error("another ironboot is already using {what} {} (lock file {} is held)", path.display(), lock.display())]
+    Locked {
+        what: &'static str,
+        path: PathBuf,
+        lock: PathBuf,
+    },
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -217,7 +221,7 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ServiceError> {
-        Self::acquire_file(data_dir.join("ironboot.lock"), data_dir)
+        Self::acquire_file(data_dir.join("ironboot.lock"), "data directory", data_dir)
     }
 
     /// The lock of a SQLite database, `<database>.lock`, which may lie outside the data
@@ -227,10 +231,14 @@ impl DataDirLock {
     pub fn acquire_database(database: &Path) -> Result<DataDirLock, ServiceError> {
         let mut lock = database.as_os_str().to_owned();
         lock.push(".lock");
-        Self::acquire_file(PathBuf::from(lock), database)
+        Self::acquire_file(PathBuf::from(lock), "database", database)
     }
 
-    fn acquire_file(path: PathBuf, what: &Path) -> Result<DataDirLock, ServiceError> {
+    fn acquire_file(
+        path: PathBuf,
+        what: &'static str,
+        locked: &Path,
+    ) -> Result<DataDirLock, ServiceError> {
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -245,7 +253,11 @@ impl DataDirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                ServiceError::Locked(what.to_path_buf())
+                ServiceError::Locked {
+                    what,
+                    path: locked.to_path_buf(),
+                    lock: path,
+                }
             } else {
                 ServiceError::Lock { path, source: err }
             });

@@ -128,10 +128,28 @@ async fn another_conductor_rebuilds_republishes_and_reinserts_the_same_media() {
         "the deploy ISO of one node, the boot ISO of the other"
     );
 
+    // While A runs, its database is its own: B is refused.
+    let db = lab.server.data_dir.join("ironboot.sqlite");
+    let db_url = format!("sqlite://{}", db.display());
+    let early = support::run(
+        std::process::Command::new(support::ironboot_bin())
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--tftp-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(lab.dir.path().join("data-early"))
+            .env("IRONBOOT_DATABASE__URL", &db_url),
+    );
+    assert!(!early.0, "a second ironboot started on A's database");
+    assert!(early.2.contains("already using database"), "{}", early.2);
+
     // A stops (as a dead conductor would leave its nodes), B starts on the same database.
     let status = lab.server.stop();
     assert!(status.success(), "{status}");
-    let db = lab.server.data_dir.join("ironboot.sqlite");
     let b = Server::start_in(
         &lab.dir.path().join("data-b"),
         &["--config", lab.config.to_str().unwrap()],
