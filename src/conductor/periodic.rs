@@ -16,6 +16,10 @@ const TAKE_OVER_STATES: [ProvisionState; 3] = [
     ProvisionState::CleanWait,
 ];
 
+/// Nodes taken over at once (Ironic's `[conductor] periodic_max_workers`): each waits mostly on
+/// its BMC and its media build, so a dead conductor's nodes move in seconds, not minutes.
+const TAKE_OVER_WORKERS: usize = 8;
+
 /// Starts the conductor's own periodic tasks.
 pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
     let s = conductor.settings().clone();
@@ -178,12 +182,15 @@ impl Conductor {
                     continue;
                 }
             };
-            for node in nodes
+            let theirs = nodes
                 .into_iter()
-                .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
-            {
-                self.take_over_node(node.uuid, state).await;
-            }
+                .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()));
+            futures_util::StreamExt::for_each_concurrent(
+                futures_util::stream::iter(theirs),
+                TAKE_OVER_WORKERS,
+                |node| self.take_over_node(node.uuid, state),
+            )
+            .await;
         }
     }
 
