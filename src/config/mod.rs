@@ -125,7 +125,21 @@ pub struct Config {
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
     /// follow the port actually bound when the configured one is 0).
-    derived_urls: (bool, bool),
+    derived_urls: DerivedUrls,
+}
+
+/// How the URLs came about, not what they are: two configs with the same values in effect are
+/// equal whether a URL was written or derived (`config show` writes the derived ones out).
+#[derive(Debug, Clone, Copy)]
+struct DerivedUrls {
+    api: bool,
+    http: bool,
+}
+
+impl PartialEq for DerivedUrls {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Config {
@@ -185,7 +199,7 @@ impl Config {
     /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
     /// "any free port").
     pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {
-        if self.derived_urls.0 && self.api.listen.port() == 0 {
+        if self.derived_urls.api && self.api.listen.port() == 0 {
             self.api_public_url = format!(
                 "http://{}",
                 resolve::url_host_port(
@@ -196,7 +210,7 @@ impl Config {
             self.file.api.public_url = Some(self.api_public_url.clone());
         }
         if let Some(http) = http
-            && self.derived_urls.1
+            && self.derived_urls.http
             && self.http.listen.port() == 0
         {
             self.http_url = format!(

@@ -26,10 +26,10 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     };
     let roots = Roots::resolve(&mut file, &data_dir)?;
     let auth = file.api.validate()?;
-    let derived_urls = (
-        file.api.public_url.is_none(),
-        file.deploy.http_url.is_none(),
-    );
+    let derived_urls = super::DerivedUrls {
+        api: file.api.public_url.is_none(),
+        http: file.deploy.http_url.is_none(),
+    };
     let api_public_url = match &file.api.public_url {
         Some(u) => check_url("api.public_url", u)?,
         None => format!("http://{}", url_host_port(file.api.listen, my_ip)),
