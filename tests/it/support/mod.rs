@@ -122,6 +122,7 @@ pub mod ipa;
 pub mod ipmi_sim;
 pub mod netboot;
 pub mod origin;
+pub mod postgres;
 pub mod pyenv;
 pub mod redfish_proxy;
 pub mod server;
