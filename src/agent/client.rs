@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::AgentError;
+use super::error::{AgentError, transport_reason};
 use super::metrics::AgentMetrics;
 use super::tls;
 
@@ -246,7 +246,7 @@ impl AgentClient {
                 Ok(resp) => break self.read::<CommandResult>(resp, name).await,
                 Err(e) => {
                     let maybe_sent = e.is_timeout() || e.is_request();
-                    let reason = e.without_url().to_string();
+                    let reason = transport_reason(e);
                     // The request may have reached the agent before the answer was lost: if the
                     // agent lists this command as running, it was sent.
                     if maybe_sent
@@ -305,7 +305,7 @@ impl AgentClient {
                         url: self.base.clone(),
                         command: WHAT.into(),
                         attempts: attempt,
-                        reason: e.without_url().to_string(),
+                        reason: transport_reason(e),
                     });
                 }
                 Err(_) => tokio::time::sleep(self.opts.retry_delay).await,
@@ -353,7 +353,7 @@ impl AgentClient {
             url: self.base.clone(),
             command: command.to_string(),
             attempts: 1,
-            reason: format!("reading the answer: {}", e.without_url()),
+            reason: format!("reading the answer: {}", transport_reason(e)),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| AgentError::InvalidResponse {

@@ -54,3 +54,22 @@ pub enum AgentError {
         waited_secs: u64,
     },
 }
+
+/// Why a request to the agent failed, with every cause ("error sending request: client error
+/// (Connect): invalid peer certificate: ...") — the TLS or socket error an operator needs is
+/// at the end of the chain. The URL is left out: it holds the agent token.
+pub(crate) fn transport_reason(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        // Wrappers (io::Error around a rustls error) often repeat their inner message.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
