@@ -341,7 +341,11 @@ python3 "$LAB/services.py" >"$LAB/services.log" 2>&1 &
 "$IRONBOOT" serve --ready-file "$LAB/ironboot.ready" --data-dir "$LAB/data" \
   --api-listen "127.0.0.1:$API_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
   --tftp-listen "127.0.0.1:$TFTP_PORT" >"$LAB/ironboot.log" 2>&1 &
-wait
+# The lab is down when any of them exits (a refused configuration, a crash): end the sandbox,
+# which the test sees at once.
+wait -n || true
+echo "a lab service exited (udevd, lab services or ironboot): see their logs" >&2
+exit 1
 "#;
 
 /// The lab's udev rules for the loop disk `name` (`loopN`).
