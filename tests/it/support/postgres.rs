@@ -59,23 +59,30 @@ impl Postgres {
         let root = unsafe { libc::geteuid() } == 0;
         let bin = server_bin();
         let have_user = postgres_ids().is_some();
-        if !require_condition(test, root, "needs root (runs PostgreSQL as the postgres user)")
-            || !require_condition(
-                test,
-                bin.is_some() && have_user,
-                "PostgreSQL server is not installed (Debian package postgresql)",
-            )
-        {
+        if !require_condition(
+            test,
+            root,
+            "needs root (runs PostgreSQL as the postgres user)",
+        ) || !require_condition(
+            test,
+            bin.is_some() && have_user,
+            "PostgreSQL server is not installed (Debian package postgresql)",
+        ) {
             return None;
         }
         let bin = bin?;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let data = dir.path().join("data");
-        let (ok, out, err) = run(as_postgres(&bin, "initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "ironboot", "-E", "UTF8", "--no-sync"]));
+        let (ok, out, err) = run(as_postgres(&bin, "initdb").arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "ironboot",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]));
         assert!(ok, "initdb failed:\n{out}\n{err}");
         for attempt in 0.. {
             let port = free_tcp_port();
@@ -117,16 +124,40 @@ impl Postgres {
     }
 
     fn create_db(&self, db: &str) {
-        let (ok, out, err) = run(as_postgres(&self.bin, "createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "ironboot", db]));
+        let (ok, out, err) = run(as_postgres(&self.bin, "createdb").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "ironboot",
+            db,
+        ]));
         assert!(ok, "createdb {db}: {out}{err}");
     }
 
     /// Runs SQL through psql and returns its unaligned, tuples-only output.
     pub fn query(&self, db: &str, sql: &str) -> String {
         let (ok, out, err) = run(as_postgres(&self.bin, "psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "ironboot"])
-            .args(["-d", db, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]));
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "ironboot",
+            ])
+            .args([
+                "-d",
+                db,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]));
         assert!(ok, "psql {sql:?}: {err}");
         out
     }
