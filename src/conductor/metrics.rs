@@ -1,4 +1,4 @@
-//! Conductor metrics: provision state transitions and operations by outcome.
+//! Conductor metrics: provision state transitions, operations by outcome, power state sync.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +25,8 @@ pub struct ConductorMetrics {
     transitions: Family<TransitionLabels, Counter>,
     operations: Family<OperationLabels, Counter>,
     running: Gauge,
+    /// The power state sync's own metrics (`ironboot_power_sync_*`).
+    pub power_sync: super::power_sync::PowerSyncMetrics,
 }
 
 impl ConductorMetrics {
@@ -45,7 +47,10 @@ impl ConductorMetrics {
             "Conductor operations in progress",
             m.running.clone(),
         );
-        m
+        ConductorMetrics {
+            power_sync: super::power_sync::PowerSyncMetrics::register(registry),
+            ..m
+        }
     }
 
     pub fn transition(&self, from: ProvisionState, to: ProvisionState) {

@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod interfaces;
 pub mod metrics;
 pub mod periodic;
+pub mod power_sync;
 pub mod ramdisk;
 mod settings;
 pub mod task;

@@ -1,5 +1,6 @@
-//! Periodic tasks: the conductor keepalive, callback timeouts, and any task other subsystems
-//! register (cache clean-up). Each runs on its own interval until shutdown.
+//! Periodic tasks: the conductor keepalive, callback timeouts, power state sync
+//! (`power_sync`), and any task other subsystems register (cache clean-up). Each runs on its
+//! own interval until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,15 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
                 c.check_callback_timeouts().await;
             },
         );
+    }
+    if !s.sync_power_state_interval.is_zero() {
+        let sync = Arc::new(super::power_sync::PowerSync::default());
+        conductor.spawn_periodic("sync_power_states", s.sync_power_state_interval, move |c| {
+            let sync = sync.clone();
+            async move {
+                c.sync_power_states(&sync).await;
+            }
+        });
     }
     if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then

@@ -373,6 +373,10 @@ mod tests {
                 &[("IRONBOOT_IPMI__COMMAND_TIMEOUT_SECS", "0")],
                 "[ipmi] command_timeout_secs = 0",
             ),
+            (
+                &[("IRONBOOT_CONDUCTOR__SYNC_POWER_STATE_WORKERS", "0")],
+                "conductor.sync_power_state_workers",
+            ),
         ];
         for (vars, key) in cases {
             let err = Config::load_with_env(None, &env(vars), &Overrides::default())
