@@ -72,6 +72,8 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error("ipmi: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -432,8 +434,8 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceEr
     })
 }
 
-/// The interfaces this conductor enables: the fakes, `script` power when allowed, `pxe` and
-/// `ipxe` boot, and the `direct` deploy.
+/// The interfaces this conductor enables: the fakes, `script` power when allowed, `ipmitool`
+/// power and management, `noop` management, `pxe` and `ipxe` boot, and the `direct` deploy.
 fn interfaces(
     config: &Config,
     parts: &Parts,
@@ -447,6 +449,7 @@ fn interfaces(
         );
         interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
     }
+    add_ipmi(&mut interfaces, config, registry)?;
     let netboot = NetBootConfig {
         settings: config.pxe.clone(),
         renderer: parts.renderer.clone(),
@@ -471,6 +474,32 @@ fn interfaces(
         crate::agent::AgentMetrics::register(registry),
     );
     Ok(interfaces)
+}
+
+/// The `ipmitool` power and management interfaces, sharing the process's one [`Ipmitool`]
+/// (one command at a time per BMC across every node), and `noop` management.
+///
+/// [`Ipmitool`]: crate::bmc::ipmi::Ipmitool
+fn add_ipmi(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<(), ServiceError> {
+    use crate::bmc::ipmi::{IpmiMetrics, Ipmitool, IpmitoolManagement, IpmitoolPower};
+    let metrics = IpmiMetrics::register(registry);
+    let ipmitool = Ipmitool::new(config.ipmi.clone(), Some(metrics))?;
+    // Not fatal: a conductor without IPMI nodes does not need it.
+    if ipmitool.find_program().is_none() {
+        tracing::warn!(
+            ipmitool = %config.ipmi.ipmitool.display(),
+            "ipmitool is not installed (or [ipmi] ipmitool is wrong): every ipmi node will fail its power and boot device calls"
+        );
+    }
+    let boot_mode = config.agent.default_boot_mode;
+    interfaces.add_power(Arc::new(IpmitoolPower::new(ipmitool.clone(), boot_mode)));
+    interfaces.add_management(Arc::new(IpmitoolManagement::new(ipmitool, boot_mode)));
+    interfaces.add_management(Arc::new(crate::bmc::noop::NoopManagement));
+    Ok(())
 }
 
 /// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).

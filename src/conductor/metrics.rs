@@ -1,5 +1,5 @@
 //! Conductor metrics: provision state transitions, operations by outcome, the ring and take
-//! over.
+//! over, power state sync.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +36,8 @@ pub struct ConductorMetrics {
     nodes_owned: Gauge,
     take_overs: Family<OutcomeLabels, Counter>,
     take_over_seconds: Histogram,
+    /// The power state sync's own metrics (`ironboot_power_sync_*`).
+    pub power_sync: super::power_sync::PowerSyncMetrics,
 }
 
 impl Default for ConductorMetrics {
@@ -50,6 +52,7 @@ impl Default for ConductorMetrics {
             take_over_seconds: Histogram::new([
                 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
+            power_sync: super::power_sync::PowerSyncMetrics::default(),
         }
     }
 }
@@ -92,7 +95,10 @@ impl ConductorMetrics {
             "From a conductor's death being seen to all its nodes regenerated here",
             m.take_over_seconds.clone(),
         );
-        m
+        ConductorMetrics {
+            power_sync: super::power_sync::PowerSyncMetrics::register(registry),
+            ..m
+        }
     }
 
     pub fn transition(&self, from: ProvisionState, to: ProvisionState) {

@@ -13,6 +13,7 @@ pub mod membership;
 pub mod metrics;
 mod orphans;
 pub mod periodic;
+pub mod power_sync;
 pub mod ramdisk;
 pub mod ring;
 mod settings;

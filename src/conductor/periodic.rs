@@ -1,7 +1,7 @@
 //! Periodic tasks: the conductor keepalive (which also reads the ring's membership), callback
-//! timeouts, orphan recovery, take over, and any task other subsystems register (cache
-//! clean-up). Each runs on its own interval until shutdown, and touches only the nodes the
-//! hash ring maps to this conductor.
+//! timeouts, orphan recovery, power state sync (`power_sync`), take over, and any task other
+//! subsystems register (cache clean-up). Each runs on its own interval until shutdown, and
+//! touches only the nodes the hash ring maps to this conductor.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +32,15 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             c.check_callback_timeouts().await;
         },
     );
+    if !s.sync_power_state_interval.is_zero() {
+        let sync = Arc::new(super::power_sync::PowerSync::default());
+        conductor.spawn_periodic("sync_power_states", s.sync_power_state_interval, move |c| {
+            let sync = sync.clone();
+            async move {
+                c.sync_power_states(&sync).await;
+            }
+        });
+    }
     if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then
         // on the interval.

@@ -55,6 +55,8 @@ pub enum ConfigError {
     Media(#[from] crate::media::MediaError),
     #[error("invalid config: {0}")]
     ImageCache(#[from] crate::images::ImageError),
+    #[error("invalid config: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
 }
 
 /// The configuration file's shape. After [`Config::load`] every derived `Option` is filled in,
@@ -80,6 +82,7 @@ pub struct ConfigFile {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -121,6 +124,8 @@ pub struct Config {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    /// How ipmitool is run for `ipmi` nodes.
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
@@ -314,6 +319,7 @@ mod tests {
             ("IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT", "120"),
             ("IRONBOOT_DEPLOY__HTTP_URL", "http://10.0.0.1:8080/"),
             ("IRONBOOT_REQUIRE_PEERS", "1"),
+            ("IRONBOOT_IPMI__BOOT_FLAGS_CHECK", "device"),
         ]);
         let o = Overrides {
             api_listen: Some("127.0.0.2:7001".parse().unwrap()),
@@ -321,6 +327,10 @@ mod tests {
         };
         let c = Config::load_with_env(Some(&f), &e, &o).unwrap();
         assert_eq!(c.data_dir, Path::new("/var/lib/ib"));
+        assert_eq!(
+            c.ipmi.boot_flags_check,
+            crate::bmc::ipmi::BootFlagsCheck::Device
+        );
         assert_eq!(
             c.conductor.deploy_callback_timeout,
             std::time::Duration::from_secs(120)
@@ -331,6 +341,9 @@ mod tests {
         let shown = dir.path().join("shown.toml");
         std::fs::write(&shown, c.to_toml()).unwrap();
         let again = Config::load_with_env(Some(&shown), &[], &Overrides::default()).unwrap();
+        // `config show` prints the derived URLs, so they read back as given: same values, but
+        // no longer derived (which only matters for a listener on port 0).
+        assert!(!again.derived_urls.api && !again.derived_urls.http);
         assert_eq!(again, c);
     }
 
@@ -369,6 +382,14 @@ mod tests {
                 "pxe.tftp_root",
             ),
             (&[("IRONBOOT_LOG__LEVEL", "[[[")], "log.level"),
+            (
+                &[("IRONBOOT_IPMI__COMMAND_TIMEOUT_SECS", "0")],
+                "[ipmi] command_timeout_secs = 0",
+            ),
+            (
+                &[("IRONBOOT_CONDUCTOR__SYNC_POWER_STATE_WORKERS", "0")],
+                "conductor.sync_power_state_workers",
+            ),
         ];
         for (vars, key) in cases {
             let err = Config::load_with_env(None, &env(vars), &Overrides::default())

@@ -69,6 +69,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         image_cache: file.image_cache.clone(),
         media: file.media.clone(),
         vmedia: file.vmedia.clone(),
+        ipmi: file.ipmi.clone(),
         file,
         derived_urls,
     })
@@ -85,6 +86,7 @@ fn validate_sections(file: &ConfigFile) -> Result<(), ConfigError> {
     file.vmedia.validate()?;
     file.media.validate()?;
     file.image_cache.validate()?;
+    file.ipmi.validate()?;
     Ok(())
 }
 
