@@ -345,7 +345,7 @@ pub async fn run(
         registry,
         auth,
         api_metrics,
-    );
+    )?;
     let bound = BoundAddresses {
         api: api_listener
             .local_addr()
@@ -390,8 +390,18 @@ fn api_app(
     registry: Registry,
     auth: Option<Arc<api::auth::Htpasswd>>,
     metrics: api::metrics::ApiMetrics,
-) -> tower_http::normalize_path::NormalizePath<axum::Router> {
+) -> Result<tower_http::normalize_path::NormalizePath<axum::Router>, ServiceError> {
+    // Conductors talk plain or TLS HTTP to each other's API (api_url as each registered it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let forwarder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ServiceError::Serve {
+            what: "conductor-to-conductor HTTP client",
+            source: std::io::Error::other(e),
+        })?;
     let state = AppState {
+        forwarder,
         conductor,
         store,
         base_url: Arc::from(config.api_public_url.as_str()),
@@ -404,14 +414,14 @@ fn api_app(
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
         }),
     };
-    api::service(
+    Ok(api::service(
         state,
         api::ApiOptions {
             auth,
             max_body_bytes: config.api.max_body_bytes,
             metrics,
         },
-    )
+    ))
 }
 
 fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceError> {

@@ -1,5 +1,7 @@
-//! Periodic tasks: the conductor keepalive, callback timeouts, and any task other subsystems
-//! register (cache clean-up). Each runs on its own interval until shutdown.
+//! Periodic tasks: the conductor keepalive (which also reads the ring's membership), callback
+//! timeouts, orphan recovery, take over, and any task other subsystems register (cache
+//! clean-up). Each runs on its own interval until shutdown, and touches only the nodes the
+//! hash ring maps to this conductor.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,17 +21,17 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             if let Err(e) = c.store().touch_conductor(c.host()).await {
                 tracing::error!(error = %e, "conductor keepalive failed");
             }
+            c.follow_membership().await;
         },
     );
-    if !s.deploy_callback_timeout.is_zero() || !s.clean_callback_timeout.is_zero() {
-        conductor.spawn_periodic(
-            "check_callback_timeouts",
-            s.check_provision_state_interval,
-            |c| async move {
-                c.check_callback_timeouts().await;
-            },
-        );
-    }
+    conductor.spawn_periodic(
+        "check_provision_state",
+        s.check_provision_state_interval,
+        |c| async move {
+            c.release_orphans().await;
+            c.check_callback_timeouts().await;
+        },
+    );
     if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then
         // on the interval.
@@ -104,7 +106,7 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes {
+        for node in nodes.into_iter().filter(|n| self.owns(&n.uuid)) {
             let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
@@ -165,11 +167,15 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes
+        let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(&n.uuid)).collect();
+        self.metrics().nodes_owned(mine.len());
+        let mut failed = 0;
+        for node in mine
             .into_iter()
             .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
         {
             let Ok(mut task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
+                failed += 1;
                 continue;
             };
             let still = task.node.provision_state == ProvisionState::Active
@@ -184,6 +190,7 @@ impl Conductor {
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
+                self.metrics().take_over(result.is_ok());
                 match result {
                     Ok(()) => {
                         task.node.conductor_affinity = Some(self.host().to_string());
@@ -197,11 +204,15 @@ impl Conductor {
                         }
                     }
                     Err(e) => {
+                        failed += 1;
                         tracing::error!(node = %task.node.uuid, error = %e, "take over failed; retrying on the next run")
                     }
                 }
             }
             self.release(task).await;
+        }
+        if failed == 0 {
+            self.take_over_finished();
         }
     }
 }

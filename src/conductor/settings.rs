@@ -11,6 +11,9 @@ use crate::settings::{SettingError, positive, secs};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConductorSettings {
+    /// This conductor's group (Ironic's `[conductor] conductor_group`). Only the default
+    /// group (empty) exists until nodes carry a `conductor_group` of their own.
+    pub conductor_group: String,
     /// Between keepalive touches of this conductor's row.
     #[serde(with = "secs")]
     pub heartbeat_interval: Duration,
@@ -47,6 +50,7 @@ pub struct ConductorSettings {
 impl Default for ConductorSettings {
     fn default() -> Self {
         ConductorSettings {
+            conductor_group: String::new(),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(60),
             check_provision_state_interval: Duration::from_secs(60),
@@ -64,6 +68,14 @@ impl Default for ConductorSettings {
 
 impl ConductorSettings {
     pub fn validate(&self) -> Result<(), SettingError> {
+        if !self.conductor_group.is_empty() {
+            return Err(SettingError::new(
+                "conductor.conductor_group",
+                &self.conductor_group,
+                "conductor groups are not supported by this build (nodes have no \
+                 conductor_group yet); leave it empty",
+            ));
+        }
         positive("conductor.heartbeat_interval", self.heartbeat_interval)?;
         positive("conductor.heartbeat_timeout", self.heartbeat_timeout)?;
         positive(
