@@ -1,143 +1,68 @@
-#!/usr/bin/env bash
+#!/bin/bash
+# shellcheck disable=SC2317 # functions run through `rounds`
 # Virtual media deploys (redfish-virtual-media against sushy-tools 2.2.0, fake driver), two
 # figures from one run:
 #
-#   1. Deploy: from `PUT .../states/provision {"target": "active"}` to the node in `wait
-#      call-back` — the deploy ISO built from a 10 MiB kernel and a 200 MiB ramdisk (random
-#      bytes), published under ironboot's HTTP root, the slots emptied, the ISO inserted (sushy
-#      downloads it inside InsertMedia), the one-time Cd boot set and the power-on sent and
-#      seen — side by side with genisoimage alone building the same ISO (Ironic's BIOS
-#      mkisofs flags, same kernel, ramdisk and command line). Rounds alternate A B B A.
-#      Target: ironboot <= 1.5 x genisoimage (median).
-#   2. Take over: NODES (100) nodes in `wait call-back`, each on its own emulated system,
-#      deployed by conductor A; A stops; conductor B starts on the same database (another
-#      host name, its own HTTP root, the same [api] public_url) and rebuilds, republishes and
-#      re-inserts every node's media. Timed from B's start until the API shows all of them
-#      taken over. Target: <= 10 s.
+#   1. Deploy: from `PUT .../states/provision {"target": "active"}` until the node is in `wait
+#      call-back` — the deploy ISO built from a KERNEL_MIB kernel and a RAMDISK_MIB ramdisk
+#      (random bytes, through the image cache: warm after the first deploy), published under
+#      ironboot's HTTP root, the slots emptied, the ISO inserted (the emulator downloads it
+#      inside InsertMedia), the one-time Cd boot set, the power-on sent and seen — against
+#      genisoimage alone building the same ISO (Ironic's BIOS mkisofs flags, same kernel,
+#      ramdisk and kernel command line). Sides alternate every round.
+#      Target: ironboot's median <= 1.5x genisoimage's.
+#   2. Take over: NODES nodes in `wait call-back`, each on its own emulated system, deployed
+#      by conductor A; A stops; conductor B starts on A's database (another host name, its own
+#      HTTP root, the same [api] public_url) and rebuilds, republishes and re-inserts every
+#      node's media. Timed from B's start until the API shows all of them taken over.
+#      Target: <= 10 s.
 #
-# Every transfer is checked: each ISO the emulator fetched is compared with what ironboot
-# published (sha256), the published deploy ISO's /vmlinuz and /initrd with the inputs
-# (xorriso), genisoimage's output likewise; after take over every node's rebuilt medium must
-# equal the one A built. Nodes boot in BIOS mode so both sides build an isolinux ISO (UEFI
-# would need a prebuilt efiboot.img on the genisoimage side; benches/media.sh compares that).
-# The emulator runs without authentication and with power changes applied at once (its fake
-# driver otherwise waits 1-11 s at random), so the figures are ironboot's.
-#
-# Usage: benches/vmedia.sh [--strict]      (--strict: exit 1 when a target is missed)
-# Env:   RUNS (rounds of A B B A, default 2), NODES (default 100), WORK, SUSHY_VENV
-# Needs: python3 (with venv, for sushy-tools from PyPI unless SUSHY_VENV has it), genisoimage,
-#        xorriso, isolinux, syslinux-common, curl
+# Checks: each deploy ISO the emulator fetched has the checksum of what ironboot published and
+# holds the source kernel and ramdisk (isoinfo); an abort afterwards leaves nothing published;
+# genisoimage's output holds them too; after take over, every node's medium in the emulator is
+# the one B published, which is byte for byte the one A built. Nodes boot in BIOS mode so both
+# sides build an isolinux ISO (benches/media.sh compares UEFI builds). The emulator runs
+# without authentication and with power changes applied at once (its fake driver otherwise
+# waits 1-11 s at random), so the figures are ironboot's.
+# Rules, output and exit status: benches/lib.sh.
+read -r -d '' USAGE << 'EOF'
+Usage: benches/vmedia.sh [--strict]
+Env:   ROUNDS (default 4), KERNEL_MIB (10), RAMDISK_MIB (200), NODES (100), SUSHY_VENV,
+       BENCH_SUM, IB, WORK (benches/lib.sh; WORK defaults to a directory under the target dir)
+Needs: python3 (venv: sushy-tools 2.2.0 from PyPI unless SUSHY_VENV has it), genisoimage
+       (with isoinfo), isolinux, syslinux-common
+EOF
 set -euo pipefail
-STRICT=0
-[ "${1:-}" = --strict ] && STRICT=1
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-for t in python3 genisoimage xorriso curl; do
-  command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
-done
-[ -f /usr/lib/ISOLINUX/isolinux.bin ] || { echo "missing isolinux" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+ROUNDS=${ROUNDS:-4}
+KERNEL_MIB=${KERNEL_MIB:-10}
+RAMDISK_MIB=${RAMDISK_MIB:-200}
+NODES=${NODES:-100}
+TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")
+mkdir -p "$TARGET"
+TMPDIR=$TARGET # the data directories and the inputs on one filesystem, as in a deployment
+export TMPDIR
+bench_usage "$USAGE"
+bench_init vmedia "$@"
+bench_need python3 genisoimage isoinfo
+[ -f /usr/lib/ISOLINUX/isolinux.bin ] || bench_need isolinux
+bench_ironboot
 
-(cd "$ROOT" && cargo build --release --quiet --bin ironboot)
-IB=$TARGET/release/ironboot
 SUSHY_VENV=${SUSHY_VENV:-$TARGET/ironboot-test-cache/venv-sushy}
 if [ ! -x "$SUSHY_VENV/bin/sushy-emulator" ]; then
   SUSHY_VENV=$TARGET/bench-cache/venv-sushy
   if [ ! -x "$SUSHY_VENV/bin/sushy-emulator" ]; then
-    echo "# creating $SUSHY_VENV (sushy-tools 2.2.0 from PyPI)"
+    echo "   creating $SUSHY_VENV (sushy-tools 2.2.0 from PyPI)"
     python3 -m venv "$SUSHY_VENV"
     "$SUSHY_VENV/bin/pip" install --quiet sushy-tools==2.2.0
   fi
 fi
-WORK=${WORK:-$(mktemp -d "$TARGET/vmedia-bench.XXXXXX")}
-mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
 
-echo "# inputs: 10 MiB kernel, 200 MiB ramdisk (random) in $WORK"
-head -c $((10 << 20)) /dev/urandom >"$WORK/vmlinuz"
-head -c $((200 << 20)) /dev/urandom >"$WORK/initrd"
-head -c $((64 << 10)) /dev/urandom >"$WORK/small-vmlinuz"
-head -c $((1 << 20)) /dev/urandom >"$WORK/small-initrd"
-head -c $((1 << 20)) /dev/urandom >"$WORK/disk.img"
-
-IB=$IB SUSHY=$SUSHY_VENV/bin/sushy-emulator WORK=$WORK RUNS=${RUNS:-2} NODES=${NODES:-100} \
-  STRICT=$STRICT python3 - <<'PY'
-import hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request
-
-IB, SUSHY, WORK = os.environ["IB"], os.environ["SUSHY"], os.environ["WORK"]
-RUNS, NODES, STRICT = int(os.environ["RUNS"]), int(os.environ["NODES"]), os.environ["STRICT"] == "1"
-procs = []
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def wait_for(what, check, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            sys.exit(f"timeout waiting for {what}")
-        time.sleep(0.01)
-
-
-def start_sushy(name, systems):
-    d = os.path.join(WORK, name)
-    os.makedirs(os.path.join(d, "state"))
-    os.makedirs(os.path.join(d, "tmp"))
-    lines = [f"    {{'uuid': '{u}', 'name': 'n{i}', 'power_state': 'Off', 'external_notifier': False,"
-             f" 'nics': [{{'mac': '{m}', 'ip': '127.0.0.1'}}]}}," for i, (u, m) in enumerate(systems)]
-    with open(os.path.join(d, "sushy.conf"), "w") as f:
-        f.write("SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\nSUSHY_EMULATOR_LISTEN_PORT = 0\n"
-                "SUSHY_EMULATOR_FAKE_DRIVER = True\n"
-                f"SUSHY_EMULATOR_STATE_DIR = '{d}/state'\n"
-                "SUSHY_EMULATOR_FAKE_SYSTEMS = [\n" + "\n".join(lines) + "\n]\n"
-                # Power changes at once (the fake driver's 1-11 s random delay set to 0).
-                "import types as _t\nimport sushy_tools.emulator.resources.systems.fakedriver as _f\n"
-                "_f.random = _t.SimpleNamespace(randint=lambda a, b: 0)\n")
-    log = open(os.path.join(d, "sushy.log"), "w")
-    env = dict(os.environ, TMPDIR=os.path.join(d, "tmp"), NO_PROXY="127.0.0.1,localhost")
-    p = subprocess.Popen([SUSHY, "--config", os.path.join(d, "sushy.conf")], stdout=log,
-                         stderr=subprocess.STDOUT, env=env)
-    procs.append(p)
-
-    def port():
-        text = open(os.path.join(d, "sushy.log")).read()
-        marker = "Running on http://127.0.0.1:"
-        if marker in text:
-            return int(text.split(marker)[1].split("/")[0].split()[0])
-    return f"http://127.0.0.1:{wait_for('sushy', port, 60)}", os.path.join(d, "tmp")
-
-
-def start_ironboot(name, env):
-    data = os.path.join(WORK, name)
-    ready = data + ".ready.json"
-    log = open(data + ".log", "w")
-    cfg = os.path.join(WORK, "ironboot.toml")
-    with open(cfg, "w") as f:
-        f.write("[agent]\nrequire_tls = false\n[redfish]\nconnection_retry_interval_ms = 100\n"
-                "power_state_poll_interval_ms = 20\n")
-    started = time.monotonic()
-    p = subprocess.Popen([IB, "--config", cfg, "serve", "--data-dir", data, "--ready-file", ready,
-                          "--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                          "--tftp-listen", "127.0.0.1:0"],
-                         stdout=log, stderr=subprocess.STDOUT,
-                         env=dict(os.environ, RUST_LOG="warn", **env))
-    procs.append(p)
-    bound = wait_for("ironboot", lambda: os.path.exists(ready) and json.load(open(ready)), 60)
-    return p, f"http://{bound['api']}", f"http://{bound['http']}", data, started
-
-
-def stop(p):
-    p.send_signal(signal.SIGTERM)
-    p.wait(timeout=60)
-
+# ---- helpers: the emulator's config, the API side of the deploys ----
+cat > api.py << 'PY'
+import json, os, sys, time, urllib.request
 
 def api(base, method, path, body=None):
     req = urllib.request.Request(base + path, method=method,
@@ -151,178 +76,241 @@ def api(base, method, path, body=None):
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
 
+def wait(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            sys.exit(f"timeout waiting for {what}")
+        time.sleep(0.01)
 
-def redfish(base, path):
-    with urllib.request.urlopen(base + path, timeout=60) as r:
-        return json.load(r)
-
-
-def state_is(base, uuid, states):
+def node_in(base, uuid, states):
     def check():
         _, n = api(base, "GET", f"/v1/nodes/{uuid}")
         return n if n["provision_state"] in states and n["reservation"] is None else None
     return check
 
+def provision(base, uuid, target):
+    s, body = api(base, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target})
+    if s != 202:
+        sys.exit(f"{target}: {s} {body}")
 
-def enroll(base, sushy, system, mac, kernel, ramdisk):
+def cd_image(sushy, system):
+    with urllib.request.urlopen(f"{sushy}/redfish/v1/Systems/{system}/VirtualMedia/Cd") as r:
+        return json.load(r)["Image"]
+
+def fetched_copy(tmp, name):
+    for d in os.listdir(tmp):
+        if os.path.exists(os.path.join(tmp, d, name)):
+            return os.path.join(tmp, d, name)
+    sys.exit(f"the emulator holds no copy of {name}")
+
+cmd, args = sys.argv[1], sys.argv[2:]
+if cmd == "sushy-config":           # DIR, then system uuids and MACs as uuid=mac
+    d, systems = args[0], args[1:]
+    lines = [f"    {{'uuid': '{s.split('=')[0]}', 'name': 'n{i}', 'power_state': 'Off',"
+             f" 'external_notifier': False, 'nics': [{{'mac': '{s.split('=')[1]}', 'ip': '127.0.0.1'}}]}},"
+             for i, s in enumerate(systems)]
+    print("SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\nSUSHY_EMULATOR_LISTEN_PORT = 0\n"
+          f"SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_STATE_DIR = '{d}/state'\n"
+          "SUSHY_EMULATOR_FAKE_SYSTEMS = [\n" + "\n".join(lines) + "\n]\n"
+          # Power changes at once: the fake driver's random 1-11 s delay set to 0.
+          "import types as _t\nimport sushy_tools.emulator.resources.systems.fakedriver as _f\n"
+          "_f.random = _t.SimpleNamespace(randint=lambda a, b: 0)")
+elif cmd == "enroll":               # API SUSHY SYSTEM MAC KERNEL RAMDISK IMAGE -> uuid
+    base, sushy, system, mac, kernel, ramdisk, image = args
     s, n = api(base, "POST", "/v1/nodes", {
         "driver": "redfish", "properties": {"capabilities": "boot_mode:bios"},
         "driver_info": {"redfish_address": sushy, "redfish_system_id": f"/redfish/v1/Systems/{system}",
                         "deploy_kernel": kernel, "deploy_ramdisk": ramdisk},
-        "instance_info": {"image_source": os.path.join(WORK, "disk.img")}})
-    assert s == 201, n
-    uuid = n["uuid"]
-    assert api(base, "POST", "/v1/ports", {"address": mac, "node_uuid": uuid})[0] == 201
+        "instance_info": {"image_source": image}})
+    if s != 201:
+        sys.exit(f"create: {s} {n}")
+    s, p = api(base, "POST", "/v1/ports", {"address": mac, "node_uuid": n["uuid"]})
+    if s != 201:
+        sys.exit(f"port: {s} {p}")
     for verb, state in (("manage", "manageable"), ("provide", "available")):
-        assert api(base, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": verb})[0] == 202
-        wait_for(state, state_is(base, uuid, [state]), 60)
-    return uuid
-
-
-def slot_image(sushy, system):
-    return redfish(sushy, f"/redfish/v1/Systems/{system}/VirtualMedia/Cd")["Image"]
-
-
-def copy_of(tmp, name):
-    for d in os.listdir(tmp):
-        p = os.path.join(tmp, d, name)
-        if os.path.exists(p):
-            return p
-    sys.exit(f"the emulator holds no copy of {name}")
-
-
-def iso_member(iso, member, out):
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", iso, "-extract", member, out],
-                   check=True, capture_output=True)
-    h = sha(out)
-    os.unlink(out)
-    return h
-
-
-def stats(xs):
-    return f"min {min(xs):.3f} s, median {statistics.median(xs):.3f} s, max {max(xs):.3f} s"
-
-
-try:
-    kernel, ramdisk = os.path.join(WORK, "vmlinuz"), os.path.join(WORK, "initrd")
-    want = {"/vmlinuz": sha(kernel), "/initrd": sha(ramdisk)}
-    # ---- 1. deploy to "media inserted and power on sent" vs genisoimage ----
-    system = "27946b59-9e44-4fa7-8e91-f3527a1ef094"
-    sushy, sushy_tmp = start_sushy("sushy-deploy", [(system, "52:54:00:12:34:56")])
-    ib, api_a, http_a, data_a, _ = start_ironboot("deploy", {"IRONBOOT_HOST": "bench-deploy"})
-    uuid = enroll(api_a, sushy, system, "52:54:00:12:34:56", kernel, ramdisk)
-    tree = os.path.join(WORK, "tree")
-    os.makedirs(os.path.join(tree, "isolinux"))
-    os.link(kernel, os.path.join(tree, "vmlinuz"))
-    os.link(ramdisk, os.path.join(tree, "initrd"))
-    for f in ("/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/ldlinux.c32"):
-        subprocess.run(["cp", f, os.path.join(tree, "isolinux")], check=True)
-
-    def ironboot_side():
-        t0 = time.monotonic()
-        s, body = api(api_a, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": "active"})
-        assert s == 202, body
-        n = wait_for("wait call-back", state_is(api_a, uuid, ["wait call-back", "deploy failed"]), 300)
-        elapsed = time.monotonic() - t0
-        assert n["provision_state"] == "wait call-back", n["last_error"]
-        url = slot_image(sushy, system)
-        name = url.rsplit("/", 1)[1]
-        published = os.path.join(data_a, "httpboot", "redfish", name)
-        assert sha(published) == sha(copy_of(sushy_tmp, name)), "the emulator fetched other bytes"
-        for member, h in want.items():
-            assert iso_member(published, member, os.path.join(WORK, "member")) == h, member
-        cfg = os.path.join(WORK, "isolinux.cfg")
-        subprocess.run(["xorriso", "-osirrox", "on", "-indev", published, "-extract",
-                        "/isolinux/isolinux.cfg", cfg], check=True, capture_output=True)
-        cmdline = open(cfg).read()
-        os.unlink(cfg)
-        assert redfish(sushy, f"/redfish/v1/Systems/{system}")["PowerState"] == "On"
-        assert api(api_a, "PUT", f"/v1/nodes/{uuid}/states/provision", {"target": "abort"})[0] == 202
-        wait_for("deploy failed", state_is(api_a, uuid, ["deploy failed"]), 120)
-        assert not os.listdir(os.path.join(data_a, "httpboot", "redfish")), "left published"
-        return elapsed, cmdline
-
-    _, cmdline = ironboot_side()  # warm-up: the image cache fetches the kernel and ramdisk
-    append = next(l for l in cmdline.splitlines() if l.strip().startswith("APPEND")).split(None, 1)[1]
-    with open(os.path.join(tree, "isolinux", "isolinux.cfg"), "w") as f:
-        f.write(f"DEFAULT ironboot\nPROMPT 0\nLABEL ironboot\n  KERNEL /vmlinuz\n  INITRD /initrd\n"
-                f"  APPEND {append}\n")
-    flags = ["-r", "-V", "VMEDIA_BOOT_ISO", "-J", "-l", "-publisher", "ironboot-bench",
-             "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-b", "isolinux/isolinux.bin"]
-
-    def genisoimage_side():
-        out = os.path.join(WORK, "gen.iso")
-        t0 = time.monotonic()
-        subprocess.run(["genisoimage", "-quiet", *flags, "-o", out, tree], check=True)
-        elapsed = time.monotonic() - t0
-        for member, h in want.items():
-            assert iso_member(out, member, os.path.join(WORK, "member")) == h, member
-        os.unlink(out)
-        return elapsed
-
-    genisoimage_side()  # warm-up
-    a, b = [], []
-    for _ in range(RUNS):
-        a.append(ironboot_side()[0])
-        b.append(genisoimage_side())
-        b.append(genisoimage_side())
-        a.append(ironboot_side()[0])
-    stop(ib)
-    procs.remove(ib)
-    ratio = statistics.median(a) / statistics.median(b)
-    print(f"\n== deploy -> media inserted and power on sent (10 MiB kernel + 200 MiB ramdisk), "
-          f"{len(a)} runs each, alternating A B B A")
-    print(f"ironboot (build, publish, eject, insert, boot override, power on): {stats(a)}")
-    print(f"genisoimage alone building the same ISO:                        {stats(b)}")
-    print(f"ratio of medians: {ratio:.2f} x (target <= 1.5)")
-
-    # ---- 2. take over of NODES nodes in wait call-back ----
-    systems = [(f"00000000-0000-4000-8000-{i + 1:012x}", f"52:54:01:00:{i // 256:02x}:{i % 256:02x}")
-               for i in range(NODES)]
-    sushy2, sushy2_tmp = start_sushy("sushy-take-over", systems)
-    a2, api_a2, http_a2, data_a2, _ = start_ironboot("take-over-a", {"IRONBOOT_HOST": "bench-a"})
-    small = (os.path.join(WORK, "small-vmlinuz"), os.path.join(WORK, "small-initrd"))
-    uuids = [enroll(api_a2, sushy2, s, m, *small) for s, m in systems]
+        provision(base, n["uuid"], verb)
+        wait(state, node_in(base, n["uuid"], [state]), 120)
+    print(n["uuid"])
+elif cmd == "deploy":               # API UUID SUSHY SYSTEM SUSHY_TMP OUT -> seconds, name
+    base, uuid, sushy, system, tmp, out = args
+    t0 = time.monotonic()
+    provision(base, uuid, "active")
+    n = wait("wait call-back", node_in(base, uuid, ["wait call-back", "deploy failed"]), 600)
+    secs = time.monotonic() - t0
+    if n["provision_state"] != "wait call-back":
+        sys.exit(f"deploy failed: {n['last_error']}")
+    name = cd_image(sushy, system).rsplit("/", 1)[1]
+    os.link(fetched_copy(tmp, name), out)
+    print(f"{secs:.3f} {name}")
+elif cmd == "deploy-many":          # API UUID... -> all in wait call-back
+    base, uuids = args[0], args[1:]
     for u in uuids:
-        assert api(api_a2, "PUT", f"/v1/nodes/{u}/states/provision", {"target": "active"})[0] == 202
+        provision(base, u, "active")
     for u in uuids:
-        n = wait_for("wait call-back", state_is(api_a2, u, ["wait call-back", "deploy failed"]), 600)
-        assert n["provision_state"] == "wait call-back", n["last_error"]
-    built_by_a = {f: sha(os.path.join(data_a2, "httpboot", "redfish", f))
-                  for f in os.listdir(os.path.join(data_a2, "httpboot", "redfish"))}
-    assert len(built_by_a) == NODES
-    stop(a2)
-    procs.remove(a2)
-    b2, api_b2, http_b2, data_b2, started = start_ironboot("take-over-b", {
-        "IRONBOOT_HOST": "bench-b",
-        "IRONBOOT_DATABASE__URL": "sqlite://" + os.path.join(data_a2, "ironboot.sqlite"),
-        "IRONBOOT_API__PUBLIC_URL": api_a2})
-    ready_after = time.monotonic() - started
-
+        n = wait("wait call-back", node_in(base, u, ["wait call-back", "deploy failed"]), 1200)
+        if n["provision_state"] != "wait call-back":
+            sys.exit(f"deploy failed: {n['last_error']}")
+elif cmd == "abort":                # API UUID
+    provision(args[0], args[1], "abort")
+    wait("deploy failed", node_in(args[0], args[1], ["deploy failed"]), 120)
+elif cmd == "taken-over":           # API HOST NODES STARTED_EPOCH -> seconds since STARTED
+    base, host, count, started = args[0], args[1], int(args[2]), float(args[3])
     def all_taken():
-        _, listing = api(api_b2, "GET", "/v1/nodes/detail")
+        _, listing = api(base, "GET", "/v1/nodes/detail")
         nodes = listing["nodes"]
-        return len(nodes) == NODES and all(n["conductor"] == "bench-b" and n["reservation"] is None
-                                           for n in nodes)
-    wait_for("take over", all_taken, 600)
-    took = time.monotonic() - started
-    for s, _ in systems:
-        url = slot_image(sushy2, s)
-        assert url.startswith(http_b2 + "/redfish/"), url
-        name = url.rsplit("/", 1)[1]
-        republished = sha(os.path.join(data_b2, "httpboot", "redfish", name))
-        assert republished == built_by_a[name], f"{name}: rebuilt bytes differ"
-        assert sha(copy_of(sushy2_tmp, name)) == republished, f"{name}: the emulator fetched other bytes"
-    print(f"\n== take over of {NODES} nodes in wait call-back (conductor B on A's database)")
-    print(f"B ready (listeners bound) after {ready_after:.2f} s; every node rebuilt, republished and "
-          f"re-inserted after {took:.2f} s (target <= 10 s); all {NODES} media byte-identical")
-    missed = [m for m, bad in (("deploy ratio", ratio > 1.5), ("take over", took > 10)) if bad]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}")
-        if STRICT:
-            sys.exit(1)
-finally:
-    for p in procs:
-        p.kill()
-        p.wait()
+        return len(nodes) == count and all(
+            n["conductor"] == host and n["reservation"] is None for n in nodes)
+    wait("take over", all_taken, 600)
+    print(f"{time.time() - started:.3f}")
+elif cmd == "images":               # SUSHY SYSTEM... -> "system url" lines
+    for s in args[1:]:
+        print(s, cd_image(args[0], s))
 PY
+
+start_sushy() {  # NAME SYSTEM=MAC... -> SUSHY (url), SUSHY_TMP
+  local d=$WORK/$1 i port=""
+  shift
+  mkdir -p "$d/state" "$d/tmp"
+  python3 api.py sushy-config "$d" "$@" > "$d/sushy.conf"
+  start_bg env TMPDIR="$d/tmp" NO_PROXY=127.0.0.1,localhost \
+    "$SUSHY_VENV/bin/sushy-emulator" --config "$d/sushy.conf" > "$d/sushy.log" 2>&1
+  for i in $(seq 600); do
+    port=$(sed -n 's/.*Running on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$d/sushy.log" | head -1)
+    if [ -n "$port" ]; then break; fi
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "sushy-emulator did not start:" >&2; cat "$d/sushy.log" >&2; exit 1; }
+  SUSHY=http://127.0.0.1:$port
+  SUSHY_TMP=$d/tmp
+}
+
+printf '[agent]\nrequire_tls = false\n[redfish]\nconnection_retry_interval_ms = 100\npower_state_poll_interval_ms = 20\n' \
+  > ironboot.toml
+export IRONBOOT_CONFIG=$WORK/ironboot.toml
+
+# ---- 1. deploy to "media inserted and power on sent" vs genisoimage ----
+head -c $((KERNEL_MIB << 20)) /dev/urandom > vmlinuz
+head -c $((RAMDISK_MIB << 20)) /dev/urandom > initrd
+head -c $((1 << 20)) /dev/urandom > disk.img
+SUM_KERNEL=$(checksum vmlinuz)
+SUM_RAMDISK=$(checksum initrd)
+SYSTEM=27946b59-9e44-4fa7-8e91-f3527a1ef094
+start_sushy sushy-deploy "$SYSTEM=52:54:00:12:34:56"
+IRONBOOT_HOST=bench-deploy start_ironboot "$WORK/deploy"
+API=http://127.0.0.1:$IB_API
+NODE=$(python3 api.py enroll "$API" "$SUSHY" "$SYSTEM" 52:54:00:12:34:56 "$WORK/vmlinuz" "$WORK/initrd" "$WORK/disk.img")
+PUBLISHED=$WORK/deploy/httpboot/redfish
+
+iso_ok() {
+  local k r
+  k=$(isoinfo -R -i "$1" -x /vmlinuz 2> /dev/null | checksum_stdin)
+  r=$(isoinfo -R -i "$1" -x /initrd 2> /dev/null | checksum_stdin)
+  if [ "$k" != "$SUM_KERNEL" ] || [ "$r" != "$SUM_RAMDISK" ]; then
+    echo "corrupt: /vmlinuz $k (source $SUM_KERNEL), /initrd $r (source $SUM_RAMDISK)"
+    return 1
+  fi
+}
+
+# One deploy, checked, then aborted (which must leave nothing published). Prints the kernel
+# command line of the ISO when asked (the genisoimage tree uses it).
+deploy_once() {
+  local out=$WORK/fetched.iso got secs name why
+  rm -f "$out"
+  if ! got=$(python3 api.py deploy "$API" "$NODE" "$SUSHY" "$SYSTEM" "$SUSHY_TMP" "$out" 2> "$WORK/deploy.err"); then
+    failure deploy.ironboot "$(tail -n 1 "$WORK/deploy.err")"
+    return 0
+  fi
+  read -r secs name <<< "$got"
+  if [ "$(checksum "$out")" != "$(checksum "$PUBLISHED/$name")" ]; then
+    failure deploy.ironboot "the emulator fetched other bytes than $PUBLISHED/$name"
+  elif why=$(iso_ok "$out"); then
+    sample deploy.ironboot "$secs"
+  else
+    failure deploy.ironboot "$why"
+  fi
+  if [ "${1:-}" = cmdline ]; then
+    isoinfo -R -i "$out" -x /isolinux/isolinux.cfg | sed -n 's/^ *APPEND //p'
+  fi
+  rm -f "$out"
+  python3 api.py abort "$API" "$NODE" || failure deploy.ironboot "abort failed"
+  if [ -n "$(ls -A "$PUBLISHED")" ]; then failure deploy.ironboot "media left published after abort"; fi
+}
+
+# The warm-up deploy fills the image cache and gives the command line genisoimage's ISO gets.
+APPEND=$(deploy_once cmdline)
+rm -f "$BENCH_STATE/samples/deploy.ironboot"
+mkdir -p tree/isolinux
+ln vmlinuz tree/vmlinuz
+ln initrd tree/initrd
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 tree/isolinux/
+printf 'DEFAULT ironboot\nPROMPT 0\nLABEL ironboot\n  KERNEL /vmlinuz\n  INITRD /initrd\n  APPEND %s\n' \
+  "$APPEND" > tree/isolinux/isolinux.cfg
+ISO_FLAGS=(-r -V VMEDIA_BOOT_ISO -J -l -publisher ironboot-bench -no-emul-boot -boot-load-size 4
+  -boot-info-table -b isolinux/isolinux.bin)
+
+deploy() {
+  case $1 in
+    ironboot) deploy_once ;;
+    genisoimage) transfer deploy.genisoimage gen.iso @iso_ok genisoimage -quiet "${ISO_FLAGS[@]}" -o gen.iso tree ;;
+  esac
+}
+echo "   inputs: ${KERNEL_MIB} MiB kernel, ${RAMDISK_MIB} MiB ramdisk (random); node $NODE on $SUSHY"
+rounds deploy ironboot genisoimage
+stop_all
+
+# ---- 2. take over of NODES nodes in wait call-back ----
+head -c $((64 << 10)) /dev/urandom > small-vmlinuz
+head -c $((1 << 20)) /dev/urandom > small-initrd
+systems=()
+for i in $(seq 0 $((NODES - 1))); do
+  systems+=("$(printf '00000000-0000-4000-8000-%012x=52:54:01:00:%02x:%02x' $((i + 1)) $((i / 256)) $((i % 256)))")
+done
+start_sushy sushy-take-over "${systems[@]}"
+IRONBOOT_HOST=bench-a start_ironboot "$WORK/a"
+API_A=http://127.0.0.1:$IB_API
+uuids=()
+for s in "${systems[@]}"; do
+  uuids+=("$(python3 api.py enroll "$API_A" "$SUSHY" "${s%%=*}" "${s#*=}" "$WORK/small-vmlinuz" "$WORK/small-initrd" "$WORK/disk.img")")
+done
+python3 api.py deploy-many "$API_A" "${uuids[@]}"
+echo "   $NODES nodes in wait call-back on conductor A ($API_A)"
+kill "${BENCH_PIDS[-1]}"
+wait "${BENCH_PIDS[-1]}" || true
+unset 'BENCH_PIDS[-1]'
+STARTED=$(date +%s.%N)
+IRONBOOT_HOST=bench-b IRONBOOT_DATABASE__URL=sqlite://$WORK/a/ironboot.sqlite \
+  IRONBOOT_API__PUBLIC_URL=$API_A start_ironboot "$WORK/b"
+API_B=http://127.0.0.1:$IB_API
+if secs=$(python3 api.py taken-over "$API_B" bench-b "$NODES" "$STARTED"); then
+  bad=0
+  while read -r system url; do
+    name=${url##*/}
+    if [ "${url%/redfish/*}" != "http://127.0.0.1:$IB_HTTP" ]; then
+      failure take-over "$system holds $url, not conductor B's"
+      bad=1
+    elif [ "$(checksum "$WORK/b/httpboot/redfish/$name")" != "$(checksum "$WORK/a/httpboot/redfish/$name")" ]; then
+      failure take-over "$name: B's rebuilt medium differs from A's"
+      bad=1
+    elif [ "$(checksum "$(find "$SUSHY_TMP" -name "$name" | head -1)")" != "$(checksum "$WORK/b/httpboot/redfish/$name")" ]; then
+      failure take-over "$name: the emulator fetched other bytes than B published"
+      bad=1
+    fi
+  done < <(python3 api.py images "$SUSHY" "${systems[@]%%=*}")
+  if [ "$bad" = 0 ]; then sample take-over "$secs"; fi
+else
+  failure take-over "not every node was taken over"
+fi
+bench_note_load
+
+compare "deploy -> media inserted and power on sent (${KERNEL_MIB} MiB kernel + ${RAMDISK_MIB} MiB ramdisk)" \
+  deploy.ironboot ironboot deploy.genisoimage "genisoimage alone"
+echo
+echo "-- take over of $NODES nodes in wait call-back: from conductor B's start until every node was rebuilt, republished and re-inserted"
+show take-over "ironboot"
+target "deploy <= 1.5x genisoimage" "$(ratio_of deploy.ironboot deploy.genisoimage)" "<=" 1.5
+target "take over of $NODES nodes <= 10 s" "$(median_of take-over)" "<=" 10
+bench_finish

@@ -25,6 +25,7 @@ pub mod boot;
 pub mod conductor;
 pub mod config;
 pub mod driver;
+pub mod error_chain;
 pub mod fsutil;
 pub mod images;
 pub mod media;

@@ -74,6 +74,8 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error("ipmi: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -383,7 +385,7 @@ pub async fn run(
         registry,
         auth,
         api_metrics,
-    );
+    )?;
     let bound = BoundAddresses {
         api: api_listener
             .local_addr()
@@ -429,8 +431,18 @@ fn api_app(
     registry: Registry,
     auth: Option<Arc<api::auth::Htpasswd>>,
     metrics: api::metrics::ApiMetrics,
-) -> tower_http::normalize_path::NormalizePath<axum::Router> {
+) -> Result<tower_http::normalize_path::NormalizePath<axum::Router>, ServiceError> {
+    // Conductors talk plain or TLS HTTP to each other's API (api_url as each registered it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let forwarder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ServiceError::Serve {
+            what: "conductor-to-conductor HTTP client",
+            source: std::io::Error::other(e),
+        })?;
     let state = AppState {
+        forwarder,
         conductor,
         store,
         base_url: Arc::from(config.api_public_url.as_str()),
@@ -443,14 +455,14 @@ fn api_app(
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
         }),
     };
-    api::service(
+    Ok(api::service(
         state,
         api::ApiOptions {
             auth,
             max_body_bytes: config.api.max_body_bytes,
             metrics,
         },
-    )
+    ))
 }
 
 fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceError> {
@@ -461,9 +473,9 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceEr
     })
 }
 
-/// The interfaces this conductor enables: the fakes, `script` power when allowed, `pxe` and
-/// `ipxe` boot, the `redfish` power, management and `redfish-virtual-media` boot interfaces,
-/// and the `direct` deploy.
+/// The interfaces this conductor enables: the fakes, `script` power when allowed, `ipmitool`
+/// power and management, `noop` management, `pxe` and `ipxe` boot, the `redfish` power,
+/// management and `redfish-virtual-media` boot interfaces, and the `direct` deploy.
 fn interfaces(
     config: &Config,
     parts: &Parts,
@@ -477,6 +489,7 @@ fn interfaces(
         );
         interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
     }
+    add_ipmi(&mut interfaces, config, registry)?;
     let netboot = NetBootConfig {
         settings: config.pxe.clone(),
         renderer: parts.renderer.clone(),
@@ -542,6 +555,32 @@ fn add_redfish(
         default_boot_mode: config.agent.default_boot_mode,
     };
     interfaces.add_boot(Arc::new(VirtualMediaBoot::new(vmedia, metrics)?));
+    Ok(())
+}
+
+/// The `ipmitool` power and management interfaces, sharing the process's one [`Ipmitool`]
+/// (one command at a time per BMC across every node), and `noop` management.
+///
+/// [`Ipmitool`]: crate::bmc::ipmi::Ipmitool
+fn add_ipmi(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<(), ServiceError> {
+    use crate::bmc::ipmi::{IpmiMetrics, Ipmitool, IpmitoolManagement, IpmitoolPower};
+    let metrics = IpmiMetrics::register(registry);
+    let ipmitool = Ipmitool::new(config.ipmi.clone(), Some(metrics))?;
+    // Not fatal: a conductor without IPMI nodes does not need it.
+    if ipmitool.find_program().is_none() {
+        tracing::warn!(
+            ipmitool = %config.ipmi.ipmitool.display(),
+            "ipmitool is not installed (or [ipmi] ipmitool is wrong): every ipmi node will fail its power and boot device calls"
+        );
+    }
+    let boot_mode = config.agent.default_boot_mode;
+    interfaces.add_power(Arc::new(IpmitoolPower::new(ipmitool.clone(), boot_mode)));
+    interfaces.add_management(Arc::new(IpmitoolManagement::new(ipmitool, boot_mode)));
+    interfaces.add_management(Arc::new(crate::bmc::noop::NoopManagement));
     Ok(())
 }
 

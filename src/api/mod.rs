@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod metrics;
 pub mod nodes;
 pub mod patch;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub max_limit: u32,
     /// What `/v1/lookup` hands agents.
     pub ramdisk: Arc<ramdisk::RamdiskConfig>,
+    /// Passes a node's work to the conductor that owns it ([`forward`]).
+    pub forwarder: reqwest::Client,
 }
 
 /// Everything the API needs besides the shared state.
@@ -98,6 +101,10 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             opts.auth,

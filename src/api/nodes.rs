@@ -318,6 +318,8 @@ fn apply_doc(node: &mut Node, doc: Map<String, Value>, ops: &[PatchOp]) -> Resul
         if !touched("power_interface") {
             node.power_interface = hw.power.default.into();
         }
+        // Not writable through the API yet, so always the new type's default.
+        node.management_interface = hw.management.default.into();
     }
     if !node.maintenance {
         node.maintenance_reason = None;
@@ -355,7 +357,8 @@ pub async fn update(
                 let changes_interfaces = updated.driver != task.node.driver
                     || updated.boot_interface != task.node.boot_interface
                     || updated.deploy_interface != task.node.deploy_interface
-                    || updated.power_interface != task.node.power_interface;
+                    || updated.power_interface != task.node.power_interface
+                    || updated.management_interface != task.node.management_interface;
                 if changes_interfaces && !interfaces_changeable(task.node.provision_state) {
                     return Err(ApiError::conflict(format!(
                         "the driver and interfaces of node {} cannot change while it is {}",

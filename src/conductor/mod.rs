@@ -9,9 +9,13 @@ pub mod actions;
 pub mod agent_deploy;
 pub mod deploy;
 pub mod interfaces;
+pub mod membership;
 pub mod metrics;
+mod orphans;
 pub mod periodic;
+pub mod power_sync;
 pub mod ramdisk;
+pub mod ring;
 mod settings;
 pub mod task;
 
@@ -26,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::AgentSettings;
 use crate::driver::NodeContext;
 use crate::model::{Event, InvalidTransition, Node, ProvisionState};
-use crate::store::{NodeIdent, NodeQuery, PortQuery, Store, StoreError};
+use crate::store::{ConductorRegistration, NodeIdent, NodeQuery, PortQuery, Store, StoreError};
 
 pub use interfaces::Interfaces;
 pub use metrics::ConductorMetrics;
@@ -73,6 +77,10 @@ pub struct Conductor {
     api_public_url: String,
     /// `[agent]`: heartbeat checks (TLS required or not).
     agent: AgentSettings,
+    /// The live conductors and the hash ring over them.
+    membership: membership::Membership,
+    /// When the ring last lost a member and the take over of its nodes is not finished.
+    death_seen: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -109,7 +117,17 @@ impl Conductor {
             cancel,
             api_public_url,
             agent,
+            membership: membership::Membership::default(),
+            death_seen: std::sync::Mutex::new(None),
         })
+    }
+
+    pub(crate) fn membership(&self) -> &membership::Membership {
+        &self.membership
+    }
+
+    pub(crate) fn metrics(&self) -> &ConductorMetrics {
+        &self.metrics
     }
 
     pub fn agent_settings(&self) -> &AgentSettings {
@@ -136,10 +154,17 @@ impl Conductor {
         &self.api_public_url
     }
 
-    /// Registers this conductor, drops reservations a previous run left behind and fails nodes
-    /// stuck in states that cannot be resumed after a restart.
+    /// Registers this conductor, joins the ring, drops reservations a previous run left behind
+    /// and fails its nodes stuck in states that cannot be resumed after a restart.
     pub async fn start(self: &Arc<Self>) -> Result<(), ConductorError> {
-        self.store.register_conductor(&self.host).await?;
+        self.store
+            .register_conductor(&ConductorRegistration {
+                hostname: self.host.clone(),
+                conductor_group: self.settings.conductor_group.clone(),
+                api_url: self.api_public_url.clone(),
+            })
+            .await?;
+        self.refresh_membership().await?;
         let released = self.store.release_reservations(&self.host).await?;
         if released > 0 {
             tracing::warn!(released, host = %self.host, "released reservations left by a previous run");
@@ -152,7 +177,8 @@ impl Conductor {
             })
             .await?
         {
-            if !node.provision_state.stuck_on_restart() {
+            // Another live conductor may be working on its own nodes between two steps.
+            if !node.provision_state.stuck_on_restart() || !self.owns(&node.uuid) {
                 continue;
             }
             let state = node.provision_state;

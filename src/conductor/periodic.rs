@@ -1,5 +1,7 @@
-//! Periodic tasks: the conductor keepalive, callback timeouts, and any task other subsystems
-//! register (cache clean-up). Each runs on its own interval until shutdown.
+//! Periodic tasks: the conductor keepalive (which also reads the ring's membership), callback
+//! timeouts, orphan recovery, power state sync (`power_sync`), take over, and any task other
+//! subsystems register (cache clean-up). Each runs on its own interval until shutdown, and
+//! touches only the nodes the hash ring maps to this conductor.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,16 +32,25 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             if let Err(e) = c.store().touch_conductor(c.host()).await {
                 tracing::error!(error = %e, "conductor keepalive failed");
             }
+            c.follow_membership().await;
         },
     );
-    if !s.deploy_callback_timeout.is_zero() || !s.clean_callback_timeout.is_zero() {
-        conductor.spawn_periodic(
-            "check_callback_timeouts",
-            s.check_provision_state_interval,
-            |c| async move {
-                c.check_callback_timeouts().await;
-            },
-        );
+    conductor.spawn_periodic(
+        "check_provision_state",
+        s.check_provision_state_interval,
+        |c| async move {
+            c.release_orphans().await;
+            c.check_callback_timeouts().await;
+        },
+    );
+    if !s.sync_power_state_interval.is_zero() {
+        let sync = Arc::new(super::power_sync::PowerSync::default());
+        conductor.spawn_periodic("sync_power_states", s.sync_power_state_interval, move |c| {
+            let sync = sync.clone();
+            async move {
+                c.sync_power_states(&sync).await;
+            }
+        });
     }
     if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then
@@ -115,7 +126,7 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes {
+        for node in nodes.into_iter().filter(|n| self.owns(&n.uuid)) {
             let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
@@ -168,6 +179,8 @@ impl Conductor {
     /// identically. Interfaces with nothing to regenerate in a state (pxe and ipxe outside
     /// `active`) do nothing.
     pub async fn take_over_nodes(self: &Arc<Self>) {
+        let mut owned = 0;
+        let mut failed = 0;
         for state in TAKE_OVER_STATES {
             let query = NodeQuery {
                 provision_state: Some(state),
@@ -179,29 +192,40 @@ impl Conductor {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, %state, "cannot list nodes to take over");
+                    failed += 1;
                     continue;
                 }
             };
-            let theirs = nodes
+            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(&n.uuid)).collect();
+            owned += mine.len();
+            let theirs = mine
                 .into_iter()
                 .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()));
-            futures_util::StreamExt::for_each_concurrent(
-                futures_util::stream::iter(theirs),
-                TAKE_OVER_WORKERS,
-                |node| self.take_over_node(node.uuid, state),
-            )
-            .await;
+            let results: Vec<bool> =
+                futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+                    futures_util::StreamExt::map(futures_util::stream::iter(theirs), |node| {
+                        self.take_over_node(node.uuid, state)
+                    }),
+                    TAKE_OVER_WORKERS,
+                ))
+                .await;
+            failed += results.iter().filter(|ok| !**ok).count();
+        }
+        self.metrics().nodes_owned(owned);
+        if failed == 0 {
+            self.take_over_finished();
         }
     }
 
-    /// Takes one node over under its reservation (skipped when it is busy: the next run
-    /// retries).
-    async fn take_over_node(self: &Arc<Self>, uuid: uuid::Uuid, state: ProvisionState) {
+    /// Takes one node over under its reservation. False when it could not be (busy, or the
+    /// boot interface failed): the next run retries.
+    async fn take_over_node(self: &Arc<Self>, uuid: uuid::Uuid, state: ProvisionState) -> bool {
         let Ok(mut task) = self.reserve(&NodeIdent::Uuid(uuid)).await else {
-            return;
+            return false;
         };
         let still = task.node.provision_state == state
             && task.node.conductor_affinity.as_deref() != Some(self.host());
+        let mut ok = true;
         if still {
             let previous = task.node.conductor_affinity.clone();
             let result = match self.interfaces().for_node(&task.node) {
@@ -215,6 +239,7 @@ impl Conductor {
                 }
                 Err(e) => Err(e.to_string()),
             };
+            self.metrics().take_over(result.is_ok());
             match result {
                 Ok(()) => {
                     task.node.conductor_affinity = Some(self.host().to_string());
@@ -228,10 +253,12 @@ impl Conductor {
                     }
                 }
                 Err(e) => {
+                    ok = false;
                     tracing::error!(node = %task.node.uuid, %state, error = %e, "take over failed; retrying on the next run")
                 }
             }
         }
         self.release(task).await;
+        ok
     }
 }

@@ -55,6 +55,8 @@ pub enum ConfigError {
     Media(#[from] crate::media::MediaError),
     #[error("invalid config: {0}")]
     ImageCache(#[from] crate::images::ImageError),
+    #[error("invalid config: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
 }
 
 /// The configuration file's shape. After [`Config::load`] every derived `Option` is filled in,
@@ -81,6 +83,7 @@ pub struct ConfigFile {
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
     pub redfish: crate::bmc::redfish::RedfishSettings,
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -127,11 +130,27 @@ pub struct Config {
     /// Deprecated keys found while loading, each with its replacement; logged once logging
     /// is set up ([`Config::warn_deprecated`]).
     pub deprecations: Vec<String>,
+    /// How ipmitool is run for `ipmi` nodes.
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
     /// follow the port actually bound when the configured one is 0).
-    derived_urls: (bool, bool),
+    derived_urls: DerivedUrls,
+}
+
+/// How the URLs came about, not what they are: two configs with the same values in effect are
+/// equal whether a URL was written or derived (`config show` writes the derived ones out).
+#[derive(Debug, Clone, Copy)]
+struct DerivedUrls {
+    api: bool,
+    http: bool,
+}
+
+impl PartialEq for DerivedUrls {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Config {
@@ -198,7 +217,7 @@ impl Config {
     /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
     /// "any free port").
     pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {
-        if self.derived_urls.0 && self.api.listen.port() == 0 {
+        if self.derived_urls.api && self.api.listen.port() == 0 {
             self.api_public_url = format!(
                 "http://{}",
                 resolve::url_host_port(
@@ -209,7 +228,7 @@ impl Config {
             self.file.api.public_url = Some(self.api_public_url.clone());
         }
         if let Some(http) = http
-            && self.derived_urls.1
+            && self.derived_urls.http
             && self.http.listen.port() == 0
         {
             self.http_url = format!(
@@ -313,6 +332,7 @@ mod tests {
             ("IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT", "120"),
             ("IRONBOOT_DEPLOY__HTTP_URL", "http://10.0.0.1:8080/"),
             ("IRONBOOT_REQUIRE_PEERS", "1"),
+            ("IRONBOOT_IPMI__BOOT_FLAGS_CHECK", "device"),
         ]);
         let o = Overrides {
             api_listen: Some("127.0.0.2:7001".parse().unwrap()),
@@ -320,6 +340,10 @@ mod tests {
         };
         let c = Config::load_with_env(Some(&f), &e, &o).unwrap();
         assert_eq!(c.data_dir, Path::new("/var/lib/ib"));
+        assert_eq!(
+            c.ipmi.boot_flags_check,
+            crate::bmc::ipmi::BootFlagsCheck::Device
+        );
         assert_eq!(
             c.conductor.deploy_callback_timeout,
             std::time::Duration::from_secs(120)
@@ -330,6 +354,9 @@ mod tests {
         let shown = dir.path().join("shown.toml");
         std::fs::write(&shown, c.to_toml()).unwrap();
         let again = Config::load_with_env(Some(&shown), &[], &Overrides::default()).unwrap();
+        // `config show` prints the derived URLs, so they read back as given: same values, but
+        // no longer derived (which only matters for a listener on port 0).
+        assert!(!again.derived_urls.api && !again.derived_urls.http);
         assert_eq!(again, c);
     }
 
@@ -368,6 +395,14 @@ mod tests {
                 "pxe.tftp_root",
             ),
             (&[("IRONBOOT_LOG__LEVEL", "[[[")], "log.level"),
+            (
+                &[("IRONBOOT_IPMI__COMMAND_TIMEOUT_SECS", "0")],
+                "[ipmi] command_timeout_secs = 0",
+            ),
+            (
+                &[("IRONBOOT_CONDUCTOR__SYNC_POWER_STATE_WORKERS", "0")],
+                "conductor.sync_power_state_workers",
+            ),
         ];
         for (vars, key) in cases {
             let err = Config::load_with_env(None, &env(vars), &Overrides::default())

@@ -27,10 +27,10 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     };
     let roots = Roots::resolve(&mut file, &data_dir)?;
     let auth = file.api.validate()?;
-    let derived_urls = (
-        file.api.public_url.is_none(),
-        file.deploy.http_url.is_none(),
-    );
+    let derived_urls = super::DerivedUrls {
+        api: file.api.public_url.is_none(),
+        http: file.deploy.http_url.is_none(),
+    };
     let api_public_url = match &file.api.public_url {
         Some(u) => check_url("api.public_url", u)?,
         None => format!("http://{}", url_host_port(file.api.listen, my_ip)),
@@ -72,6 +72,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         vmedia: file.vmedia.clone(),
         redfish: file.redfish.clone(),
         deprecations,
+        ipmi: file.ipmi.clone(),
         file,
         derived_urls,
     })
@@ -100,6 +101,7 @@ fn validate_sections(file: &ConfigFile) -> Result<(), ConfigError> {
         "redfish.kernel_append_params",
         &file.redfish.kernel_append_params,
     )?;
+    file.ipmi.validate()?;
     Ok(())
 }
 

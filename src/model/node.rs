@@ -234,6 +234,48 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             enabled: &["fake"],
         },
     },
+    // Power and boot device over IPMI (ipmitool), network boot, agent deploy: Bifrost's default.
+    HardwareType {
+        name: "ipmi",
+        boot: InterfaceSet {
+            default: "pxe",
+            enabled: &["pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
+        },
+        power: InterfaceSet {
+            default: "ipmitool",
+            enabled: &["ipmitool"],
+        },
+        management: InterfaceSet {
+            default: "ipmitool",
+            enabled: &["ipmitool"],
+        },
+    },
+    // The operator powers the node and sets its boot order by hand: `fake` power records the
+    // state asked for, `noop` management logs the device. Ironic's `agent` power (which needs
+    // fast track) is not offered.
+    HardwareType {
+        name: "manual-management",
+        boot: InterfaceSet {
+            default: "pxe",
+            enabled: &["pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
+        },
+        power: InterfaceSet {
+            default: "fake",
+            enabled: &["fake"],
+        },
+        management: InterfaceSet {
+            default: "noop",
+            enabled: &["noop", "fake"],
+        },
+    },
     // A Redfish BMC (iLO 5+, iDRAC, XCC, OpenBMC): power and boot device over Redfish, the
     // deploy ramdisk from virtual media by default (Ironic's `redfish` hardware type).
     HardwareType {
@@ -329,8 +371,55 @@ mod tests {
             "{err}"
         );
         n.boot_interface = "fake".into();
-        n.driver = "ipmi".into();
+        n.driver = "ilo".into();
         assert!(matches!(n.validate(), Err(NodeError::UnknownDriver(_))));
+    }
+
+    #[test]
+    fn ipmi_and_manual_management_take_ironics_interfaces() {
+        let ipmi = Node::new(
+            Uuid::new_v4(),
+            HardwareType::find("ipmi").unwrap(),
+            Utc::now(),
+        );
+        assert_eq!(
+            (
+                ipmi.boot_interface.as_str(),
+                ipmi.deploy_interface.as_str(),
+                ipmi.power_interface.as_str(),
+                ipmi.management_interface.as_str()
+            ),
+            ("pxe", "direct", "ipmitool", "ipmitool")
+        );
+        ipmi.validate().unwrap();
+        for (field, value) in [("boot", "ipxe"), ("deploy", "fake"), ("power", "fake")] {
+            let mut n = ipmi.clone();
+            match field {
+                "boot" => n.boot_interface = value.into(),
+                "deploy" => n.deploy_interface = value.into(),
+                _ => n.power_interface = value.into(),
+            }
+            assert_eq!(n.validate().is_ok(), field == "boot", "{field} {value}");
+        }
+        let hw = HardwareType::find("manual-management").unwrap();
+        let mut manual = Node::new(Uuid::new_v4(), hw, Utc::now());
+        assert_eq!(
+            (
+                manual.power_interface.as_str(),
+                manual.management_interface.as_str()
+            ),
+            ("fake", "noop")
+        );
+        manual.management_interface = "fake".into();
+        manual.validate().unwrap();
+        manual.management_interface = "ipmitool".into();
+        let err = manual.validate().unwrap_err().to_string();
+        assert!(err.contains("noop, fake"), "{err}");
+        let names = HardwareType::names();
+        assert!(
+            names.contains(&"ipmi") && names.contains(&"manual-management"),
+            "{names:?}"
+        );
     }
 
     #[test]

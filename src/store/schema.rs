@@ -63,6 +63,14 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         "nodes.management_interface",
         &["ALTER TABLE nodes ADD COLUMN management_interface TEXT NOT NULL DEFAULT 'fake'"],
     ),
+    (
+        3,
+        "conductors.conductor_group, conductors.api_url",
+        &[
+            "ALTER TABLE conductors ADD COLUMN conductor_group TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE conductors ADD COLUMN api_url TEXT",
+        ],
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -11,6 +11,7 @@ mod api;
 mod boot_serving;
 mod image_cache;
 mod ipmi_client;
+mod ipmi_hardware;
 mod ironicclient;
 mod layers;
 mod media;

@@ -349,22 +349,7 @@ fn transport_summary(err: &reqwest::Error, timeout: Duration) -> String {
     } else {
         "the connection failed".to_string()
     };
-    format!("{what}: {}", error_chain(err))
-}
-
-/// An error and its causes, `: `-separated (reqwest hides the useful part in `source()`).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
+    format!("{what}: {}", crate::error_chain::chain(err))
 }
 
 /// The messages of a Redfish error body (or of `@Message.ExtendedInfo` on any answer):
