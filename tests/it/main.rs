@@ -20,4 +20,5 @@ mod qemu_boot;
 mod redfish_client;
 mod vmedia;
 mod vmedia_faults;
+mod vmedia_ipa;
 mod vmedia_take_over;

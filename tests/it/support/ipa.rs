@@ -370,9 +370,12 @@ fn power_script(lab: &Path, disk: &str, venv: &Path, api_url: &str, agent_args: 
     format!(
         r#"#!/bin/bash
 # Lab power control: the "machine" is an ironic-python-agent process in this sandbox.
-# power.sh on [api_url] | off | status
+# power.sh on [api_url [agent_token]] | off | status
 set -u
 LAB={lab}
+# Whoever runs this (ironboot in the sandbox, or a test through nsenter), the agent gets the
+# shims (reboot, poweroff) first on PATH and the sandbox's scratch space.
+export PATH="$LAB/shims:$PATH" TMPDIR="$LAB/scratch" HOME="$LAB/home"
 PIDF="$LAB/agent.pid"
 alive() {{
   [ -s "$PIDF" ] || return 1
@@ -384,7 +387,11 @@ case "$1" in
   on)
     if alive; then exit 0; fi
     n=$(( $(cat "$LAB/boots" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$LAB/boots"
+    # A token given here is the one virtual media carry (ipa-agent-token): pre-shared.
+    token=()
+    if [ -n "${{3:-}}" ]; then token=(--agent_token "$3"); fi
     IPA_TEST_DISK={disk} IPA_TEST_MAC={mac} setsid {venv}/bin/ironic-python-agent \
+      "${{token[@]}}" \
       --api_url "${{2:-{api_url}}}" --listen_host 127.0.0.1 --listen_port {port} \
       --advertise_host 127.0.0.1 --advertise_port {port} --disk_wait_attempts 0 \
       --lookup_timeout 300 --lookup_interval 1 \
@@ -908,6 +915,31 @@ impl Lab {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// `/proc/<pid>/ns/net` of the sandbox: for peers that run in its network namespace
+    /// (a BMC emulator that must reach ironboot's HTTP server there).
+    pub fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.sandbox_pid())
+    }
+
+    /// Starts an agent as a BMC booting virtual media would: `power.sh on API_URL TOKEN`,
+    /// with the API URL and the token read from the media (`ipa-api-url`, `ipa-agent-token`).
+    pub fn boot_agent_from_media(&self, api_url: &str, token: &str) {
+        let (ok, _, err) = run(self
+            .in_sandbox("bash")
+            .arg(self.dir.join("power.sh"))
+            .args(["on", api_url, token]));
+        assert!(ok, "power.sh on: {err}");
+    }
+
+    /// Stops the agent as a powered-off machine would (`power.sh off`).
+    pub fn stop_agent(&self) {
+        let (ok, _, err) = run(self
+            .in_sandbox("bash")
+            .arg(self.dir.join("power.sh"))
+            .arg("off"));
+        assert!(ok, "power.sh off: {err}");
     }
 
     /// Whether an agent process lives (`power.sh status`, asked inside the sandbox).

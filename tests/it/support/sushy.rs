@@ -41,6 +41,9 @@ pub struct Options {
     pub quick_power: bool,
     /// More systems besides `node-0` (and `node-1`): `node-2`... with [`extra_system_uuid`]s.
     pub extra_systems: usize,
+    /// Run in this network namespace (`/proc/<pid>/ns/net`), e.g. the IPA lab's sandbox, where
+    /// the emulator reaches the ironboot that runs there (then [`Sushy::get`] cannot reach it).
+    pub netns: Option<String>,
 }
 
 /// The uuid of extra system `i` (0-based), see [`Options::extra_systems`].
@@ -58,6 +61,7 @@ impl Default for Options {
             power_on: false,
             quick_power: false,
             extra_systems: 0,
+            netns: None,
         }
     }
 }
@@ -89,7 +93,15 @@ impl Sushy {
             write_htpasswd(&emulator, &w.join("htpasswd"));
         }
         let log = fs::File::create(w.join("sushy.log")).unwrap();
-        let mut cmd = Command::new(&emulator);
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                // nsenter execs the emulator: the child is the emulator itself.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg(&emulator);
+                c
+            }
+            None => Command::new(&emulator),
+        };
         cmd.arg("--config").arg(w.join("sushy.conf"));
         if let Some((cert, key)) = &opts.tls {
             cmd.arg("--ssl-certificate")
