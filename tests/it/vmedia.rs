@@ -301,13 +301,11 @@ async fn swift_temp_urls_carry_the_media_and_clean_up_deletes_the_objects() {
         return;
     };
     let inputs = inputs(&lab);
+    // A built ISO and, asked for, the parameters floppy too (config_via_removable).
+    let mut driver_info = inputs.driver_info.clone();
+    driver_info["config_via_removable"] = json!("true");
     let uuid = lab
-        .enroll(
-            "sw",
-            inputs.driver_info.clone(),
-            inputs.instance_info.clone(),
-            MAC,
-        )
+        .enroll("sw", driver_info, inputs.instance_info.clone(), MAC)
         .await;
     let (s, body) = lab.provision(&uuid, "active").await;
     assert_eq!(s, 202, "{body}");
@@ -329,15 +327,25 @@ async fn swift_temp_urls_carry_the_media_and_clean_up_deletes_the_objects() {
         object,
         "the BMC fetched other bytes"
     );
-    check_deploy_iso(&lab, &inputs, &object, true).await;
+    let token = check_deploy_iso(&lab, &inputs, &object, true).await;
+    let floppy_url = lab.sushy.slots(system()).await[1].1.clone();
+    assert!(floppy_url.contains("temp_url_sig="), "{floppy_url}");
+    let (label, params) = floppy_parameters(&fetched(&lab.sushy, &floppy_url));
+    assert_eq!(label, "ir-vfd-dev");
+    assert!(
+        params.contains(&format!("ipa-agent-token={token}")),
+        "{params}"
+    );
 
     let (s, body) = lab.provision(&uuid, "abort").await;
     assert_eq!(s, 202, "{body}");
     lab.wait_state(&uuid, &["deploy failed"], STATE_TIMEOUT)
         .await;
     assert_slots_empty(&lab.sushy, system()).await;
-    let gone = lab.http.get(&url).send().await.unwrap().status();
-    assert_eq!(gone, 404, "the object was deleted from Swift");
+    for url in [&url, &floppy_url] {
+        let gone = lab.http.get(url).send().await.unwrap().status();
+        assert_eq!(gone, 404, "the object was deleted from Swift: {url}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
