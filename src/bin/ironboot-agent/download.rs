@@ -170,7 +170,7 @@ pub async fn resolve_checksum(agent: &Agent, info: &ImageInfo) -> Result<Expecte
         resp.error_for_status()?.text().await
     }
     .await
-    .map_err(|e| RestError::image_download(value, e.without_url()))?;
+    .map_err(|e| RestError::image_download(value, crate::ironic::describe(e)))?;
     let file_name = info.urls[0]
         .split(['?', '#'])
         .next()
@@ -261,7 +261,7 @@ async fn open(
             }
             Err(e) => {
                 retryable = true;
-                notes.push(format!("URL: {url}; {}", e.without_url()));
+                notes.push(format!("URL: {url}; {}", crate::ironic::describe(e)));
             }
         }
     }
@@ -302,7 +302,10 @@ async fn attempt(
             Err(e) => {
                 failure = Some(Failure::Retry(RestError::image_download(
                     &info.id,
-                    format!("the download from {url} broke off: {}", e.without_url()),
+                    format!(
+                        "the download from {url} broke off: {}",
+                        crate::ironic::describe(e)
+                    ),
                 )));
                 break;
             }
@@ -410,10 +413,20 @@ pub async fn configdrive(agent: &Agent, value: &Value) -> Result<Option<Vec<u8>>
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| fail(format!("cannot download {text}: {}", e.without_url())))?;
+            .map_err(|e| {
+                fail(format!(
+                    "cannot download {text}: {}",
+                    crate::ironic::describe(e)
+                ))
+            })?;
         resp.bytes()
             .await
-            .map_err(|e| fail(format!("cannot download {text}: {}", e.without_url())))?
+            .map_err(|e| {
+                fail(format!(
+                    "cannot download {text}: {}",
+                    crate::ironic::describe(e)
+                ))
+            })?
             .to_vec()
     } else {
         text.as_bytes().to_vec()

@@ -59,6 +59,20 @@ pub struct IronicClient {
     pub version: u32,
 }
 
+/// A request error with its causes ("error sending request: ...: Connection refused"),
+/// without the URL (callers name it; a URL may carry a token).
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// The text of an Ironic error body (`error_message`, itself maybe JSON with `faultstring`).
 fn error_text(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -175,12 +189,9 @@ impl IronicClient {
             .get(&url, Some(self.version.min(VERSION_TOKEN)))
             .send()
             .await
-            .map_err(|e| http(e.without_url().to_string()))?;
+            .map_err(|e| http(describe(e)))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| http(e.without_url().to_string()))?;
+        let text = resp.text().await.map_err(|e| http(describe(e)))?;
         if status != 200 {
             return Err(IronicError::Status {
                 url: url.clone(),
@@ -270,7 +281,7 @@ impl IronicClient {
             .json(&body);
         let resp = req.send().await.map_err(|e| IronicError::Http {
             url: url.clone(),
-            reason: e.without_url().to_string(),
+            reason: describe(e),
         })?;
         let status = resp.status().as_u16();
         if status == 202 {

@@ -115,7 +115,9 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod agent_kit;
 pub mod bootserve;
+pub mod deploy_lab;
 pub mod guest;
 pub mod ipa;
 pub mod netboot;

@@ -1,0 +1,398 @@
+//! Full deploys with ironboot's own agent (`ironboot-agent`), driven by the real
+//! `ironboot serve` through the `script` power interface — the conductor powers machines on
+//! and off, nothing plays the agent:
+//! - process machines: the agent runs as a process with a file as its disk (fast; the bad
+//!   input cases and the exact bytes on the disk);
+//! - QEMU machines (TCG, real SeaBIOS/OVMF, iPXE and GRUB, user networking): the ramdisk
+//!   from `ironboot ramdisk build` network-boots from ironboot, writes the image, and the
+//!   machine boots its instance — from its own disk (whole-disk image) or over the network
+//!   with `root=UUID=` (partition image). At most two guests run at once.
+
+use crate::support;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::deploy_lab::{DeployLab, Machine, Reach};
+
+const MIB: u64 = 1 << 20;
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+/// (start, size) in bytes of the MBR's primary partitions.
+fn mbr_partitions(disk: &Path) -> Vec<(u8, u64, u64, bool)> {
+    let mbr = read_at(disk, 0, 512);
+    assert_eq!(&mbr[510..], &[0x55, 0xaa], "no MBR on {}", disk.display());
+    (0..4)
+        .map(|i| &mbr[446 + 16 * i..462 + 16 * i])
+        .filter(|e| e[4] != 0)
+        .map(|e| {
+            let lba = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+            let n = u32::from_le_bytes([e[12], e[13], e[14], e[15]]);
+            (e[4], u64::from(lba) * 512, u64::from(n) * 512, e[0] == 0x80)
+        })
+        .collect()
+}
+
+fn mbr_disk_id(bytes: &[u8]) -> String {
+    format!(
+        "0x{:08x}",
+        u32::from_le_bytes([bytes[440], bytes[441], bytes[442], bytes[443]])
+    )
+}
+
+/// The ISO 9660 volume label at `offset`, if there is one.
+fn iso_label(disk: &Path, offset: u64) -> Option<String> {
+    let pvd = read_at(disk, offset + 32768, 72);
+    (&pvd[1..6] == b"CD001").then(|| String::from_utf8_lossy(&pvd[40..72]).trim().to_string())
+}
+
+fn sparse_file(path: &Path, size: u64) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
+/// A raw whole-disk image with an MBR and one partition, `size` bytes of pattern after it.
+fn mbr_image(dir: &Path, size: u64) -> std::path::PathBuf {
+    let path = dir.join("disk-image.raw");
+    support::write_pattern_file(&path, size as usize, 11);
+    let (ok, _, err) = support::run(std::process::Command::new("parted").args([
+        "-s",
+        path.to_str().unwrap(),
+        "mklabel",
+        "msdos",
+        "mkpart",
+        "primary",
+        "ext4",
+        "1MiB",
+        "100%",
+    ]));
+    assert!(ok, "parted: {err}");
+    path
+}
+
+fn wait_active_or_fail(lab: &DeployLab, uuid: &str, m: &Machine, timeout: Duration) -> Value {
+    let done = lab.wait_state(uuid, &["active", "deploy failed"], timeout);
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        support::ipa::tail(&m.all_output(), 60)
+    );
+    done
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+#[test]
+fn process_agent_writes_a_whole_disk_image_with_a_config_drive() {
+    let test = "e2e process whole-disk";
+    if !support::require_peer(test, &["curl", "parted"]) {
+        return;
+    }
+    let lab = DeployLab::start(Reach::Loopback, &[], |_, _, _| vec![]);
+    let image = mbr_image(lab.path(), 24 * MIB);
+    let disk = lab.path().join("disk.raw");
+    sparse_file(&disk, 256 * MIB);
+    let m = lab.process_machine("wd", "52:54:00:e2:00:01", &disk, "");
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"name": "e2e-wd", "driver_info": m.driver_info(),
+               "instance_info": {"image_source": file_url(&image),
+                                 "image_checksum": format!("sha256:{}", support::agent_kit::sha256(&image))}}),
+    );
+    let started = Instant::now();
+    lab.provision(
+        &uuid,
+        json!({"target": "active", "configdrive": {"meta_data": {"hostname": "e2e-wd"}}}),
+    );
+    let done = wait_active_or_fail(&lab, &uuid, &m, DEPLOY_TIMEOUT);
+    eprintln!(
+        "{test}: active after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The image, byte for byte, except the partition entry the config drive added.
+    let want = std::fs::read(&image).unwrap();
+    let got = read_at(&disk, 0, want.len());
+    assert!(
+        got[..446] == want[..446] && got[512..] == want[512..],
+        "the image differs on the disk"
+    );
+    let parts = mbr_partitions(&disk);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let (_, cd_start, cd_size, _) = parts[1];
+    assert_eq!(
+        (cd_start + cd_size, cd_size),
+        (256 * MIB, 64 * MIB),
+        "config drive at the end"
+    );
+    assert_eq!(iso_label(&disk, cd_start).as_deref(), Some("config-2"));
+    let meta = String::from_utf8_lossy(&read_at(&disk, cd_start, MIB as usize)).into_owned();
+    assert!(
+        meta.contains("e2e-wd"),
+        "the hostname is not in the config drive"
+    );
+    // The agent reported the MBR disk identifier, which the conductor recorded.
+    assert_eq!(
+        done["driver_internal_info"]["root_uuid_or_disk_id"],
+        mbr_disk_id(&want)
+    );
+    assert_eq!(
+        lab.agent_commands(),
+        [
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step",
+            "standby.get_partition_uuids",
+            "standby.power_off"
+        ]
+    );
+    let calls = lab.ramdisk_calls();
+    assert_eq!(
+        calls.first().map(|c| (c.path.as_str(), c.status)),
+        Some(("/v1/lookup", 200))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path == format!("/v1/heartbeat/{uuid}") && c.status == 202),
+        "{calls:?}"
+    );
+    // Auto-TLS: the conductor talked https to the agent, pinned to its certificate.
+    let log = m.output(1);
+    assert!(
+        log.contains("command API listening") && log.contains("tls=true"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not a ramdisk: the agent process ends"),
+        "standby.power_off ended it"
+    );
+    assert_eq!(
+        m.boots(),
+        2,
+        "the conductor powered the machine off and on again"
+    );
+}
+
+#[test]
+fn process_agent_partitions_the_disk_and_reports_the_root_filesystem_uuid() {
+    let test = "e2e process partition";
+    if !support::require_peer(test, &["curl", "mkfs.ext4"]) {
+        return;
+    }
+    let lab = DeployLab::start(Reach::Loopback, &[], |_, _, _| vec![]);
+    let root_uuid = "6b1e8a5c-2f4d-4c1b-9a7e-3d2c1b0a9f8e";
+    let image = support::agent_kit::ext4_image(lab.path(), 40 * MIB, root_uuid, "e2e-root");
+    let disk = lab.path().join("disk.raw");
+    sparse_file(&disk, 512 * MIB);
+    let m = lab.process_machine("part", "52:54:00:e2:00:02", &disk, "");
+    let dummy = lab.path().join("instance-kernel");
+    std::fs::write(&dummy, b"kernel").unwrap();
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"driver_info": m.driver_info(),
+               "properties": {"capabilities": "boot_mode:bios,disk_label:msdos"},
+               "instance_info": {"image_source": file_url(&image), "image_type": "partition",
+                                 "image_checksum": format!("sha256:{}", support::agent_kit::sha256(&image)),
+                                 "root_mb": 64, "swap_mb": 16,
+                                 "kernel": file_url(&dummy), "ramdisk": file_url(&dummy)}}),
+    );
+    lab.provision(&uuid, json!({"target": "active"}));
+    let done = wait_active_or_fail(&lab, &uuid, &m, DEPLOY_TIMEOUT);
+    assert_eq!(
+        done["driver_internal_info"]["root_uuid_or_disk_id"],
+        root_uuid
+    );
+    // IPA's layout for a BIOS msdos partition image: swap, then root (bootable), 1 MiB aligned.
+    let parts = mbr_partitions(&disk);
+    assert_eq!(
+        parts,
+        [
+            (0x82, MIB, 16 * MIB, false),
+            (0x83, 17 * MIB, 64 * MIB, true)
+        ]
+    );
+    let want = std::fs::read(&image).unwrap();
+    assert!(
+        read_at(&disk, 17 * MIB, want.len()) == want,
+        "root partition != image"
+    );
+    assert_eq!(&read_at(&disk, MIB + 4086, 10), b"SWAPSPACE2");
+}
+
+/// A listener that accepts connections and never answers: a download that hangs.
+fn stalled_server() -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().take(4) {
+            held.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(600));
+    });
+    (port, h)
+}
+
+#[test]
+fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_image() {
+    let test = "e2e process bad input";
+    if !support::require_peer(test, &["curl"]) {
+        return;
+    }
+    // The agent downloads from the origin, so the checksum it verifies is the one given.
+    let lab = DeployLab::start(
+        Reach::Loopback,
+        &[("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "direct")],
+        |_, _, _| vec![],
+    );
+    let images = lab.http_root().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    support::write_pattern_file(&images.join("img.raw"), (16 * MIB) as usize, 5);
+    let sha = support::agent_kit::sha256(&images.join("img.raw"));
+    let url = format!("http://127.0.0.1:{}/images/img.raw", lab.http_port);
+    let closed = support::free_tcp_port();
+    let cases = [
+        (
+            "checksum",
+            url.clone(),
+            "0".repeat(64),
+            64 * MIB,
+            "ImageChecksumError",
+        ),
+        (
+            "unreachable",
+            format!("http://127.0.0.1:{closed}/img.raw"),
+            sha.clone(),
+            64 * MIB,
+            "ImageDownloadError",
+        ),
+        (
+            "full",
+            url.clone(),
+            sha.clone(),
+            8 * MIB,
+            "does not fit on the disk",
+        ),
+        ("nodisk", url.clone(), sha.clone(), 0, "DeviceNotFound"),
+    ];
+    let mut machines = Vec::new();
+    for (i, (name, image_url, checksum, disk_size, _)) in cases.iter().enumerate() {
+        let disk = lab.path().join(format!("{name}.raw"));
+        if *disk_size > 0 {
+            sparse_file(&disk, *disk_size);
+            // Something that looks like an old install: it must not survive a failed write.
+            std::fs::write(&disk, [0xabu8; 4096]).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&disk)
+                .unwrap()
+                .set_len(*disk_size)
+                .unwrap();
+        }
+        let m = lab.process_machine(
+            name,
+            &format!("52:54:00:e2:01:{i:02x}"),
+            &disk,
+            "ipa-image-download-connection-retries=1 ipa-image-download-connection-retry-interval=0",
+        );
+        let uuid = lab.create_node(
+            &m.mac,
+            json!({"driver_info": m.driver_info(),
+                   "instance_info": {"image_source": image_url, "image_disk_format": "raw",
+                                     "image_checksum": format!("sha256:{checksum}")}}),
+        );
+        lab.provision(&uuid, json!({"target": "active"}));
+        machines.push((uuid, m, disk));
+    }
+    for ((uuid, m, disk), (name, _, _, disk_size, says)) in machines.iter().zip(&cases) {
+        let done = lab.wait_state(uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
+        let err = done["last_error"].as_str().unwrap_or_default();
+        assert_eq!(done["provision_state"], "deploy failed", "{name}: {done}");
+        assert!(
+            err.contains("write_image failed on the agent") && err.contains(says),
+            "{name}: last_error {err:?}\n{}",
+            support::ipa::tail(&m.all_output(), 30)
+        );
+        if *disk_size > 0 {
+            // Bytes may have reached the disk before the failure: the agent scrubbed them.
+            assert!(
+                read_at(disk, 0, MIB as usize).iter().all(|b| *b == 0),
+                "{name}: the disk still has data at its start"
+            );
+        }
+    }
+    // A checksum mismatch is retried as IPA does (ipa-image-download-connection-retries=1).
+    assert_eq!(
+        machines[0]
+            .1
+            .output(1)
+            .matches("downloading the image onto the disk")
+            .count(),
+        2
+    );
+
+    // A wrong or missing token gets IPA's 401 from the agent's command API.
+    let (stall, _h) = stalled_server();
+    let disk = lab.path().join("token.raw");
+    sparse_file(&disk, 64 * MIB);
+    let m = lab.process_machine("token", "52:54:00:e2:01:10", &disk, "");
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"driver_info": m.driver_info(),
+               "instance_info": {"image_source": format!("http://127.0.0.1:{stall}/img.raw"),
+                                 "image_disk_format": "raw", "image_checksum": format!("sha256:{sha}")}}),
+    );
+    lab.provision(&uuid, json!({"target": "active"}));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // write_image was sent (and hangs on the download): the agent is up and busy.
+    while lab.node(&uuid)["driver_internal_info"]["deploy_step_index"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "write_image never started:\n{}",
+            m.all_output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let agent = format!("https://127.0.0.1:{}", m.agent_port);
+    for query in ["?agent_token=wrong", ""] {
+        for (method, body) in [
+            ("GET", None),
+            ("POST", Some(r#"{"name":"standby.sync","params":{}}"#)),
+        ] {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sSk", "-m", "10", "-X", method, "-w", "\n%{http_code}"]);
+            if let Some(b) = body {
+                c.args(["-H", "Content-Type: application/json", "--data", b]);
+            }
+            let (ok, out, err) = support::run(c.arg(format!("{agent}/v1/commands/{query}")));
+            assert!(ok, "curl: {err}");
+            let (body, code) = out.rsplit_once('\n').unwrap();
+            assert_eq!(code, "401", "{method} {query}: {body}");
+            assert_eq!(
+                serde_json::from_str::<Value>(body).unwrap(),
+                json!({"faultcode": "Client", "faultstring": "401 Unauthorized: Token invalid."})
+            );
+        }
+    }
+    // Plain http to the TLS port is not served.
+    let (ok, _, _) = support::run(
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("http://127.0.0.1:{}/v1/status", m.agent_port)),
+    );
+    assert!(!ok, "plain http answered on the agent's TLS port");
+    lab.provision(&uuid, json!({"target": "abort"}));
+    lab.wait_state(&uuid, &["deploy failed"], Duration::from_secs(30));
+}
