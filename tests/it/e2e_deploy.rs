@@ -396,3 +396,336 @@ fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_i
     lab.provision(&uuid, json!({"target": "abort"}));
     lab.wait_state(&uuid, &["deploy failed"], Duration::from_secs(30));
 }
+
+// ---------------------------------------------------------------------------------------
+// QEMU machines: real firmware, the real ramdisk, the instance boots.
+
+const QEMU_DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+const INSTANCE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// The deploy kernel and ramdisk and the kernel parameters a QEMU machine's agent needs: the
+/// conductor reaches the agent through the forwarded port, which it must advertise.
+fn deploy_driver_info(m: &Machine, rd: &support::agent_kit::AgentRamdisk) -> Value {
+    let mut info = m.driver_info();
+    info["deploy_kernel"] = json!(file_url(&rd.kernel));
+    info["deploy_ramdisk"] = json!(file_url(&rd.initramfs));
+    info["kernel_append_params"] = json!(format!(
+        "%default% console=ttyS0 panic=-1 ipa-advertise-host=127.0.0.1 ipa-advertise-port={} \
+         ipa-lookup-interval=1 ipa-image-download-connection-retries=1 \
+         ipa-image-download-connection-retry-interval=1",
+        m.agent_port
+    ));
+    info
+}
+
+/// Lines of `text` after `prefix` (console noise before it ignored).
+fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| {
+            l.find(prefix)
+                .map(|at| l[at + prefix.len()..].trim_end_matches('\r'))
+        })
+        .collect()
+}
+
+/// A random tag, so a test only accepts what this run wrote.
+fn tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Whether the agent's log in a boot shows the step the conductor ran.
+fn assert_agent_ran(m: &Machine, boot: u32, commands: &[&str]) {
+    let out = m.output(boot);
+    for c in commands {
+        assert!(
+            out.contains(&format!("command=\"{c}\"")),
+            "boot {boot} of {}: the agent never ran {c}; console tail:\n{}",
+            m.name,
+            support::ipa::tail(&out, 40)
+        );
+    }
+}
+
+#[test]
+fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() {
+    let test = "e2e QEMU iPXE BIOS whole-disk";
+    if !support::require_peer(test, &["curl", "qemu-system-x86_64"]) {
+        return;
+    }
+    let Some(kit) = support::guest::guest_kit(test) else {
+        return;
+    };
+    let Some(rd) = support::agent_kit::agent_ramdisk(test) else {
+        return;
+    };
+    let lab = DeployLab::start(
+        Reach::Guest,
+        &[
+            // The deployed node's iPXE script hands the boot to its disk (sanboot 0x80).
+            ("IRONBOOT_PXE__ENABLE_NETBOOT_FALLBACK", "true"),
+            ("IRONBOOT_AGENT__ERASE_METADATA_ON_UNDEPLOY", "true"),
+        ],
+        |_, _, _| vec![],
+    );
+    let tag = tag();
+    let image = support::agent_kit::whole_disk_image(
+        &kit,
+        lab.path(),
+        &format!("console=ttyS0 panic=-1 ironboot-instance={tag}"),
+        64 * MIB,
+    );
+    let disk = lab.path().join("vda.raw");
+    sparse_file(&disk, 4 << 30);
+    let _slot = support::deploy_lab::guest_slot();
+    let bootfile = format!("{}/boot.ipxe", lab.http_url_for_machines());
+    let m = lab.qemu_machine(
+        "bios",
+        "52:54:00:e2:0a:01",
+        &[],
+        &bootfile,
+        &[(&disk, "E2E-WD")],
+    );
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"name": "e2e-bios", "boot_interface": "ipxe",
+               "driver_info": deploy_driver_info(&m, &rd),
+               "properties": {"capabilities": "boot_mode:bios"},
+               "instance_info": {"image_source": file_url(&image),
+                                 "image_checksum": format!("sha256:{}", support::agent_kit::sha256(&image))}}),
+    );
+    let started = Instant::now();
+    lab.provision(
+        &uuid,
+        json!({"target": "active", "configdrive": {"meta_data": {"hostname": format!("e2e-{tag}")}}}),
+    );
+    let done = wait_active_or_fail(&lab, &uuid, &m, QEMU_DEPLOY_TIMEOUT);
+    let to_active = started.elapsed();
+    assert_agent_ran(
+        &m,
+        1,
+        &[
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step",
+            "standby.power_off",
+        ],
+    );
+    assert!(
+        m.output(1).contains("DHCP lease"),
+        "the agent's init got no lease"
+    );
+
+    // On the disk: the image, byte for byte (but for the config drive's partition entry),
+    // and a config-2 partition at the end of the disk.
+    let want = std::fs::read(&image).unwrap();
+    let got = read_at(&disk, 0, want.len());
+    assert!(
+        got[..446] == want[..446] && got[510..] == want[510..],
+        "the image differs on the disk"
+    );
+    let cd = *mbr_partitions(&disk).last().unwrap();
+    assert_eq!(cd.1 + cd.2, 4 << 30, "config drive at the end: {cd:?}");
+    assert_eq!(iso_label(&disk, cd.1).as_deref(), Some("config-2"));
+    assert_eq!(
+        done["driver_internal_info"]["root_uuid_or_disk_id"],
+        mbr_disk_id(&want)
+    );
+
+    // The conductor powered the machine on again; iPXE handed the boot to the disk, whose
+    // isolinux booted the instance, which found its config drive.
+    let booted = m.wait_output(2, support::agent_kit::INSTANCE_MARKER, INSTANCE_TIMEOUT);
+    m.wait_output(2, "IRONBOOT-INSTANCE-DONE", INSTANCE_TIMEOUT);
+    let console = m.output(2);
+    assert!(
+        console.contains("ironboot: handing the boot back")
+            || console.contains("sanboot")
+            || console.contains("Booting from"),
+        "{}",
+        support::ipa::tail(&console, 40)
+    );
+    let cmdline = lines_with(&console, "IRONBOOT-INSTANCE-CMDLINE: ").join(" ");
+    assert!(
+        cmdline.contains(&format!("ironboot-instance={tag}")),
+        "not this run's image: {cmdline}"
+    );
+    assert!(
+        !cmdline.contains("ipa-api-url"),
+        "the deploy ramdisk booted again: {cmdline}"
+    );
+    let drive = lines_with(&console, "IRONBOOT-INSTANCE-CONFIGDRIVE: ").join(" ");
+    assert!(
+        drive.starts_with("/dev/vda") && drive.contains(&format!("e2e-{tag}")),
+        "config drive: {drive:?}"
+    );
+    eprintln!(
+        "{test}: deploy (power on to active) {:.1} s; instance marker {:.1} s after active",
+        to_active.as_secs_f64(),
+        booted.as_secs_f64()
+    );
+
+    // Undeploy: the agent boots once more and erases the disk's metadata.
+    let started = Instant::now();
+    lab.provision(&uuid, json!({"target": "deleted"}));
+    lab.wait_state(&uuid, &["available"], QEMU_DEPLOY_TIMEOUT);
+    assert_eq!(m.boots(), 3, "deploy, instance, cleaning");
+    assert_agent_ran(
+        &m,
+        3,
+        &["clean.get_clean_steps", "clean.execute_clean_step"],
+    );
+    assert!(
+        read_at(&disk, 0, MIB as usize).iter().all(|b| *b == 0),
+        "MBR and ISO left"
+    );
+    assert!(
+        read_at(&disk, (4 << 30) - MIB, MIB as usize)
+            .iter()
+            .all(|b| *b == 0),
+        "end of disk left"
+    );
+    assert_eq!(iso_label(&disk, cd.1), None, "config drive left");
+    eprintln!(
+        "{test}: undeploy with metadata erase {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// `sfdisk --json` of a disk image: (type, start, size) in bytes, and the label.
+fn sfdisk(disk: &Path) -> (String, Vec<(String, u64, u64)>) {
+    let (ok, out, err) = support::run(std::process::Command::new("sfdisk").arg("--json").arg(disk));
+    assert!(ok, "sfdisk: {err}");
+    let t: Value = serde_json::from_str(&out).unwrap();
+    let table = &t["partitiontable"];
+    let parts = table["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["type"].as_str().unwrap().to_ascii_uppercase(),
+                p["start"].as_u64().unwrap() * 512,
+                p["size"].as_u64().unwrap() * 512,
+            )
+        })
+        .collect();
+    (table["label"].as_str().unwrap().to_string(), parts)
+}
+
+#[test]
+fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
+    let test = "e2e QEMU UEFI GRUB partition";
+    if !support::require_peer(test, &["curl", "qemu-system-x86_64", "mkfs.ext4", "sfdisk"])
+        || !support::require_condition(
+            test,
+            Path::new(support::guest::OVMF).is_file(),
+            "OVMF is missing (Debian package ovmf)",
+        )
+    {
+        return;
+    }
+    let Some(kit) = support::guest::guest_kit(test) else {
+        return;
+    };
+    let Some(rd) = support::agent_kit::agent_ramdisk(test) else {
+        return;
+    };
+    let mut grub_ok = true;
+    let lab = DeployLab::start(Reach::Guest, &[], |dir, _http, tftp| {
+        match support::netboot::grub_efi_image(test, dir, &format!("(tftp,10.0.2.2:{tftp})/grub")) {
+            Some(image) => vec![(
+                "IRONBOOT_PXE__LOADER_FILE_PATHS".into(),
+                format!("{{ \"grubx64.efi\" = \"{}\" }}", image.display()),
+            )],
+            None => {
+                grub_ok = false;
+                vec![]
+            }
+        }
+    });
+    if !grub_ok {
+        return;
+    }
+    let root_uuid = uuid::Uuid::new_v4().to_string();
+    let image = support::agent_kit::ext4_image(lab.path(), 48 * MIB, &root_uuid, "e2e-root");
+    let instance_initrd = support::agent_kit::instance_initrd(&kit, lab.path());
+    // Two disks: root device hints must send the image to the second.
+    let decoy = lab.path().join("vda.raw");
+    let target = lab.path().join("vdb.raw");
+    sparse_file(&decoy, 4 << 30);
+    sparse_file(&target, 4 << 30);
+    let _slot = support::deploy_lab::guest_slot();
+    let bootfile = format!("tftp://10.0.2.2:{}/grubx64.efi", lab.tftp_port);
+    let m = lab.qemu_machine(
+        "uefi",
+        "52:54:00:e2:0b:01",
+        &["-bios", support::guest::OVMF],
+        &bootfile,
+        &[(&decoy, "E2E-DECOY"), (&target, "E2E-TARGET")],
+    );
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"name": "e2e-uefi", "boot_interface": "pxe",
+               "driver_info": deploy_driver_info(&m, &rd),
+               "properties": {"capabilities": "boot_mode:uefi",
+                              "root_device": {"serial": "E2E-TARGET"}},
+               "instance_info": {"image_source": file_url(&image), "image_type": "partition",
+                                 "image_checksum": format!("sha256:{}", support::agent_kit::sha256(&image)),
+                                 "root_mb": 64, "kernel": file_url(&kit.kernel),
+                                 "ramdisk": file_url(&instance_initrd)}}),
+    );
+    let started = Instant::now();
+    lab.provision(&uuid, json!({"target": "active"}));
+    let done = wait_active_or_fail(&lab, &uuid, &m, QEMU_DEPLOY_TIMEOUT);
+    let to_active = started.elapsed();
+    assert_eq!(
+        done["driver_internal_info"]["root_uuid_or_disk_id"],
+        root_uuid.as_str()
+    );
+
+    // The image went to the disk the hints named, under a GPT with IPA's UEFI layout.
+    assert!(
+        read_at(&decoy, 0, MIB as usize).iter().all(|b| *b == 0),
+        "the decoy disk was written"
+    );
+    let (label, parts) = sfdisk(&target);
+    assert_eq!(label, "gpt");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(
+        parts[0].0, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "ESP first"
+    );
+    assert_eq!((parts[0].1, parts[0].2), (MIB, 550 * MIB));
+    assert_eq!(parts[1].2, 64 * MIB);
+    let want = std::fs::read(&image).unwrap();
+    assert!(
+        read_at(&target, parts[1].1, want.len()) == want,
+        "root partition != image"
+    );
+
+    // The node's GRUB config now boots the instance kernel with the reported root UUID.
+    let config = std::fs::read_to_string(lab.tftp_root().join(format!("{}.conf", m.mac))).unwrap();
+    assert!(config.contains("set default=boot_partition"), "{config}");
+    assert!(
+        config.contains(&format!("root=UUID={root_uuid} ro")),
+        "{config}"
+    );
+
+    let booted = m.wait_output(2, support::agent_kit::INSTANCE_MARKER, INSTANCE_TIMEOUT);
+    m.wait_output(2, "IRONBOOT-INSTANCE-DONE", INSTANCE_TIMEOUT);
+    let console = m.output(2);
+    let cmdline = lines_with(&console, "IRONBOOT-INSTANCE-CMDLINE: ").join(" ");
+    assert!(
+        cmdline.contains(&format!("root=UUID={root_uuid}")),
+        "{cmdline}"
+    );
+    assert!(!cmdline.contains("ipa-api-url"), "{cmdline}");
+    // The root filesystem the agent wrote, found by its UUID on the hinted disk.
+    assert_eq!(
+        lines_with(&console, "IRONBOOT-INSTANCE-ROOT: "),
+        ["/dev/vdb2 e2e-root"]
+    );
+    eprintln!(
+        "{test}: deploy (power on to active) {:.1} s; instance marker {:.1} s after active",
+        to_active.as_secs_f64(),
+        booted.as_secs_f64()
+    );
+}

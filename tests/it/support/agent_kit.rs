@@ -3,8 +3,8 @@
 //!   (Debian's kernel fetched with apt into the test cache once);
 //! - the instance's initramfs: the kit's busybox initramfs with an `/init` of its own
 //!   appended (a later cpio member replaces an earlier one), which prints
-//!   [`INSTANCE_MARKER`], its command line, what `blkid` sees, the device behind
-//!   `root=UUID=...`, and the config drive's `meta_data.json`, then powers off;
+//!   [`INSTANCE_MARKER`], its command line, the device behind `root=UUID=...` and its
+//!   label, and the config drive's `meta_data.json`, then powers off;
 //! - a whole-disk image that boots by itself: a hybrid ISO (isolinux, isohybrid MBR) built by
 //!   `ironboot media iso`, padded to a size;
 //! - a partition image: an ext4 filesystem with a known UUID.
@@ -30,11 +30,16 @@ echo "IRONBOOT-INSTANCE-CMDLINE: $(cat /proc/cmdline)"
 # Load every module the kit has, whatever the order (a few passes settle dependencies).
 for pass in 1 2 3; do for m in /lib/modules/*.ko; do insmod "$m" 2>/dev/null; done; done
 sleep 2
-blkid | sed 's/^/IRONBOOT-INSTANCE-BLKID: /'
+# The kit's busybox has findfs (by UUID or LABEL) but no blkid.
 for a in $(cat /proc/cmdline); do
-  case "$a" in root=UUID=*) echo "IRONBOOT-INSTANCE-ROOT: $(findfs "${a#root=}")" ;; esac
+  case "$a" in
+    root=UUID=*)
+      r=$(findfs "${a#root=}")
+      # The ext4 volume label: superblock (1024) + 120.
+      echo "IRONBOOT-INSTANCE-ROOT: $r $(dd if="$r" bs=1 skip=1144 count=16 2>/dev/null | tr -d '\000')" ;;
+  esac
 done
-cd=$(blkid | grep 'LABEL="config-2"' | cut -d: -f1 | head -1)
+cd=$(findfs LABEL=config-2 2>/dev/null)
 if [ -n "$cd" ] && mount -t iso9660 -o ro "$cd" /mnt; then
   echo "IRONBOOT-INSTANCE-CONFIGDRIVE: $cd $(cat /mnt/openstack/latest/meta_data.json)"
   umount /mnt
@@ -107,7 +112,9 @@ pub fn instance_initrd(kit: &GuestKit, dir: &Path) -> PathBuf {
     let mut archive = ironboot::ramdisk::cpio::Archive::default();
     archive.file("init", 0o755, INSTANCE_INIT.as_bytes().to_vec());
     let mut bytes = std::fs::read(&kit.initrd).unwrap();
-    // The kernel unpacks concatenated archives in order; the later /init wins.
+    // The kernel unpacks concatenated archives in order (the later /init wins), but it looks
+    // for the next one only at 4-byte boundaries, skipping zeros.
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
     bytes.extend_from_slice(&archive.finish(0));
     let path = dir.join("instance.img");
     std::fs::write(&path, bytes).unwrap();

@@ -297,6 +297,16 @@ impl DeployLab {
     }
 }
 
+impl Drop for DeployLab {
+    fn drop(&mut self) {
+        // IRONBOOT_KEEP_LAB=1 keeps the consoles, logs and disks for a look afterwards.
+        if std::env::var_os("IRONBOOT_KEEP_LAB").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("deploy lab kept in {}", kept.display());
+        }
+    }
+}
+
 fn write_exec(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
