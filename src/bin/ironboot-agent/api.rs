@@ -281,3 +281,192 @@ pub async fn serve(
     }
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::LookupConfig;
+    use crate::settings::{DiskScope, PowerRole, Settings};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789a";
+
+    fn agent() -> Arc<Agent> {
+        let p = [("ipa-api-url".to_string(), "http://x".to_string())].into();
+        let settings =
+            Settings::from_params(&p, DiskScope::Only(vec![]), PowerRole::Process).unwrap();
+        let config = LookupConfig {
+            heartbeat_timeout: Duration::from_secs(30),
+            md5_enable: false,
+            enable_bios_bootloader_install: false,
+        };
+        Arc::new(Agent::new(
+            settings,
+            Default::default(),
+            Some(TOKEN.into()),
+            json!({}),
+            config,
+        ))
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, Option<String>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "10.0.2.15:9999")
+            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            location,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_api_answers_like_ipa() {
+        let a = agent();
+        let app = router(Api {
+            agent: a.clone(),
+            tls: true,
+        });
+        let q = format!("?agent_token={TOKEN}");
+        let (s, root, _) = call(&app, "GET", "/", None).await;
+        assert_eq!(
+            (s, root["default_version"]["id"].as_str()),
+            (200, Some("v1"))
+        );
+        let (s, st, _) = call(&app, "GET", "/v1/status", None).await;
+        assert_eq!(s, 200);
+        assert!(
+            st["version"]
+                .as_str()
+                .unwrap()
+                .starts_with("13.0.0+ironboot")
+        );
+        // Tokens.
+        for uri in ["/v1/commands/", "/v1/commands/?agent_token=nope"] {
+            let (s, b, _) = call(&app, "GET", uri, None).await;
+            assert_eq!(
+                (s, b["faultstring"].as_str()),
+                (401, Some("401 Unauthorized: Token invalid."))
+            );
+        }
+        let sync = json!({"name": "standby.get_partition_uuids", "params": {}});
+        let (s, _, _) = call(
+            &app,
+            "POST",
+            "/v1/commands/?agent_token=nope",
+            Some(sync.clone()),
+        )
+        .await;
+        assert_eq!(s, 401);
+        // Bad requests, each with its status and IPA's text.
+        for (body, status, text) in [
+            (
+                json!({"params": {}}),
+                400,
+                "400 Bad Request: Missing or invalid name or params",
+            ),
+            (
+                json!({"name": "x.y", "params": []}),
+                400,
+                "400 Bad Request: Missing or invalid name or params",
+            ),
+            (
+                json!({"name": "nope.x", "params": {}}),
+                404,
+                "Not found: Extension with id nope not found.",
+            ),
+            (
+                json!({"name": "standby.nope", "params": {}}),
+                400,
+                "Invalid command: Unknown command: nope",
+            ),
+            (
+                json!({"name": "standby.sync", "params": {"bogus": 1}}),
+                400,
+                "Invalid command parameters: standby.sync does not take the parameter \"bogus\"",
+            ),
+            (
+                json!({"name": "standby.prepare_image", "params": {"image_info": {"id": "i"}}}),
+                400,
+                "Invalid command parameters: Image is missing 'urls' field.",
+            ),
+        ] {
+            let (s, b, _) = call(
+                &app,
+                "POST",
+                &format!("/v1/commands/{q}"),
+                Some(body.clone()),
+            )
+            .await;
+            assert_eq!(
+                (s, b["faultstring"].as_str()),
+                (status, Some(text)),
+                "{body}"
+            );
+        }
+        // A sync command: 200 with its result; listed afterwards; fetched by id.
+        let (s, c, _) = call(
+            &app,
+            "POST",
+            &format!("/v1/commands/{q}&wait=true"),
+            Some(sync),
+        )
+        .await;
+        assert_eq!(
+            (s, c["command_status"].as_str(), c["command_name"].as_str()),
+            (200, Some("SUCCEEDED"), Some("get_partition_uuids"))
+        );
+        assert_eq!(c["command_result"], json!({}));
+        let (_, list, _) = call(&app, "GET", &format!("/v1/commands/{q}"), None).await;
+        assert_eq!(list["commands"].as_array().unwrap().len(), 1);
+        let id = c["id"].as_str().unwrap();
+        let (s, one, _) = call(
+            &app,
+            "GET",
+            &format!("/v1/commands/{id}{q}&wait=true"),
+            None,
+        )
+        .await;
+        assert_eq!((s, one["id"].as_str()), (200, Some(id)));
+        let (s, _, _) = call(&app, "GET", &format!("/v1/commands/nope{q}"), None).await;
+        assert_eq!(s, 404);
+        // Busy while the last command runs.
+        a.commands.push_running("execute_deploy_step");
+        let (s, b, _) = call(
+            &app,
+            "POST",
+            &format!("/v1/commands/{q}"),
+            Some(json!({"name": "standby.sync", "params": {}})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["faultstring"].as_str()),
+            (
+                409,
+                Some("Agent is busy: executing command execute_deploy_step")
+            )
+        );
+        // Without the slash: a redirect that keeps the query.
+        let (s, _, to) = call(&app, "POST", &format!("/v1/commands{q}"), Some(json!({}))).await;
+        assert_eq!((s, to), (308, Some(format!("/v1/commands/{q}"))));
+    }
+}

@@ -273,6 +273,57 @@ async fn open(
     })
 }
 
+/// Feeds the download to the writer; the failure that stopped it early, if any.
+async fn pump(
+    settings: &DownloadSettings,
+    info: &ImageInfo,
+    url: &str,
+    resp: reqwest::Response,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    started: Instant,
+) -> Option<Failure> {
+    let mut stream = resp.bytes_stream();
+    let mut first = true;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Failure::Retry(RestError::image_download(
+                    &info.id,
+                    format!(
+                        "the download from {url} broke off: {}",
+                        crate::ironic::describe(e)
+                    ),
+                )));
+            }
+        };
+        if first && let Some(fmt) = foreign_format(&chunk) {
+            return Some(Failure::Fatal(RestError::invalid_image(format!(
+                "image {} is {fmt} (by its header, declared {:?}); ironboot-agent writes raw \
+                 images only: let ironboot convert it ([agent] image_download_source = http, \
+                 the default) or provide a raw image",
+                info.id,
+                info.disk_format.as_deref().unwrap_or("raw")
+            ))));
+        }
+        first = false;
+        if !settings.max_duration.is_zero() && started.elapsed() > settings.max_duration {
+            return Some(Failure::Fatal(RestError::image_download(
+                &info.id,
+                format!(
+                    "not done within {:?} (ipa-image-download-max-duration)",
+                    settings.max_duration
+                ),
+            )));
+        }
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped; its result says why.
+            return None;
+        }
+    }
+    None
+}
+
 async fn attempt(
     settings: &DownloadSettings,
     client: &reqwest::Client,
@@ -293,49 +344,7 @@ async fn attempt(
     let dest = (target.file.clone(), target.offset, target.limit);
     let algo = expected.algo;
     let write = tokio::task::spawn_blocking(move || writer(dest, algo, rx));
-    let mut stream = resp.bytes_stream();
-    let mut first = true;
-    let mut failure = None;
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                failure = Some(Failure::Retry(RestError::image_download(
-                    &info.id,
-                    format!(
-                        "the download from {url} broke off: {}",
-                        crate::ironic::describe(e)
-                    ),
-                )));
-                break;
-            }
-        };
-        if first && let Some(fmt) = foreign_format(&chunk) {
-            failure = Some(Failure::Fatal(RestError::invalid_image(format!(
-                "image {} is {fmt} (by its header, declared {:?}); ironboot-agent writes raw \
-                 images only: let ironboot convert it ([agent] image_download_source = http, \
-                 the default) or provide a raw image",
-                info.id,
-                info.disk_format.as_deref().unwrap_or("raw")
-            ))));
-            break;
-        }
-        first = false;
-        if !settings.max_duration.is_zero() && started.elapsed() > settings.max_duration {
-            failure = Some(Failure::Fatal(RestError::image_download(
-                &info.id,
-                format!(
-                    "not done within {:?} (ipa-image-download-max-duration)",
-                    settings.max_duration
-                ),
-            )));
-            break;
-        }
-        if tx.send(chunk).await.is_err() {
-            // The writer stopped; its result says why.
-            break;
-        }
-    }
+    let failure = pump(settings, info, &url, resp, &tx, started).await;
     drop(tx);
     let written = write.await.map_err(|e| {
         Failure::Fatal(RestError::execution(format!(

@@ -146,6 +146,14 @@ impl CommandLog {
     pub fn get(&self, id: &str) -> Option<Arc<Command>> {
         self.lock().iter().find(|c| c.id == id).cloned()
     }
+
+    /// Records a command that never ends (tests of the busy agent).
+    #[cfg(test)]
+    pub fn push_running(&self, name: &str) -> Arc<Command> {
+        let c = Command::new(name);
+        self.lock().push(c.clone());
+        c
+    }
 }
 
 type Run = fn(Arc<Agent>, Map<String, Value>) -> BoxFuture<'static, Result<Value, RestError>>;

@@ -80,6 +80,57 @@ fn mb(m: &Map<String, Value>, k: &str) -> Result<u64, RestError> {
     })
 }
 
+impl PartitionSpec {
+    /// `Some` for `image_type` = `partition` (IPA reads these keys directly: required).
+    fn parse(m: &Map<String, Value>) -> Result<Option<PartitionSpec>, RestError> {
+        if text(m, "image_type").as_deref() != Some("partition") {
+            return Ok(None);
+        }
+        let spec = PartitionSpec {
+            root_mb: mb(m, "root_mb")?,
+            swap_mb: mb(m, "swap_mb")?,
+            ephemeral_mb: mb(m, "ephemeral_mb")?,
+            ephemeral_format: text(m, "ephemeral_format"),
+            preserve_ephemeral: m
+                .get("preserve_ephemeral")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            boot_mode: text(m, "deploy_boot_mode").unwrap_or_else(|| "bios".into()),
+            local_boot: text(m, "boot_option").as_deref() != Some("netboot"),
+            disk_label: text(m, "disk_label").unwrap_or_else(|| "msdos".into()),
+        };
+        if spec.root_mb == 0 {
+            return Err(RestError::invalid_params("image_info.root_mb must be > 0"));
+        }
+        Ok(Some(spec))
+    }
+}
+
+/// HTTP basic credentials (`image_server_auth_strategy` = `http_basic`) and the
+/// `Authorization` header (base64 in `image_request_authorization`).
+#[allow(clippy::type_complexity)]
+fn auth(m: &Map<String, Value>) -> Result<(Option<(String, String)>, Option<String>), RestError> {
+    let basic =
+        (text(m, "image_server_auth_strategy").as_deref() == Some("http_basic")).then(|| {
+            (
+                text(m, "image_server_user").unwrap_or_default(),
+                text(m, "image_server_password").unwrap_or_default(),
+            )
+        });
+    let header = match text(m, "image_request_authorization") {
+        Some(b64) => Some(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    RestError::invalid_params("image_request_authorization is not base64 text")
+                })?,
+        ),
+        None => None,
+    };
+    Ok((basic, header))
+}
+
 impl ImageInfo {
     pub fn parse(v: Option<&Value>) -> Result<ImageInfo, RestError> {
         let m = v
@@ -119,45 +170,8 @@ impl ImageInfo {
                  'os_hash_algo' field and 'os_hash_value' field must be provided in image_info",
             ));
         }
-        let partition = match text(m, "image_type").as_deref() {
-            Some("partition") => Some(PartitionSpec {
-                root_mb: mb(m, "root_mb")?,
-                swap_mb: mb(m, "swap_mb")?,
-                ephemeral_mb: mb(m, "ephemeral_mb")?,
-                ephemeral_format: text(m, "ephemeral_format"),
-                preserve_ephemeral: m
-                    .get("preserve_ephemeral")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                boot_mode: text(m, "deploy_boot_mode").unwrap_or_else(|| "bios".into()),
-                local_boot: text(m, "boot_option").as_deref() != Some("netboot"),
-                disk_label: text(m, "disk_label").unwrap_or_else(|| "msdos".into()),
-            }),
-            _ => None,
-        };
-        if let Some(p) = &partition
-            && p.root_mb == 0
-        {
-            return Err(RestError::invalid_params("image_info.root_mb must be > 0"));
-        }
-        let basic_auth = (text(m, "image_server_auth_strategy").as_deref() == Some("http_basic"))
-            .then(|| {
-                (
-                    text(m, "image_server_user").unwrap_or_default(),
-                    text(m, "image_server_password").unwrap_or_default(),
-                )
-            });
-        let authorization = match text(m, "image_request_authorization") {
-            Some(b64) => Some(
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| {
-                        RestError::invalid_params("image_request_authorization is not base64 text")
-                    })?,
-            ),
-            None => None,
-        };
+        let partition = PartitionSpec::parse(m)?;
+        let (basic_auth, authorization) = auth(m)?;
         let proxies = m
             .get("proxies")
             .and_then(Value::as_object)
@@ -436,6 +450,33 @@ fn layout(
     Ok((parts, names))
 }
 
+/// The filesystems around the root partition (ESP, swap, ephemeral) and the config drive;
+/// returns the ESP's UUID.
+fn format_partitions(
+    f: &File,
+    t: &table::Table,
+    names: &[&'static str],
+    drive: Option<&[u8]>,
+) -> std::io::Result<Option<String>> {
+    let mut efi = None;
+    for (p, name) in t.partitions.iter().zip(names) {
+        match *name {
+            "efi system partition" => efi = Some(fs::make_vfat(f, p.start, p.size, "efi-part")?),
+            "swap" => {
+                fs::make_swap(f, p.start, p.size, "swap1")?;
+            }
+            "ephemeral" => {
+                fs::make_vfat(f, p.start, p.size, "ephemeral0")?;
+            }
+            "configdrive" => f.write_all_at(drive.unwrap_or_default(), p.start)?,
+            _ => {}
+        }
+    }
+    f.sync_all()?;
+    disk::reread_partitions(f);
+    Ok(efi)
+}
+
 async fn write_partition_image(
     agent: &Agent,
     info: &ImageInfo,
@@ -488,29 +529,7 @@ async fn write_partition_image(
     download::stream_to(agent, info, expected, &target).await?;
     let (f, d, t, nm) = (file.clone(), device.clone(), made.clone(), names.clone());
     let efi_uuid = blocking("formatting the partitions", move || {
-        let fail = |e: &dyn std::fmt::Display| RestError::image_write(&d, e);
-        let mut efi = None;
-        for (p, name) in t.partitions.iter().zip(&nm) {
-            match *name {
-                "efi system partition" => {
-                    efi =
-                        Some(fs::make_vfat(&f, p.start, p.size, "efi-part").map_err(|e| fail(&e))?)
-                }
-                "swap" => fs::make_swap(&f, p.start, p.size, "swap1")
-                    .map(|_| ())
-                    .map_err(|e| fail(&e))?,
-                "ephemeral" => fs::make_vfat(&f, p.start, p.size, "ephemeral0")
-                    .map(|_| ())
-                    .map_err(|e| fail(&e))?,
-                "configdrive" => f
-                    .write_all_at(drive.as_deref().unwrap_or_default(), p.start)
-                    .map_err(|e| fail(&e))?,
-                _ => {}
-            }
-        }
-        f.sync_all().map_err(|e| fail(&e))?;
-        disk::reread_partitions(&f);
-        Ok(efi)
+        format_partitions(&f, &t, &nm, drive.as_deref()).map_err(|e| RestError::image_write(&d, e))
     })
     .await?;
     let (f, t, r) = (file.clone(), made.clone(), root.clone());

@@ -42,34 +42,94 @@ pub fn probe(f: &File, offset: u64, len: u64) -> io::Result<Option<FsInfo>> {
     Ok(identify(&b[..got]))
 }
 
-fn identify(b: &[u8]) -> Option<FsInfo> {
-    let has =
-        |at: usize, magic: &[u8]| b.len() >= at + magic.len() && &b[at..at + magic.len()] == magic;
-    if has(1024 + 56, &[0x53, 0xef]) {
-        let sb = &b[1024..];
-        let compat = u32::from_le_bytes([sb[92], sb[93], sb[94], sb[95]]);
-        let incompat = u32::from_le_bytes([sb[96], sb[97], sb[98], sb[99]]);
-        let kind = if incompat & 0x40 != 0 {
-            "ext4"
-        } else if compat & 0x4 != 0 {
-            "ext3"
-        } else {
-            "ext2"
-        };
-        return Some(FsInfo {
-            kind,
-            uuid: uuid(&sb[104..120]),
-            label: text(&sb[120..136]),
-        });
+fn has(b: &[u8], at: usize, magic: &[u8]) -> bool {
+    b.len() >= at + magic.len() && &b[at..at + magic.len()] == magic
+}
+
+fn ext(b: &[u8]) -> Option<FsInfo> {
+    if !has(b, 1024 + 56, &[0x53, 0xef]) {
+        return None;
     }
-    if has(0, b"XFSB") {
+    let sb = &b[1024..];
+    let compat = u32::from_le_bytes([sb[92], sb[93], sb[94], sb[95]]);
+    let incompat = u32::from_le_bytes([sb[96], sb[97], sb[98], sb[99]]);
+    let kind = if incompat & 0x40 != 0 {
+        "ext4"
+    } else if compat & 0x4 != 0 {
+        "ext3"
+    } else {
+        "ext2"
+    };
+    Some(FsInfo {
+        kind,
+        uuid: uuid(&sb[104..120]),
+        label: text(&sb[120..136]),
+    })
+}
+
+fn iso9660(b: &[u8]) -> Option<FsInfo> {
+    if !has(b, 32768 + 1, b"CD001") {
+        return None;
+    }
+    let pvd = &b[32768..];
+    // blkid's UUID for ISO 9660: the volume creation time, YYYY-MM-DD-HH-MM-SS-cc.
+    let t = &pvd[813..829];
+    let uuid = t.iter().all(u8::is_ascii_digit).then(|| {
+        let s = String::from_utf8_lossy(t);
+        let parts = [
+            &s[0..4],
+            &s[4..6],
+            &s[6..8],
+            &s[8..10],
+            &s[10..12],
+            &s[12..14],
+            &s[14..16],
+        ];
+        parts.join("-")
+    });
+    Some(FsInfo {
+        kind: "iso9660",
+        uuid,
+        label: text(&pvd[40..72]),
+    })
+}
+
+fn vfat(b: &[u8]) -> Option<FsInfo> {
+    if !has(b, 510, &[0x55, 0xaa]) {
+        return None;
+    }
+    let (serial_at, label_at) = if has(b, 82, b"FAT32") {
+        (67, 71)
+    } else if has(b, 54, b"FAT1") {
+        (39, 43)
+    } else {
+        return None;
+    };
+    let serial = u32::from_le_bytes([
+        b[serial_at],
+        b[serial_at + 1],
+        b[serial_at + 2],
+        b[serial_at + 3],
+    ]);
+    Some(FsInfo {
+        kind: "vfat",
+        uuid: Some(format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)),
+        label: text(&b[label_at..label_at + 11]).filter(|l| l != "NO NAME"),
+    })
+}
+
+fn identify(b: &[u8]) -> Option<FsInfo> {
+    if let Some(found) = ext(b) {
+        return Some(found);
+    }
+    if has(b, 0, b"XFSB") {
         return Some(FsInfo {
             kind: "xfs",
             uuid: uuid(&b[32..48]),
             label: text(&b[108..120]),
         });
     }
-    if has(65536 + 64, b"_BHRfS_M") {
+    if has(b, 65536 + 64, b"_BHRfS_M") {
         let sb = &b[65536..];
         return Some(FsInfo {
             kind: "btrfs",
@@ -77,57 +137,14 @@ fn identify(b: &[u8]) -> Option<FsInfo> {
             label: text(&sb[299..299 + 256]),
         });
     }
-    if has(4096 - 10, b"SWAPSPACE2") {
+    if has(b, 4096 - 10, b"SWAPSPACE2") {
         return Some(FsInfo {
             kind: "swap",
             uuid: uuid(&b[1024 + 12..1024 + 28]),
             label: text(&b[1024 + 28..1024 + 44]),
         });
     }
-    if has(32768 + 1, b"CD001") {
-        let pvd = &b[32768..];
-        // blkid's UUID for ISO 9660: the volume creation time, YYYY-MM-DD-HH-MM-SS-cc.
-        let t = &pvd[813..829];
-        let uuid = t.iter().all(u8::is_ascii_digit).then(|| {
-            let s = String::from_utf8_lossy(t);
-            format!(
-                "{}-{}-{}-{}-{}-{}-{}",
-                &s[0..4],
-                &s[4..6],
-                &s[6..8],
-                &s[8..10],
-                &s[10..12],
-                &s[12..14],
-                &s[14..16]
-            )
-        });
-        return Some(FsInfo {
-            kind: "iso9660",
-            uuid,
-            label: text(&pvd[40..72]),
-        });
-    }
-    if has(510, &[0x55, 0xaa]) {
-        let (serial_at, label_at) = if has(82, b"FAT32") {
-            (67, 71)
-        } else if has(54, b"FAT1") {
-            (39, 43)
-        } else {
-            return None;
-        };
-        let serial = u32::from_le_bytes([
-            b[serial_at],
-            b[serial_at + 1],
-            b[serial_at + 2],
-            b[serial_at + 3],
-        ]);
-        return Some(FsInfo {
-            kind: "vfat",
-            uuid: Some(format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)),
-            label: text(&b[label_at..label_at + 11]).filter(|l| l != "NO NAME"),
-        });
-    }
-    None
+    iso9660(b).or_else(|| vfat(b))
 }
 
 /// Writes a Linux swap signature (version 1, 4 KiB pages) over `len` bytes at `offset`.
