@@ -342,8 +342,21 @@ fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_i
             .count(),
         2
     );
+}
 
-    // A wrong or missing token gets IPA's 401 from the agent's command API.
+#[test]
+fn process_agent_answers_a_wrong_or_missing_token_with_ipas_401() {
+    let test = "e2e process tokens";
+    if !support::require_peer(test, &["curl"]) {
+        return;
+    }
+    let lab = DeployLab::start(
+        Reach::Loopback,
+        &[("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "direct")],
+        |_, _, _| vec![],
+    );
+    let sha = "0".repeat(64);
+    // The image download hangs, so the agent stays up, busy with write_image.
     let (stall, _h) = stalled_server();
     let disk = lab.path().join("token.raw");
     sparse_file(&disk, 64 * MIB);
@@ -446,16 +459,63 @@ fn assert_agent_ran(m: &Machine, boot: u32, commands: &[&str]) {
     }
 }
 
+/// The test kit and the agent ramdisk, or `None` when QEMU or apt are missing (skip).
+fn qemu_kits(test: &str) -> Option<(support::guest::GuestKit, support::agent_kit::AgentRamdisk)> {
+    if !support::require_peer(test, &["curl", "qemu-system-x86_64"]) {
+        return None;
+    }
+    let kit = support::guest::guest_kit(test)?;
+    let rd = support::agent_kit::agent_ramdisk(test)?;
+    Some((kit, rd))
+}
+
+/// The whole-disk image on the disk byte for byte (but for the partition entry the config
+/// drive added) and the config drive at the end; returns the config drive's partition.
+fn assert_whole_disk_written(disk: &Path, image: &Path, disk_size: u64) -> (u64, u64) {
+    let want = std::fs::read(image).unwrap();
+    let got = read_at(disk, 0, want.len());
+    assert!(
+        got[..446] == want[..446] && got[510..] == want[510..],
+        "the image differs on the disk"
+    );
+    let (_, start, size, _) = *mbr_partitions(disk).last().unwrap();
+    assert_eq!(start + size, disk_size, "config drive at the end");
+    assert_eq!(iso_label(disk, start).as_deref(), Some("config-2"));
+    (start, size)
+}
+
+/// Boot `boot` came from the disk (iPXE's sanboot, then isolinux), ran this run's image and
+/// found its config drive.
+fn assert_instance_booted_from_disk(m: &Machine, boot: u32, tag: &str) -> Duration {
+    let booted = m.wait_output(boot, support::agent_kit::INSTANCE_MARKER, INSTANCE_TIMEOUT);
+    m.wait_output(boot, "IRONBOOT-INSTANCE-DONE", INSTANCE_TIMEOUT);
+    let console = m.output(boot);
+    assert!(
+        console.contains("Booting from SAN device 0x80") && console.contains("ISOLINUX"),
+        "not booted from the disk:\n{}",
+        support::ipa::tail(&console, 40)
+    );
+    let cmdline = lines_with(&console, "IRONBOOT-INSTANCE-CMDLINE: ").join(" ");
+    assert!(
+        cmdline.contains(&format!("ironboot-instance={tag}")),
+        "not this run's image: {cmdline}"
+    );
+    assert!(
+        !cmdline.contains("ipa-api-url"),
+        "the deploy ramdisk booted again: {cmdline}"
+    );
+    let drive = lines_with(&console, "IRONBOOT-INSTANCE-CONFIGDRIVE: ").join(" ");
+    assert!(
+        drive.starts_with("/dev/vda") && drive.contains(&format!("e2e-{tag}")),
+        "config drive: {drive:?}"
+    );
+    booted
+}
+
 #[test]
 fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() {
     let test = "e2e QEMU iPXE BIOS whole-disk";
-    if !support::require_peer(test, &["curl", "qemu-system-x86_64"]) {
-        return;
-    }
-    let Some(kit) = support::guest::guest_kit(test) else {
-        return;
-    };
-    let Some(rd) = support::agent_kit::agent_ramdisk(test) else {
+    let Some((kit, rd)) = qemu_kits(test) else {
         return;
     };
     let lab = DeployLab::start(
@@ -468,14 +528,11 @@ fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() 
         |_, _, _| vec![],
     );
     let tag = tag();
-    let image = support::agent_kit::whole_disk_image(
-        &kit,
-        lab.path(),
-        &format!("console=ttyS0 panic=-1 ironboot-instance={tag}"),
-        64 * MIB,
-    );
+    let append = format!("console=ttyS0 panic=-1 ironboot-instance={tag}");
+    let image = support::agent_kit::whole_disk_image(&kit, lab.path(), &append, 64 * MIB);
     let disk = lab.path().join("vda.raw");
-    sparse_file(&disk, 4 << 30);
+    let disk_size = 4 << 30;
+    sparse_file(&disk, disk_size);
     let _slot = support::deploy_lab::guest_slot();
     let bootfile = format!("{}/boot.ipxe", lab.http_url_for_machines());
     let m = lab.qemu_machine(
@@ -494,68 +551,29 @@ fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() 
                                  "image_checksum": format!("sha256:{}", support::agent_kit::sha256(&image))}}),
     );
     let started = Instant::now();
-    lab.provision(
-        &uuid,
-        json!({"target": "active", "configdrive": {"meta_data": {"hostname": format!("e2e-{tag}")}}}),
-    );
+    let drive = json!({"meta_data": {"hostname": format!("e2e-{tag}")}});
+    lab.provision(&uuid, json!({"target": "active", "configdrive": drive}));
     let done = wait_active_or_fail(&lab, &uuid, &m, QEMU_DEPLOY_TIMEOUT);
     let to_active = started.elapsed();
-    assert_agent_ran(
-        &m,
-        1,
-        &[
-            "deploy.get_deploy_steps",
-            "deploy.execute_deploy_step",
-            "standby.power_off",
-        ],
-    );
+    let deploy = [
+        "deploy.get_deploy_steps",
+        "deploy.execute_deploy_step",
+        "standby.power_off",
+    ];
+    assert_agent_ran(&m, 1, &deploy);
     assert!(
         m.output(1).contains("DHCP lease"),
         "the agent's init got no lease"
     );
-
-    // On the disk: the image, byte for byte (but for the config drive's partition entry),
-    // and a config-2 partition at the end of the disk.
+    let cd = assert_whole_disk_written(&disk, &image, disk_size);
     let want = std::fs::read(&image).unwrap();
-    let got = read_at(&disk, 0, want.len());
-    assert!(
-        got[..446] == want[..446] && got[510..] == want[510..],
-        "the image differs on the disk"
-    );
-    let cd = *mbr_partitions(&disk).last().unwrap();
-    assert_eq!(cd.1 + cd.2, 4 << 30, "config drive at the end: {cd:?}");
-    assert_eq!(iso_label(&disk, cd.1).as_deref(), Some("config-2"));
     assert_eq!(
         done["driver_internal_info"]["root_uuid_or_disk_id"],
         mbr_disk_id(&want)
     );
 
-    // The conductor powered the machine on again; iPXE handed the boot to the disk, whose
-    // isolinux booted the instance, which found its config drive.
-    let booted = m.wait_output(2, support::agent_kit::INSTANCE_MARKER, INSTANCE_TIMEOUT);
-    m.wait_output(2, "IRONBOOT-INSTANCE-DONE", INSTANCE_TIMEOUT);
-    let console = m.output(2);
-    assert!(
-        console.contains("ironboot: handing the boot back")
-            || console.contains("sanboot")
-            || console.contains("Booting from"),
-        "{}",
-        support::ipa::tail(&console, 40)
-    );
-    let cmdline = lines_with(&console, "IRONBOOT-INSTANCE-CMDLINE: ").join(" ");
-    assert!(
-        cmdline.contains(&format!("ironboot-instance={tag}")),
-        "not this run's image: {cmdline}"
-    );
-    assert!(
-        !cmdline.contains("ipa-api-url"),
-        "the deploy ramdisk booted again: {cmdline}"
-    );
-    let drive = lines_with(&console, "IRONBOOT-INSTANCE-CONFIGDRIVE: ").join(" ");
-    assert!(
-        drive.starts_with("/dev/vda") && drive.contains(&format!("e2e-{tag}")),
-        "config drive: {drive:?}"
-    );
+    // The conductor powered the machine on again; iPXE handed the boot to the disk.
+    let booted = assert_instance_booted_from_disk(&m, 2, &tag);
     eprintln!(
         "{test}: deploy (power on to active) {:.1} s; instance marker {:.1} s after active",
         to_active.as_secs_f64(),
@@ -572,17 +590,10 @@ fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() 
         3,
         &["clean.get_clean_steps", "clean.execute_clean_step"],
     );
-    assert!(
-        read_at(&disk, 0, MIB as usize).iter().all(|b| *b == 0),
-        "MBR and ISO left"
-    );
-    assert!(
-        read_at(&disk, (4 << 30) - MIB, MIB as usize)
-            .iter()
-            .all(|b| *b == 0),
-        "end of disk left"
-    );
-    assert_eq!(iso_label(&disk, cd.1), None, "config drive left");
+    let zero = |offset: u64| read_at(&disk, offset, MIB as usize).iter().all(|b| *b == 0);
+    assert!(zero(0), "MBR and ISO left");
+    assert!(zero(disk_size - MIB), "end of disk left");
+    assert_eq!(iso_label(&disk, cd.0), None, "config drive left");
     eprintln!(
         "{test}: undeploy with metadata erase {:.1} s",
         started.elapsed().as_secs_f64()
@@ -610,27 +621,21 @@ fn sfdisk(disk: &Path) -> (String, Vec<(String, u64, u64)>) {
     (table["label"].as_str().unwrap().to_string(), parts)
 }
 
-#[test]
-fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
-    let test = "e2e QEMU UEFI GRUB partition";
-    if !support::require_peer(test, &["curl", "qemu-system-x86_64", "mkfs.ext4", "sfdisk"])
+/// A lab whose TFTP root serves a GRUB EFI image with its prefix on that TFTP server.
+fn grub_tftp_lab(test: &str) -> Option<DeployLab> {
+    if !support::require_peer(test, &["mkfs.ext4", "sfdisk"])
         || !support::require_condition(
             test,
             Path::new(support::guest::OVMF).is_file(),
             "OVMF is missing (Debian package ovmf)",
         )
     {
-        return;
+        return None;
     }
-    let Some(kit) = support::guest::guest_kit(test) else {
-        return;
-    };
-    let Some(rd) = support::agent_kit::agent_ramdisk(test) else {
-        return;
-    };
     let mut grub_ok = true;
     let lab = DeployLab::start(Reach::Guest, &[], |dir, _http, tftp| {
-        match support::netboot::grub_efi_image(test, dir, &format!("(tftp,10.0.2.2:{tftp})/grub")) {
+        let prefix = format!("(tftp,10.0.2.2:{tftp})/grub");
+        match support::netboot::grub_efi_image(test, dir, &prefix) {
             Some(image) => vec![(
                 "IRONBOOT_PXE__LOADER_FILE_PATHS".into(),
                 format!("{{ \"grubx64.efi\" = \"{}\" }}", image.display()),
@@ -641,9 +646,41 @@ fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
             }
         }
     });
-    if !grub_ok {
+    grub_ok.then_some(lab)
+}
+
+/// IPA's UEFI partition layout on `target` (ESP, then root holding `image`), nothing on
+/// `decoy`.
+fn assert_partition_image_written(target: &Path, decoy: &Path, image: &Path) {
+    assert!(
+        read_at(decoy, 0, MIB as usize).iter().all(|b| *b == 0),
+        "the decoy disk was written"
+    );
+    let (label, parts) = sfdisk(target);
+    assert_eq!(label, "gpt");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(
+        parts[0].0, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "ESP first"
+    );
+    assert_eq!((parts[0].1, parts[0].2), (MIB, 550 * MIB));
+    assert_eq!(parts[1].2, 64 * MIB);
+    let want = std::fs::read(image).unwrap();
+    assert!(
+        read_at(target, parts[1].1, want.len()) == want,
+        "root partition != image"
+    );
+}
+
+#[test]
+fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
+    let test = "e2e QEMU UEFI GRUB partition";
+    let Some((kit, rd)) = qemu_kits(test) else {
         return;
-    }
+    };
+    let Some(lab) = grub_tftp_lab(test) else {
+        return;
+    };
     let root_uuid = uuid::Uuid::new_v4().to_string();
     let image = support::agent_kit::ext4_image(lab.path(), 48 * MIB, &root_uuid, "e2e-root");
     let instance_initrd = support::agent_kit::instance_initrd(&kit, lab.path());
@@ -654,12 +691,13 @@ fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
     sparse_file(&target, 4 << 30);
     let _slot = support::deploy_lab::guest_slot();
     let bootfile = format!("tftp://10.0.2.2:{}/grubx64.efi", lab.tftp_port);
+    let disks: [(&Path, &str); 2] = [(&decoy, "E2E-DECOY"), (&target, "E2E-TARGET")];
     let m = lab.qemu_machine(
         "uefi",
         "52:54:00:e2:0b:01",
         &["-bios", support::guest::OVMF],
         &bootfile,
-        &[(&decoy, "E2E-DECOY"), (&target, "E2E-TARGET")],
+        &disks,
     );
     let uuid = lab.create_node(
         &m.mac,
@@ -680,26 +718,7 @@ fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
         done["driver_internal_info"]["root_uuid_or_disk_id"],
         root_uuid.as_str()
     );
-
-    // The image went to the disk the hints named, under a GPT with IPA's UEFI layout.
-    assert!(
-        read_at(&decoy, 0, MIB as usize).iter().all(|b| *b == 0),
-        "the decoy disk was written"
-    );
-    let (label, parts) = sfdisk(&target);
-    assert_eq!(label, "gpt");
-    assert_eq!(parts.len(), 2, "{parts:?}");
-    assert_eq!(
-        parts[0].0, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-        "ESP first"
-    );
-    assert_eq!((parts[0].1, parts[0].2), (MIB, 550 * MIB));
-    assert_eq!(parts[1].2, 64 * MIB);
-    let want = std::fs::read(&image).unwrap();
-    assert!(
-        read_at(&target, parts[1].1, want.len()) == want,
-        "root partition != image"
-    );
+    assert_partition_image_written(&target, &decoy, &image);
 
     // The node's GRUB config now boots the instance kernel with the reported root UUID.
     let config = std::fs::read_to_string(lab.tftp_root().join(format!("{}.conf", m.mac))).unwrap();
@@ -728,4 +747,132 @@ fn qemu_uefi_grub_tftp_partition_image_boots_root_uuid_over_the_network() {
         to_active.as_secs_f64(),
         booted.as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Parity with the real ironic-python-agent.
+
+/// The driver's side of a deploy as ironboot logged it: every command it sent to the agent
+/// and the status it got back, in order (text or JSON log lines).
+fn driver_sequence(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter(|l| l.contains("agent command sent"))
+        .filter_map(|l| {
+            if let Ok(v) = serde_json::from_str::<Value>(l) {
+                return Some((
+                    v["command"].as_str()?.to_string(),
+                    v["status"].as_str()?.to_string(),
+                ));
+            }
+            let field = |name: &str| {
+                let at = l.find(&format!(" {name}="))? + name.len() + 2;
+                let rest = &l[at..];
+                let end = rest.find(' ').unwrap_or(rest.len());
+                Some(rest[..end].trim_matches('"').to_string())
+            };
+            Some((field("command")?, field("status")?))
+        })
+        .collect()
+}
+
+/// For each lookup ironboot answered: whether it handed out the real token (`first`).
+fn lookups(log: &str) -> Vec<bool> {
+    log.lines()
+        .filter(|l| l.contains("agent lookup"))
+        .filter_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => v["first"].as_bool(),
+            Err(_) => Some(l.contains("first=true")),
+        })
+        .collect()
+}
+
+#[test]
+fn parity_the_driver_sees_the_same_deploy_from_ipa_13_and_from_ironboot_agent() {
+    let test = "e2e parity with IPA 13";
+    // The real agent, sandboxed with a loop device (root, namespaces, its venv).
+    let Some(ipa) = support::ipa::Lab::start(test, support::ipa::LabOptions::default()) else {
+        return;
+    };
+    let images = support::ipa::TestImages::make();
+    let wd = images.path("wd.raw");
+    let checksum = format!("sha256:{}", support::agent_kit::sha256(&wd));
+    let url = ipa.serve_image(&wd, &format!("{}-parity.raw", std::process::id()));
+    let ipa_uuid = ipa.create_node(
+        "parity-ipa",
+        json!({"image_source": url, "image_disk_format": "raw", "image_checksum": checksum}),
+        None,
+    );
+    let started = Instant::now();
+    ipa.provision(&ipa_uuid, "active");
+    let ipa_done = ipa.wait_state(
+        &ipa_uuid,
+        &["active", "deploy failed"],
+        Duration::from_secs(240),
+    );
+    let ipa_time = started.elapsed();
+    let ipa_log = ipa.ironboot_log();
+    drop(ipa);
+
+    // ironboot-agent, the same image through the same conductor code.
+    let lab = DeployLab::start(Reach::Loopback, &[], |_, _, _| vec![]);
+    let disk = lab.path().join("disk.raw");
+    sparse_file(&disk, 2 << 30);
+    let m = lab.process_machine("parity", "52:54:00:e2:0c:01", &disk, "");
+    let uuid = lab.create_node(
+        &m.mac,
+        json!({"driver_info": m.driver_info(), "properties": {"capabilities": "boot_mode:bios"},
+               "instance_info": {"image_source": file_url(&wd), "image_disk_format": "raw",
+                                 "image_checksum": checksum}}),
+    );
+    let started = Instant::now();
+    lab.provision(&uuid, json!({"target": "active"}));
+    let done = wait_active_or_fail(&lab, &uuid, &m, DEPLOY_TIMEOUT);
+    eprintln!(
+        "{test}: 48 MiB raw whole-disk deploy, sandboxed processes: IPA {:.1} s, ironboot-agent {:.1} s",
+        ipa_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let log = lab.server.log();
+
+    let expected: Vec<(String, String)> = [
+        ("deploy.get_deploy_steps", "Succeeded"),
+        ("deploy.execute_deploy_step", "Running"),
+        ("standby.get_partition_uuids", "Succeeded"),
+        ("standby.power_off", "Running"),
+    ]
+    .iter()
+    .map(|(c, s)| (c.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(
+        driver_sequence(&ipa_log),
+        expected,
+        "IPA (last_error {})",
+        ipa_done["last_error"]
+    );
+    assert_eq!(driver_sequence(&log), expected, "ironboot-agent");
+    // Both looked up once for the token; IPA also refreshes its node by a second lookup
+    // (answered with the masked token), ironboot-agent does not need to.
+    let (ipa_lookups, our_lookups) = (lookups(&ipa_log), lookups(&log));
+    assert_eq!(ipa_lookups.first(), Some(&true), "{ipa_lookups:?}");
+    assert_eq!(our_lookups, [true]);
+    assert!(
+        ipa_lookups[1..].iter().all(|first| !first),
+        "{ipa_lookups:?}"
+    );
+    // What the driver read from get_partition_uuids, and where the deploys ended.
+    let image = std::fs::read(&wd).unwrap();
+    for (who, node) in [("IPA", &ipa_done), ("ironboot-agent", &done)] {
+        assert_eq!(
+            node["provision_state"], "active",
+            "{who}: {}",
+            node["last_error"]
+        );
+        assert_eq!(node["power_state"], "power on", "{who}");
+        assert_eq!(
+            node["driver_internal_info"]["root_uuid_or_disk_id"],
+            mbr_disk_id(&image),
+            "{who}"
+        );
+    }
+    assert!(read_at(&disk, 0, image.len()) == image);
 }

@@ -65,10 +65,15 @@ pub fn agent_ramdisk(test: &str) -> Option<AgentRamdisk> {
     let dir = cache_root().join("agent-ramdisk");
     std::fs::create_dir_all(&dir).unwrap();
     let _lock = FileLock::exclusive(&dir.join("build.lock"));
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_ironboot-agent"));
+    // IRONBOOT_E2E_AGENT: another build of the agent (e.g. the static release one, to
+    // measure it); by default this build's.
+    let agent = std::env::var_os("IRONBOOT_E2E_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ironboot-agent")));
     let meta = std::fs::metadata(&agent).unwrap();
     let stamp = format!(
-        "{} {:?} {:?}",
+        "{} {} {:?} {:?}",
+        agent.display(),
         meta.len(),
         meta.modified().ok(),
         std::fs::metadata(ironboot_bin())
