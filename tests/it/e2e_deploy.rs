@@ -245,10 +245,128 @@ fn stalled_server() -> (u16, std::thread::JoinHandle<()>) {
     (port, h)
 }
 
+/// What a bad-input case must leave on the machine's disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum After {
+    /// Refused before anything was written (no answer, too large, not raw): the old content
+    /// is still there.
+    Untouched,
+    /// Bytes reached the disk before the failure: its metadata was erased.
+    Scrubbed,
+    /// The machine has no disk.
+    NoDisk,
+}
+
+struct BadInput {
+    name: &'static str,
+    url: String,
+    disk_format: &'static str,
+    sha256: String,
+    disk_size: u64,
+    says: &'static str,
+    after: After,
+}
+
+/// A disk file of `size` bytes that starts like an old install.
+fn old_install(path: &Path, size: u64) {
+    std::fs::write(path, [0xabu8; 4096]).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+}
+
+fn bad_inputs(lab: &DeployLab) -> Vec<BadInput> {
+    let images = lab.http_root().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let raw = images.join("img.raw");
+    support::write_pattern_file(&raw, (16 * MIB) as usize, 5);
+    let qcow2 = images.join("img.qcow2");
+    let (ok, _, err) = support::run(
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2),
+    );
+    assert!(ok, "qemu-img: {err}");
+    let sha = support::agent_kit::sha256(&raw);
+    let qsha = support::agent_kit::sha256(&qcow2);
+    let url = |f: &str| format!("http://127.0.0.1:{}/images/{f}", lab.http_port);
+    let closed = format!("http://127.0.0.1:{}/img.raw", support::free_tcp_port());
+    let case = |name, url: String, disk_format, sha256: &str, disk_size, says, after| BadInput {
+        name,
+        url,
+        disk_format,
+        sha256: sha256.to_string(),
+        disk_size,
+        says,
+        after,
+    };
+    vec![
+        case(
+            "checksum",
+            url("img.raw"),
+            "raw",
+            &"0".repeat(64),
+            64 * MIB,
+            "ImageChecksumError",
+            After::Scrubbed,
+        ),
+        case(
+            "unreachable",
+            closed,
+            "raw",
+            &sha,
+            64 * MIB,
+            "ImageDownloadError",
+            After::Untouched,
+        ),
+        case(
+            "full",
+            url("img.raw"),
+            "raw",
+            &sha,
+            8 * MIB,
+            "does not fit on the disk",
+            After::Untouched,
+        ),
+        case(
+            "nodisk",
+            url("img.raw"),
+            "raw",
+            &sha,
+            0,
+            "DeviceNotFound",
+            After::NoDisk,
+        ),
+        case(
+            "qcow2",
+            url("img.qcow2"),
+            "qcow2",
+            &qsha,
+            64 * MIB,
+            "raw images only",
+            After::Untouched,
+        ),
+        // Declared raw, but the bytes say qcow2: refused as soon as they arrive.
+        case(
+            "disguised",
+            url("img.qcow2"),
+            "raw",
+            &qsha,
+            64 * MIB,
+            "is qcow2 (by its header",
+            After::Untouched,
+        ),
+    ]
+}
+
 #[test]
 fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_image() {
     let test = "e2e process bad input";
-    if !support::require_peer(test, &["curl"]) {
+    if !support::require_peer(test, &["curl", "qemu-img"]) {
         return;
     }
     // The agent downloads from the origin, so the checksum it verifies is the one given.
@@ -257,52 +375,15 @@ fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_i
         &[("IRONBOOT_AGENT__IMAGE_DOWNLOAD_SOURCE", "direct")],
         |_, _, _| vec![],
     );
-    let images = lab.http_root().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    support::write_pattern_file(&images.join("img.raw"), (16 * MIB) as usize, 5);
-    let sha = support::agent_kit::sha256(&images.join("img.raw"));
-    let url = format!("http://127.0.0.1:{}/images/img.raw", lab.http_port);
-    let closed = support::free_tcp_port();
-    let cases = [
-        (
-            "checksum",
-            url.clone(),
-            "0".repeat(64),
-            64 * MIB,
-            "ImageChecksumError",
-        ),
-        (
-            "unreachable",
-            format!("http://127.0.0.1:{closed}/img.raw"),
-            sha.clone(),
-            64 * MIB,
-            "ImageDownloadError",
-        ),
-        (
-            "full",
-            url.clone(),
-            sha.clone(),
-            8 * MIB,
-            "does not fit on the disk",
-        ),
-        ("nodisk", url.clone(), sha.clone(), 0, "DeviceNotFound"),
-    ];
+    let cases = bad_inputs(&lab);
     let mut machines = Vec::new();
-    for (i, (name, image_url, checksum, disk_size, _)) in cases.iter().enumerate() {
-        let disk = lab.path().join(format!("{name}.raw"));
-        if *disk_size > 0 {
-            sparse_file(&disk, *disk_size);
-            // Something that looks like an old install: it must not survive a failed write.
-            std::fs::write(&disk, [0xabu8; 4096]).unwrap();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&disk)
-                .unwrap()
-                .set_len(*disk_size)
-                .unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let disk = lab.path().join(format!("{}.raw", c.name));
+        if c.after != After::NoDisk {
+            old_install(&disk, c.disk_size);
         }
         let m = lab.process_machine(
-            name,
+            c.name,
             &format!("52:54:00:e2:01:{i:02x}"),
             &disk,
             "ipa-image-download-connection-retries=1 ipa-image-download-connection-retry-interval=0",
@@ -310,33 +391,45 @@ fn process_agent_refuses_bad_input_with_ipa_errors_and_never_reports_a_partial_i
         let uuid = lab.create_node(
             &m.mac,
             json!({"driver_info": m.driver_info(),
-                   "instance_info": {"image_source": image_url, "image_disk_format": "raw",
-                                     "image_checksum": format!("sha256:{checksum}")}}),
+                   "instance_info": {"image_source": c.url, "image_disk_format": c.disk_format,
+                                     "image_checksum": format!("sha256:{}", c.sha256)}}),
         );
         lab.provision(&uuid, json!({"target": "active"}));
         machines.push((uuid, m, disk));
     }
-    for ((uuid, m, disk), (name, _, _, disk_size, says)) in machines.iter().zip(&cases) {
+    for ((uuid, m, disk), c) in machines.iter().zip(&cases) {
         let done = lab.wait_state(uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
         let err = done["last_error"].as_str().unwrap_or_default();
-        assert_eq!(done["provision_state"], "deploy failed", "{name}: {done}");
+        assert_eq!(
+            done["provision_state"], "deploy failed",
+            "{}: {done}",
+            c.name
+        );
         assert!(
-            err.contains("write_image failed on the agent") && err.contains(says),
-            "{name}: last_error {err:?}\n{}",
+            err.contains("write_image failed on the agent") && err.contains(c.says),
+            "{}: last_error {err:?}\n{}",
+            c.name,
             support::ipa::tail(&m.all_output(), 30)
         );
-        if *disk_size > 0 {
-            // Bytes may have reached the disk before the failure: the agent scrubbed them.
-            assert!(
-                read_at(disk, 0, MIB as usize).iter().all(|b| *b == 0),
-                "{name}: the disk still has data at its start"
-            );
+        let start = (c.after != After::NoDisk).then(|| read_at(disk, 0, 4096));
+        match c.after {
+            After::Scrubbed => assert!(
+                start.unwrap().iter().all(|b| *b == 0),
+                "{}: not scrubbed",
+                c.name
+            ),
+            After::Untouched => assert!(
+                start.unwrap().iter().all(|b| *b == 0xab),
+                "{}: touched",
+                c.name
+            ),
+            After::NoDisk => {}
         }
     }
     // A checksum mismatch is retried as IPA does (ipa-image-download-connection-retries=1).
+    let checksum = &machines[0].1;
     assert_eq!(
-        machines[0]
-            .1
+        checksum
             .output(1)
             .matches("downloading the image onto the disk")
             .count(),

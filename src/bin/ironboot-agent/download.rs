@@ -35,6 +35,32 @@ pub struct Target {
     pub limit: u64,
     /// The error for an image that does not fit (its size, the room).
     pub too_large: fn(u64, u64) -> RestError,
+    /// Erase the disk's old metadata (size, sector) just before the first byte is written:
+    /// only once the server answered, the image fits and its first bytes look raw, so a
+    /// refused image leaves the disk as it was.
+    pub erase_first: Option<(u64, u64)>,
+    pub erased: std::sync::atomic::AtomicBool,
+}
+
+impl Target {
+    /// Erases the disk's metadata once (see [`Target::erase_first`]).
+    async fn prepare(&self) -> Result<(), RestError> {
+        use std::sync::atomic::Ordering;
+        let Some((size, sector)) = self.erase_first else {
+            return Ok(());
+        };
+        if self.erased.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (f, device) = (self.file.clone(), self.device.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::disk::erase::erase_metadata(&f, size, sector).map_err(|e| {
+                RestError::image_write(&device, format!("erasing the old metadata: {e}"))
+            })
+        })
+        .await
+        .map_err(|e| RestError::execution(format!("the erase did not complete: {e}")))?
+    }
 }
 
 enum Hasher {
@@ -279,7 +305,7 @@ async fn pump(
     info: &ImageInfo,
     url: &str,
     resp: reqwest::Response,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    (tx, target): (&tokio::sync::mpsc::Sender<Bytes>, &Target),
     started: Instant,
 ) -> Option<Failure> {
     let mut stream = resp.bytes_stream();
@@ -305,6 +331,9 @@ async fn pump(
                 info.id,
                 info.disk_format.as_deref().unwrap_or("raw")
             ))));
+        }
+        if first && let Err(e) = target.prepare().await {
+            return Some(Failure::Fatal(e));
         }
         first = false;
         if !settings.max_duration.is_zero() && started.elapsed() > settings.max_duration {
@@ -344,7 +373,7 @@ async fn attempt(
     let dest = (target.file.clone(), target.offset, target.limit);
     let algo = expected.algo;
     let write = tokio::task::spawn_blocking(move || writer(dest, algo, rx));
-    let failure = pump(settings, info, &url, resp, &tx, started).await;
+    let failure = pump(settings, info, &url, resp, (&tx, target), started).await;
     drop(tx);
     let written = write.await.map_err(|e| {
         Failure::Fatal(RestError::execution(format!(

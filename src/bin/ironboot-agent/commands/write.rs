@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -277,15 +278,26 @@ pub async fn prepare_image(
         })
         .await?,
     );
+    let touched = AtomicBool::new(false);
+    let w = Writing {
+        agent,
+        info: &info,
+        dev: &dev,
+        file: &file,
+        expected: &expected,
+        touched: &touched,
+    };
     let outcome = match &info.partition {
-        Some(p) => write_partition_image(agent, &info, p, &dev, &file, &expected, drive).await,
-        None => write_whole_disk(agent, &info, &dev, &file, &expected, drive).await,
+        Some(p) => write_partition_image(&w, p, drive).await,
+        None => write_whole_disk(&w, drive).await,
     };
     match outcome {
         Ok((uuids, message)) => {
             agent.set_partition_uuids(uuids);
             Ok(message)
         }
+        // Nothing written yet: the disk stays as it was.
+        Err(e) if !touched.load(Ordering::SeqCst) => Err(e),
         Err(e) => {
             scrub(&file, &dev).await;
             Err(e)
@@ -295,21 +307,28 @@ pub async fn prepare_image(
 
 type Written = (Map<String, Value>, String);
 
-async fn write_whole_disk(
-    agent: &Agent,
-    info: &ImageInfo,
-    dev: &BlockDevice,
-    file: &Arc<File>,
-    expected: &ironboot::images::checksum::Expected,
-    drive: Option<Vec<u8>>,
-) -> Result<Written, RestError> {
+/// One image being written.
+struct Writing<'a> {
+    agent: &'a Agent,
+    info: &'a ImageInfo,
+    dev: &'a BlockDevice,
+    file: &'a Arc<File>,
+    expected: &'a ironboot::images::checksum::Expected,
+    /// Set once the disk was written to: a failure after it erases the metadata.
+    touched: &'a AtomicBool,
+}
+
+async fn write_whole_disk(w: &Writing<'_>, drive: Option<Vec<u8>>) -> Result<Written, RestError> {
+    let Writing {
+        agent,
+        info,
+        dev,
+        file,
+        expected,
+        touched,
+    } = *w;
     let device = dev.path.display().to_string();
-    let (f, size, sector) = (file.clone(), dev.size, dev.sector);
-    let d = device.clone();
-    blocking("erasing the old disk metadata", move || {
-        erase::erase_metadata(&f, size, sector).map_err(|e| RestError::image_write(&d, e))
-    })
-    .await?;
+    let (size, sector) = (dev.size, dev.sector);
     let target = Target {
         file: file.clone(),
         device: device.clone(),
@@ -321,8 +340,12 @@ async fn write_whole_disk(
                 format!("the image ({image} bytes) does not fit on the disk ({room} bytes)"),
             )
         },
+        erase_first: Some((size, sector)),
+        erased: Default::default(),
     };
-    download::stream_to(agent, info, expected, &target).await?;
+    let streamed = download::stream_to(agent, info, expected, &target).await;
+    touched.store(target.erased.load(Ordering::SeqCst), Ordering::SeqCst);
+    streamed?;
     let (f, d) = (file.clone(), device.clone());
     let disk_id = blocking("finishing the disk", move || {
         let fail = |e: &dyn std::fmt::Display| RestError::image_write(&d, e);
@@ -478,18 +501,23 @@ fn format_partitions(
 }
 
 async fn write_partition_image(
-    agent: &Agent,
-    info: &ImageInfo,
+    w: &Writing<'_>,
     spec: &PartitionSpec,
-    dev: &BlockDevice,
-    file: &Arc<File>,
-    expected: &ironboot::images::checksum::Expected,
     drive: Option<Vec<u8>>,
 ) -> Result<Written, RestError> {
+    let Writing {
+        agent,
+        info,
+        dev,
+        file,
+        expected,
+        touched,
+    } = *w;
     let (new_parts, names) = layout(spec, drive.as_deref())?;
     let device = dev.path.display().to_string();
     let gpt = spec.disk_label == "gpt";
     let (f, size, sector, d) = (file.clone(), dev.size, dev.sector, device.clone());
+    touched.store(true, Ordering::SeqCst);
     let made = blocking("partitioning the disk", move || {
         let fail = |e: &dyn std::fmt::Display| RestError::image_write(&d, e);
         erase::erase_metadata(&f, size, sector).map_err(|e| fail(&e))?;
@@ -525,6 +553,9 @@ async fn write_partition_image(
                 room / MIB
             ))
         },
+        // The new partition table already replaced the old metadata.
+        erase_first: None,
+        erased: Default::default(),
     };
     download::stream_to(agent, info, expected, &target).await?;
     let (f, d, t, nm) = (file.clone(), device.clone(), made.clone(), names.clone());
