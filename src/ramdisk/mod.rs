@@ -247,3 +247,77 @@ pub fn build(req: &BuildRequest, say: &mut dyn FnMut(&str)) -> Result<BuildRepor
         initramfs_sha256: hex::encode(Sha256::digest(&packed)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel tree good enough for the builder: a setup header with a version, two modules.
+    fn fake_kernel(dir: &Path) -> (PathBuf, PathBuf) {
+        let mut image = vec![0u8; 0x400];
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        image[0x300..0x312].copy_from_slice(b"6.1.0-99-amd64 (x)");
+        let kernel = dir.join("vmlinuz");
+        std::fs::write(&kernel, &image).unwrap();
+        let modules = dir.join("lib/modules/6.1.0-99-amd64");
+        for (rel, depends) in [
+            ("kernel/drivers/virtio/virtio_pci.ko", ""),
+            ("kernel/drivers/block/virtio_blk.ko", "virtio_pci"),
+        ] {
+            let p = modules.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("\0license=GPL\0depends={depends}\0")).unwrap();
+        }
+        (kernel, modules)
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_ramdisk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, modules) = fake_kernel(dir.path());
+        let build_into = |out: &str| {
+            let req = BuildRequest {
+                kernel: Some(kernel.clone()),
+                modules_dir: Some(modules.clone()),
+                // Any dynamically linked ELF program does as the agent.
+                agent: ["/usr/bin/echo", "/bin/echo"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+                    .unwrap_or_else(|| std::env::current_exe().unwrap()),
+                output: dir.path().join(out),
+                cache_dir: dir.path().join("cache"),
+                extra_modules: vec![],
+                only_modules: Some(vec!["virtio_blk".into(), "e1000".into()]),
+                ca_bundle: None,
+            };
+            build(&req, &mut |_| {}).unwrap()
+        };
+        let one = build_into("one");
+        let two = build_into("two");
+        assert_eq!(one.initramfs_sha256, two.initramfs_sha256);
+        assert_eq!(
+            std::fs::read(&one.initramfs).unwrap(),
+            std::fs::read(&two.initramfs).unwrap()
+        );
+        assert_eq!(one.release, "6.1.0-99-amd64");
+        assert_eq!(
+            one.modules,
+            [
+                "kernel/drivers/virtio/virtio_pci.ko",
+                "kernel/drivers/block/virtio_blk.ko"
+            ]
+        );
+        assert_eq!(one.missing_modules, ["e1000"]);
+        assert!(
+            one.libraries.iter().any(|l| l.ends_with("libc.so.6")),
+            "{:?}",
+            one.libraries
+        );
+        assert_eq!(
+            std::fs::read(&one.kernel).unwrap(),
+            std::fs::read(&kernel).unwrap()
+        );
+    }
+}

@@ -12,8 +12,9 @@ use super::kernel::KernelTree;
 /// What the agent needs on common servers and virtual machines: buses, NICs, disks, the
 /// virtual media floppy.
 pub const DEFAULT_MODULES: &[&str] = &[
-    // virtual machines
+    // virtual machines (virtio_rng: entropy early, for the TLS key, where no CPU RNG is)
     "virtio_pci",
+    "virtio_rng",
     "virtio_net",
     "virtio_blk",
     "virtio_scsi",

@@ -211,4 +211,27 @@ mod tests {
             Err(VmediaError::NoParameters { .. })
         ));
     }
+
+    #[test]
+    fn the_floppy_ironboot_builds_for_vmedia_is_read() {
+        let builder =
+            ironboot::media::MediaBuilder::new(ironboot::media::MediaSettings::default()).unwrap();
+        let token = "t".repeat(43);
+        let spec = ironboot::media::FloppySpec {
+            params: vec![
+                ("ipa-api-url".into(), "http://10.0.2.2:6385".into()),
+                ("boot_method".into(), "vmedia".into()),
+                ("ipa-agent-token".into(), token.clone()),
+            ],
+            files: vec![],
+            size_kib: None,
+            label: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("fd0");
+        builder.build_floppy(&spec, &dev).unwrap();
+        let params = read_from_device(&dev).unwrap().unwrap();
+        assert_eq!(params["ipa-agent-token"], token);
+        assert_eq!(params["ipa-api-url"], "http://10.0.2.2:6385");
+    }
 }

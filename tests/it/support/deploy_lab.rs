@@ -459,6 +459,9 @@ impl DeployLab {
             .map(|s| s.to_string())
             .collect();
         args.extend([
+            // Entropy for the agent's TLS key without waiting for the kernel's own.
+            "-device".into(),
+            "virtio-rng-pci".into(),
             "-netdev".into(),
             format!("user,id=n0,bootfile={bootfile},hostfwd=tcp:127.0.0.1:{port}-:9999"),
             "-device".into(),

@@ -569,14 +569,25 @@ async fn write_partition_image(
         Ok(found.and_then(|i| i.uuid).unwrap_or_else(|| t.partuuid(&r)))
     })
     .await?;
+    Ok(partition_result(
+        info, dev, &made, &names, root_uuid, efi_uuid,
+    ))
+}
+
+/// What `get_partition_uuids` reports and the command's result text, for a partition image.
+fn partition_result(
+    info: &ImageInfo,
+    dev: &BlockDevice,
+    made: &table::Table,
+    names: &[&'static str],
+    root_uuid: String,
+    efi_uuid: Option<String>,
+) -> Written {
+    let device = dev.path.display();
     let mut partitions = Map::new();
-    for (p, name) in made.partitions.iter().zip(&names) {
+    for (p, name) in made.partitions.iter().zip(names) {
         partitions.insert(name.to_string(), json!(partition_path(&dev.path, p.number)));
     }
-    let mut uuids = Map::new();
-    uuids.insert("partitions".into(), Value::Object(partitions));
-    uuids.insert("root uuid".into(), json!(root_uuid));
-    uuids.insert("efi system partition uuid".into(), json!(efi_uuid));
     let mut message = format!(
         "image ({}) written to device {device} root_uuid={root_uuid}",
         info.id
@@ -584,7 +595,11 @@ async fn write_partition_image(
     if let Some(efi) = &efi_uuid {
         message.push_str(&format!(" efi_system_partition_uuid={efi}"));
     }
-    Ok((uuids, message))
+    let mut uuids = Map::new();
+    uuids.insert("partitions".into(), Value::Object(partitions));
+    uuids.insert("root uuid".into(), json!(root_uuid));
+    uuids.insert("efi system partition uuid".into(), json!(efi_uuid));
+    (uuids, message)
 }
 
 /// `erase_devices_metadata` (or `erase_devices`, every byte) on every install candidate.

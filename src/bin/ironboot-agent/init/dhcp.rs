@@ -251,6 +251,19 @@ impl PacketSocket {
     }
 }
 
+/// A transaction id that differs between machines and boots. Not from getrandom(2): that
+/// blocks until the kernel's random pool is ready, which early in a boot without a hardware
+/// RNG (e.g. under emulation) can take very long; uniqueness is all DHCP needs.
+fn transaction_id(mac: [u8; 6]) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let m = u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+    let x = (nanos ^ m.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 32) as u32 ^ x as u32
+}
+
 /// Runs DISCOVER → OFFER → REQUEST → ACK on `ifindex` until `timeout`.
 pub fn obtain(ifname: &str, ifindex: i32, mac: [u8; 6], timeout: Duration) -> Option<Lease> {
     let sock = match PacketSocket::open(ifindex) {
@@ -261,8 +274,7 @@ pub fn obtain(ifname: &str, ifindex: i32, mac: [u8; 6], timeout: Duration) -> Op
         }
     };
     let deadline = Instant::now() + timeout;
-    let b = *uuid::Uuid::new_v4().as_bytes();
-    let xid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let xid = transaction_id(mac);
     let mut backoff = Duration::from_secs(2);
     while Instant::now() < deadline {
         let round = (Instant::now() + backoff).min(deadline);
@@ -320,6 +332,13 @@ mod tests {
         assert_eq!(&p[28 + 4..28 + 8], &0xdead_beefu32.to_be_bytes());
         assert_eq!(&p[28 + 236..28 + 240], &MAGIC);
         assert_eq!(&p[28 + 240..28 + 243], &[53, 1, DISCOVER]);
+    }
+
+    #[test]
+    fn transaction_ids_differ_between_machines() {
+        let a = transaction_id([0x52, 0x54, 0, 0, 0, 1]);
+        let b = transaction_id([0x52, 0x54, 0, 0, 0, 2]);
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn bring_up(bootif: Option<&MacAddress>) -> Vec<(String, Lease)> {
     }
     wait_for("a network interface", NIC_WAIT, || !nics().is_empty());
     let all = nics();
+    tracing::info!(nics = ?all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), "bringing the NICs up");
     for (name, _) in &all {
         if let Err(e) = ctl.up(name) {
             tracing::warn!(interface = %name, error = %e, "interface not up");
