@@ -449,6 +449,44 @@ mod tests {
         assert_eq!((s, one["id"].as_str()), (200, Some(id)));
         let (s, _, _) = call(&app, "GET", &format!("/v1/commands/nope{q}"), None).await;
         assert_eq!(s, 404);
+        // Boot loaders: nothing to do for a whole-disk image; a partition image is refused
+        // (no GRUB in the ramdisk), IPA's way for BIOS without the conductor's consent.
+        for (params, status, kind) in [
+            (
+                json!({"root_uuid": "0x1234abcd", "target_boot_mode": "uefi"}),
+                "SUCCEEDED",
+                None,
+            ),
+            (json!({"root_uuid": null}), "SUCCEEDED", None),
+            (
+                json!({"root_uuid": "4f0c3a4e-58c6-4b2b-9d5e-0d6f1c2a3b4c", "target_boot_mode": "bios"}),
+                "FAILED",
+                Some("InvalidImage"),
+            ),
+            (
+                json!({"root_uuid": "4f0c3a4e-58c6-4b2b-9d5e-0d6f1c2a3b4c", "target_boot_mode": "uefi"}),
+                "FAILED",
+                Some("IncompatibleHardwareMethodError"),
+            ),
+        ] {
+            let body = json!({"name": "image.install_bootloader", "params": params});
+            let (s, c, _) = call(
+                &app,
+                "POST",
+                &format!("/v1/commands/{q}&wait=true"),
+                Some(body),
+            )
+            .await;
+            assert_eq!(
+                (s, c["command_status"].as_str()),
+                (200, Some(status)),
+                "{c}"
+            );
+            assert_eq!(c["command_error"]["type"].as_str(), kind, "{c}");
+        }
+        let sync = json!({"name": "standby.sync", "params": {}});
+        let (_, c, _) = call(&app, "POST", &format!("/v1/commands/{q}"), Some(sync)).await;
+        assert_eq!(c["command_status"], "SUCCEEDED");
         // Busy while the last command runs.
         a.commands.push_running("execute_deploy_step");
         let (s, b, _) = call(

@@ -311,4 +311,104 @@ mod tests {
         assert_eq!(error_text(r#"{"error_message": "plain"}"#), "plain");
         assert_eq!(error_text("not json"), "not json");
     }
+
+    /// A conductor that records what it was sent.
+    async fn conductor(version: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+        use axum::extract::{Path, RawQuery, State};
+        use axum::http::HeaderMap;
+        use axum::routing::{get, post};
+        type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+        let seen: Seen = Default::default();
+        let hdr = |h: &HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(String::from);
+        let v = version.to_string();
+        let app = axum::Router::new()
+            .route("/", get(move || async move { axum::Json(json!({"default_version": {"id": "v1", "version": v}})) }))
+            .route("/v1/lookup", get(move |State(seen): State<Seen>, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                seen.lock().unwrap().push(json!({"call": "lookup", "query": q,
+                    "version": hdr(&h, "x-openstack-ironic-api-version"),
+                    "request_id": hdr(&h, "x-openstack-request-id")}));
+                axum::Json(json!({"node": {"uuid": "n1"}, "config": {"heartbeat_timeout": 30,
+                                  "agent_token": "t".repeat(43)}}))
+            }))
+            .route("/v1/heartbeat/{uuid}", post(move |State(seen): State<Seen>, Path(uuid): Path<String>, h: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                seen.lock().unwrap().push(json!({"call": "heartbeat", "uuid": uuid, "body": body,
+                    "version": hdr(&h, "x-openstack-ironic-api-version")}));
+                axum::http::StatusCode::ACCEPTED
+            }))
+            .with_state(seen.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, seen)
+    }
+
+    fn settings(url: &str) -> Settings {
+        let p = [
+            ("ipa-api-url".to_string(), url.to_string()),
+            ("ipa-global-request-id".to_string(), "req-e2e".to_string()),
+        ]
+        .into();
+        Settings::from_params(
+            &p,
+            crate::settings::DiskScope::Only(vec![]),
+            crate::settings::PowerRole::Process,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn lookup_and_heartbeat_carry_what_ipa_sends_for_the_api_version() {
+        let (url, seen) = conductor("1.80").await;
+        let s = settings(&url);
+        let mut c = IronicClient::new(&s).unwrap();
+        c.discover_version().await;
+        assert_eq!(c.version, 80);
+        let macs = [
+            MacAddress::parse("52:54:00:00:00:02").unwrap(),
+            MacAddress::parse("52:54:00:00:00:01").unwrap(),
+        ];
+        let found = c.lookup(&macs, None, &s).await.unwrap();
+        assert_eq!(found.node_uuid, "n1");
+        let beat = Beat {
+            callback_url: "https://10.0.2.15:9999",
+            token: Some("tok"),
+            agent_version: "13.0.0",
+            verify_ca: Some("PEM"),
+        };
+        c.heartbeat("n1", &beat).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen[0]["query"],
+            "addresses=52:54:00:00:00:02%2C52:54:00:00:00:01"
+        );
+        assert_eq!(seen[0]["version"], "1.62");
+        assert_eq!(seen[0]["request_id"], "req-e2e");
+        assert_eq!(seen[1]["version"], "1.68");
+        assert_eq!(
+            seen[1]["body"],
+            json!({"callback_url": "https://10.0.2.15:9999", "agent_token": "tok",
+                                           "agent_version": "13.0.0", "agent_verify_ca": "PEM"})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_old_api_gets_no_token_and_no_certificate() {
+        let (url, seen) = conductor("1.60").await;
+        let s = settings(&url);
+        let mut c = IronicClient::new(&s).unwrap();
+        c.discover_version().await;
+        let beat = Beat {
+            callback_url: "http://x:9999",
+            token: Some("tok"),
+            agent_version: "13.0.0",
+            verify_ca: Some("PEM"),
+        };
+        c.heartbeat("n1", &beat).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0]["version"], "1.60");
+        assert_eq!(
+            seen[0]["body"],
+            json!({"callback_url": "http://x:9999", "agent_version": "13.0.0"})
+        );
+    }
 }
