@@ -683,6 +683,18 @@ fn qemu_ipxe_bios_whole_disk_image_boots_from_its_disk_and_undeploy_erases_it() 
         3,
         &["clean.get_clean_steps", "clean.execute_clean_step"],
     );
+    // Everything the conductor sent, in order, across the deploy and the cleaning.
+    assert_eq!(
+        lab.agent_commands(),
+        [
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step",
+            "standby.get_partition_uuids",
+            "standby.power_off",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ]
+    );
     let zero = |offset: u64| read_at(&disk, offset, MIB as usize).iter().all(|b| *b == 0);
     assert!(zero(0), "MBR and ISO left");
     assert!(zero(disk_size - MIB), "end of disk left");
