@@ -44,6 +44,8 @@ enum Command {
     Media(ironboot::media::cli::MediaArgs),
     /// Publish built media where BMCs fetch it (local HTTP root or Swift), with `[vmedia]`.
     Publish(PublishCli),
+    /// Build the deploy ramdisk: ironboot-agent, a Debian kernel and its NIC and disk drivers.
+    Ramdisk(ironboot::ramdisk::cli::RamdiskArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +205,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &config.http_root,
                 root_url.trim_end_matches('/'),
             ))?;
+            Ok(())
+        }
+        Command::Ramdisk(args) => {
+            ironboot::ramdisk::cli::run(args)?;
             Ok(())
         }
         Command::Config(ConfigCommand::Show(args)) => {

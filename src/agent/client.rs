@@ -281,7 +281,7 @@ impl AgentClient {
         };
         self.record(name, outcome, started);
         if let Ok(r) = &result {
-            tracing::debug!(agent = %self.base, command = name, status = ?r.command_status, "agent command sent");
+            tracing::info!(agent = %self.base, command = name, status = ?r.command_status, "agent command sent");
         }
         result
     }

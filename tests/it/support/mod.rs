@@ -204,8 +204,10 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod agent_kit;
 pub mod bmc_board;
 pub mod bootserve;
+pub mod deploy_lab;
 pub mod fake_agent;
 pub mod guest;
 pub mod ipa;
