@@ -19,7 +19,19 @@
 # Needs: python3, curl; the first run installs ironic==39.0.0 from PyPI (~2 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. benches/lib-serve.sh
+# Self-contained (its servers are two full API services, not file servers).
+free_port() {
+  python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=='udp' else socket.SOCK_STREAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+PIDS=()
+stop_all() { for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+build_ironboot() {
+  if [ -z "${IB:-}" ]; then
+    cargo build --release --quiet --bin ironboot
+    IB=$(realpath "${CARGO_TARGET_DIR:-target}/release/ironboot")
+  fi
+}
 STRICT=0; [ "${1:-}" = "--strict" ] && STRICT=1
 N_GET=${N_GET:-300}; N_POST=${N_POST:-300}; N_LIST=${N_LIST:-10}; N_LOOKUP=${N_LOOKUP:-20}
 TARGET=20
@@ -80,6 +92,8 @@ http_url = http://127.0.0.1:9/
 tftp_root = $IR/tftpboot
 [dhcp]
 dhcp_provider = none
+[service_catalog]
+endpoint_override = http://127.0.0.1:$IR_PORT
 [conductor]
 automated_clean = false
 [oslo_concurrency]

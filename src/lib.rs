@@ -17,6 +17,7 @@
 //! - [`images`]: the image cache (download once, verify, hard-link everywhere, evict safely).
 //! - [`media`]: virtual media builders (FAT floppy with parameters.txt, ESP, El Torito ISOs).
 //! - [`publish`]: where built virtual media live for BMCs: local web root or Swift temp URLs.
+//! - [`ramdisk`]: the deploy ramdisk with `ironboot-agent` (`ironboot ramdisk build`).
 
 pub mod agent;
 pub mod api;
@@ -25,12 +26,14 @@ pub mod boot;
 pub mod conductor;
 pub mod config;
 pub mod driver;
+pub mod error_chain;
 pub mod fsutil;
 pub mod images;
 pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod publish;
+pub mod ramdisk;
 pub mod serve;
 pub mod service;
 pub mod settings;

@@ -44,6 +44,8 @@ enum Command {
     Media(ironboot::media::cli::MediaArgs),
     /// Publish built media where BMCs fetch it (local HTTP root or Swift), with `[vmedia]`.
     Publish(PublishCli),
+    /// Build the deploy ramdisk: ironboot-agent, a Debian kernel and its NIC and disk drivers.
+    Ramdisk(ironboot::ramdisk::cli::RamdiskArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +117,7 @@ fn load_for_cli(
     };
     let config = Config::load(config_path, &overrides)?;
     init_cli_logging(&config);
+    config.warn_deprecated();
     Ok(config)
 }
 
@@ -146,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
             ironboot::telemetry::init_logging(&config.log);
+            config.warn_deprecated();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let shutdown = tokio_util::sync::CancellationToken::new();
@@ -156,6 +160,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Check(args)) => {
             let config = Config::load(config_path, &overrides(&args, cli.log_json))?;
+            for d in &config.deprecations {
+                eprintln!("warning: deprecated configuration: {d}");
+            }
             if let ironboot::config::Auth::HttpBasic { user_file } = &config.auth {
                 ironboot::api::auth::Htpasswd::load(user_file)?;
             }
@@ -198,6 +205,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &config.http_root,
                 root_url.trim_end_matches('/'),
             ))?;
+            Ok(())
+        }
+        Command::Ramdisk(args) => {
+            ironboot::ramdisk::cli::run(args)?;
             Ok(())
         }
         Command::Config(ConfigCommand::Show(args)) => {

@@ -33,10 +33,12 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "another ironboot is already using data directory {0} (lock file ironboot.lock is held)"
-    )]
-    Locked(PathBuf),
+    #[error("another ironboot is already using {what} {} (lock file {} is held)", path.display(), lock.display())]
+    Locked {
+        what: &'static str,
+        path: PathBuf,
+        lock: PathBuf,
+    },
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -72,11 +74,17 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error("ipmi: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("virtual media publishing: {0}")]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("redfish: {0}")]
+    Redfish(#[source] Box<crate::bmc::redfish::RedfishError>),
 }
 
 /// The data plane's tasks, stopped with the service's token.
@@ -215,7 +223,24 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ServiceError> {
-        let path = data_dir.join("ironboot.lock");
+        Self::acquire_file(data_dir.join("ironboot.lock"), "data directory", data_dir)
+    }
+
+    /// The lock of a SQLite database, `<database>.lock`, which may lie outside the data
+    /// directory (`[database] url`). SQLite serves one ironboot at a time: two services with
+    /// their own data directories (their own roots, another host name) may use one database
+    /// file in turn — a conductor taking over from a stopped one — never at once.
+    pub fn acquire_database(database: &Path) -> Result<DataDirLock, ServiceError> {
+        let mut lock = database.as_os_str().to_owned();
+        lock.push(".lock");
+        Self::acquire_file(PathBuf::from(lock), "database", database)
+    }
+
+    fn acquire_file(
+        path: PathBuf,
+        what: &'static str,
+        locked: &Path,
+    ) -> Result<DataDirLock, ServiceError> {
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -230,7 +255,11 @@ impl DataDirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                ServiceError::Locked(data_dir.to_path_buf())
+                ServiceError::Locked {
+                    what,
+                    path: locked.to_path_buf(),
+                    lock: path,
+                }
             } else {
                 ServiceError::Lock { path, source: err }
             });
@@ -270,6 +299,8 @@ struct Parts {
     media: Arc<crate::media::MediaBuilder>,
     renderer: Arc<Renderer>,
     layout: Layout,
+    /// The Redfish client of every Redfish interface (sessions are logged out at shutdown).
+    redfish: crate::bmc::redfish::Redfish,
 }
 
 impl Parts {
@@ -284,11 +315,17 @@ impl Parts {
             crate::media::MediaBuilder::new(config.media.clone())?
                 .with_metrics(Arc::new(crate::media::MediaMetrics::register(registry))),
         );
+        let redfish = crate::bmc::redfish::Redfish::new(
+            config.redfish.clone(),
+            Some(crate::bmc::redfish::RedfishMetrics::register(registry)),
+        )
+        .map_err(|e| ServiceError::Redfish(Box::new(e)))?;
         Ok(Parts {
             cache,
             media,
             renderer: Arc::new(Renderer::new(&config.pxe)?),
             layout: Layout::new(&config.tftp_root, &config.http_root),
+            redfish,
         })
     }
 }
@@ -302,6 +339,9 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let _db_lock = match &config.database {
+        Database::Sqlite { path } => DataDirLock::acquire_database(path)?,
+    };
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let parts = Parts::build(&config, &mut registry)?;
@@ -345,7 +385,7 @@ pub async fn run(
         registry,
         auth,
         api_metrics,
-    );
+    )?;
     let bound = BoundAddresses {
         api: api_listener
             .local_addr()
@@ -371,6 +411,7 @@ pub async fn run(
         .await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
+    parts.redfish.close().await;
     data_plane.join().await;
     tracing::info!("ironboot stopped");
     served.map_err(|e| ServiceError::Serve {
@@ -393,8 +434,18 @@ fn api_app(
     registry: Registry,
     auth: Option<Arc<api::auth::Htpasswd>>,
     metrics: api::metrics::ApiMetrics,
-) -> tower_http::normalize_path::NormalizePath<axum::Router> {
+) -> Result<tower_http::normalize_path::NormalizePath<axum::Router>, ServiceError> {
+    // Conductors talk plain or TLS HTTP to each other's API (api_url as each registered it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let forwarder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ServiceError::Serve {
+            what: "conductor-to-conductor HTTP client",
+            source: std::io::Error::other(e),
+        })?;
     let state = AppState {
+        forwarder,
         conductor,
         store,
         base_url: Arc::from(config.api_public_url.as_str()),
@@ -415,14 +466,14 @@ fn api_app(
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
         }),
     };
-    api::service(
+    Ok(api::service(
         state,
         api::ApiOptions {
             auth,
             max_body_bytes: config.api.max_body_bytes,
             metrics,
         },
-    )
+    ))
 }
 
 fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceError> {
@@ -433,8 +484,9 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> Result<(), ServiceEr
     })
 }
 
-/// The interfaces this conductor enables: the fakes, `script` power when allowed, `pxe` and
-/// `ipxe` boot, and the `direct` deploy.
+/// The interfaces this conductor enables: the fakes, `script` power when allowed, `ipmitool`
+/// power and management, `noop` management, `pxe` and `ipxe` boot, the `redfish` power,
+/// management and `redfish-virtual-media` boot interfaces, and the `direct` deploy.
 fn interfaces(
     config: &Config,
     parts: &Parts,
@@ -448,6 +500,7 @@ fn interfaces(
         );
         interfaces.add_power(Arc::new(crate::bmc::script::ScriptPower));
     }
+    add_ipmi(&mut interfaces, config, registry)?;
     let netboot = NetBootConfig {
         settings: config.pxe.clone(),
         renderer: parts.renderer.clone(),
@@ -458,7 +511,8 @@ fn interfaces(
     };
     let metrics = BootMetrics::register(registry);
     interfaces.add_boot(Arc::new(PxeBoot::new(netboot.clone(), metrics.clone())?));
-    interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics)?));
+    interfaces.add_boot(Arc::new(IpxeBoot::new(netboot, metrics.clone())?));
+    add_redfish(&mut interfaces, config, parts, registry, metrics)?;
     crate::conductor::agent_deploy::register(
         &mut interfaces,
         crate::conductor::agent_deploy::AgentDeployConfig {
@@ -472,6 +526,73 @@ fn interfaces(
         crate::agent::AgentMetrics::register(registry),
     );
     Ok(interfaces)
+}
+
+/// The `redfish` power and management interfaces and the `redfish-virtual-media` boot
+/// interface, which publishes to `[vmedia]` (local media under the HTTP root, reached by BMCs
+/// at `[deploy] external_http_url`, else `http_url`).
+fn add_redfish(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    parts: &Parts,
+    registry: &mut Registry,
+    metrics: crate::boot::BootMetrics,
+) -> Result<(), ServiceError> {
+    use crate::bmc::redfish::{RedfishManagement, RedfishPower};
+    use crate::boot::vmedia::{VirtualMediaBoot, VmediaConfig};
+    let redfish = parts.redfish.clone();
+    interfaces.add_power(Arc::new(RedfishPower::new(redfish.clone())));
+    interfaces.add_management(Arc::new(RedfishManagement::new(
+        redfish.clone(),
+        config.agent.default_boot_mode,
+    )));
+    let root_url = config
+        .external_http_url
+        .clone()
+        .unwrap_or_else(|| config.http_url.clone());
+    let publishers = crate::publish::Publishers::new(
+        &config.vmedia,
+        &config.http_root,
+        &root_url,
+        crate::publish::PublishMetrics::register(registry),
+    )?;
+    let vmedia = VmediaConfig {
+        redfish,
+        cache: parts.cache.clone(),
+        media: parts.media.clone(),
+        publishers,
+        work_dir: config.data_dir.join("vmedia-work"),
+        kernel_append_params: config.redfish.kernel_append_params.clone(),
+        default_boot_mode: config.agent.default_boot_mode,
+    };
+    interfaces.add_boot(Arc::new(VirtualMediaBoot::new(vmedia, metrics)?));
+    Ok(())
+}
+
+/// The `ipmitool` power and management interfaces, sharing the process's one [`Ipmitool`]
+/// (one command at a time per BMC across every node), and `noop` management.
+///
+/// [`Ipmitool`]: crate::bmc::ipmi::Ipmitool
+fn add_ipmi(
+    interfaces: &mut Interfaces,
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<(), ServiceError> {
+    use crate::bmc::ipmi::{IpmiMetrics, Ipmitool, IpmitoolManagement, IpmitoolPower};
+    let metrics = IpmiMetrics::register(registry);
+    let ipmitool = Ipmitool::new(config.ipmi.clone(), Some(metrics))?;
+    // Not fatal: a conductor without IPMI nodes does not need it.
+    if ipmitool.find_program().is_none() {
+        tracing::warn!(
+            ipmitool = %config.ipmi.ipmitool.display(),
+            "ipmitool is not installed (or [ipmi] ipmitool is wrong): every ipmi node will fail its power and boot device calls"
+        );
+    }
+    let boot_mode = config.agent.default_boot_mode;
+    interfaces.add_power(Arc::new(IpmitoolPower::new(ipmitool.clone(), boot_mode)));
+    interfaces.add_management(Arc::new(IpmitoolManagement::new(ipmitool, boot_mode)));
+    interfaces.add_management(Arc::new(crate::bmc::noop::NoopManagement));
+    Ok(())
 }
 
 /// Evicts unused cache entries periodically (TTL, then oldest first down to the size cap).

@@ -246,7 +246,7 @@ impl AgentClient {
                 Ok(resp) => break self.read::<CommandResult>(resp, name).await,
                 Err(e) => {
                     let maybe_sent = e.is_timeout() || e.is_request();
-                    let reason = e.without_url().to_string();
+                    let e = e.without_url();
                     // The request may have reached the agent before the answer was lost: if the
                     // agent lists this command as running, it was sent.
                     if maybe_sent
@@ -255,7 +255,8 @@ impl AgentClient {
                         && Some(last.command_name.as_str()) == name.split('.').nth(1)
                         && last.command_status == CommandStatus::Running
                     {
-                        tracing::warn!(agent = %self.base, command = name, error = %reason,
+                        tracing::warn!(agent = %self.base, command = name,
+                            error = %crate::error_chain::chain(&e),
                             "answer lost, but the agent runs the command");
                         break Ok(last.clone());
                     }
@@ -264,11 +265,11 @@ impl AgentClient {
                             url: self.base.clone(),
                             command: name.to_string(),
                             attempts: attempt,
-                            reason,
+                            source: e,
                         });
                     }
-                    tracing::warn!(agent = %self.base, command = name, attempt, error = %reason,
-                        "agent not reachable, retrying");
+                    tracing::warn!(agent = %self.base, command = name, attempt,
+                        error = %crate::error_chain::chain(&e), "agent not reachable, retrying");
                     tokio::time::sleep(self.opts.retry_delay).await;
                 }
             }
@@ -280,7 +281,7 @@ impl AgentClient {
         };
         self.record(name, outcome, started);
         if let Ok(r) = &result {
-            tracing::debug!(agent = %self.base, command = name, status = ?r.command_status, "agent command sent");
+            tracing::info!(agent = %self.base, command = name, status = ?r.command_status, "agent command sent");
         }
         result
     }
@@ -305,7 +306,7 @@ impl AgentClient {
                         url: self.base.clone(),
                         command: WHAT.into(),
                         attempts: attempt,
-                        reason: e.without_url().to_string(),
+                        source: e.without_url(),
                     });
                 }
                 Err(_) => tokio::time::sleep(self.opts.retry_delay).await,
@@ -353,7 +354,7 @@ impl AgentClient {
             url: self.base.clone(),
             command: command.to_string(),
             attempts: 1,
-            reason: format!("reading the answer: {}", e.without_url()),
+            source: e.without_url(),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| AgentError::InvalidResponse {

@@ -29,12 +29,17 @@ pub enum AgentError {
         message: String,
     },
     /// The agent could not be reached after every attempt.
-    #[error("cannot reach agent at {url} for {command} after {attempts} attempt(s): {reason}")]
+    #[error(
+        "cannot reach agent at {url} for {command} after {attempts} attempt(s): {}",
+        crate::error_chain::chain(source)
+    )]
     Connection {
         url: String,
         command: String,
         attempts: u32,
-        reason: String,
+        /// The last attempt's error (its URL stripped: the message names the agent).
+        #[source]
+        source: reqwest::Error,
     },
     /// The agent answered something that is not the documented JSON.
     #[error("agent at {url} sent an invalid answer to {command}: {reason}")]

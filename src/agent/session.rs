@@ -100,6 +100,36 @@ impl AgentSession {
         AgentSession::default().write(node);
     }
 
+    /// Ends the session of an agent that was powered off, except a pregenerated token: the
+    /// boot media still carry it, and the agent booted from them again must be accepted
+    /// (Ironic's `wipe_internal_info_on_power_off`).
+    pub fn end_on_power_off(node: &mut Node) {
+        let old = AgentSession::read(node);
+        let kept = match old.agent_secret_token_pregenerated {
+            Some(true) => AgentSession {
+                agent_secret_token: old.agent_secret_token,
+                agent_secret_token_pregenerated: Some(true),
+                ..AgentSession::default()
+            },
+            _ => AgentSession::default(),
+        };
+        kept.write(node);
+    }
+
+    /// Starts a session whose token is generated now, before the agent boots, to travel in its
+    /// boot media (virtual media): the lookup then hands out `******`, and the agent uses the
+    /// token from its kernel command line or floppy. Returns the token.
+    pub fn pregenerate(node: &mut Node) -> Result<String, super::token::TokenError> {
+        let token = super::token::generate()?;
+        AgentSession {
+            agent_secret_token: Some(token.clone()),
+            agent_secret_token_pregenerated: Some(true),
+            ..AgentSession::default()
+        }
+        .write(node);
+        Ok(token)
+    }
+
     /// Whether the conductor has listed the agent's steps in this session.
     pub fn steps_listed(&self) -> bool {
         self.hardware_manager_version.is_some()
@@ -156,6 +186,30 @@ mod tests {
         assert_eq!(AgentSession::read(&n), AgentSession::default());
         assert!(!n.driver_internal_info.contains_key("agent_url"));
         assert_eq!(n.driver_internal_info["root_uuid_or_disk_id"], "r");
+    }
+
+    #[test]
+    fn pregenerated_tokens_survive_power_off() {
+        let mut n = node();
+        let token = AgentSession::pregenerate(&mut n).unwrap();
+        assert_eq!(token.len(), 43);
+        let mut s = AgentSession::read(&n);
+        assert_eq!(s.agent_secret_token.as_deref(), Some(token.as_str()));
+        assert_eq!(s.agent_secret_token_pregenerated, Some(true));
+        s.agent_url = Some("https://a:1".into());
+        s.write(&mut n);
+        AgentSession::end_on_power_off(&mut n);
+        let after = AgentSession::read(&n);
+        assert_eq!(after.agent_url, None);
+        assert_eq!(after.agent_secret_token.as_deref(), Some(token.as_str()));
+        // A token issued at lookup goes with the agent.
+        AgentSession {
+            agent_secret_token: Some("t".into()),
+            ..Default::default()
+        }
+        .write(&mut n);
+        AgentSession::end_on_power_off(&mut n);
+        assert_eq!(AgentSession::read(&n), AgentSession::default());
     }
 
     #[test]

@@ -31,15 +31,15 @@ fn gate(version: Version) -> Result<(), ApiError> {
 }
 
 fn conductor_json(st: &AppState, c: &ConductorRecord, fields: &[&str], base: &str) -> Value {
-    let timeout = chrono::Duration::from_std(st.conductor.settings().heartbeat_timeout)
-        .unwrap_or(chrono::Duration::seconds(60));
-    let alive = c.online && crate::model::now() - c.updated_at < timeout;
+    let alive = c.alive(
+        chrono::Utc::now(),
+        st.conductor.settings().heartbeat_timeout,
+    );
     let mut m = Map::new();
     for f in fields {
         let v = match *f {
             "hostname" => json!(c.hostname),
-            // Every ironboot conductor is in the default group.
-            "conductor_group" => json!(""),
+            "conductor_group" => json!(c.conductor_group),
             "alive" => json!(alive),
             "drivers" => json!(HardwareType::names()),
             "created_at" => timestamp(&c.created_at),

@@ -8,6 +8,7 @@ pub mod conductors;
 pub mod drivers;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod links;
 pub mod local_link;
 pub mod management;
@@ -60,6 +61,18 @@ pub struct AppState {
     pub max_limit: u32,
     /// What `/v1/lookup` hands agents.
     pub ramdisk: Arc<ramdisk::RamdiskConfig>,
+    /// Passes a node's work to the conductor that owns it ([`forward`]).
+    pub forwarder: reqwest::Client,
+}
+
+impl AppState {
+    /// The conductor serving `node`: its owner on the hash ring.
+    pub fn conductor_for(&self, node: &uuid::Uuid) -> String {
+        self.conductor
+            .other_owner(node)
+            .map(|c| c.hostname)
+            .unwrap_or_else(|| self.conductor.host().to_string())
+    }
 }
 
 /// Everything the API needs besides the shared state.
@@ -236,6 +249,10 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             opts.auth,

@@ -275,20 +275,8 @@ pub fn set_field(
         "lessee" => node.lessee = opt_string(v),
         "shard" => node.shard = opt_string(v),
         "instance_name" => node.instance_name = opt_string(v),
-        "conductor_group" => {
-            let group = opt_string(v).unwrap_or_default();
-            if !group.is_empty() {
-                // Every ironboot conductor is in the default group: no conductor would
-                // serve the node.
-                return Err(ApiError::bad_request(format!(
-                    "No valid host was found. Reason: No conductor service registered which \
-                     supports driver {} for conductor group \"{group}\". Ensure the driver is \
-                     valid and enabled.",
-                    node.driver
-                )));
-            }
-            node.conductor_group = group;
-        }
+        // Checked against the registered conductors by the caller (it needs the store).
+        "conductor_group" => node.conductor_group = opt_string(v).unwrap_or_default(),
         "retired_reason" => node.retired_reason = opt_string(v),
         "protected_reason" => node.protected_reason = opt_string(v),
         "maintenance_reason" => node.maintenance_reason = opt_string(v),

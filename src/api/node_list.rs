@@ -271,19 +271,16 @@ async fn list_nodes(
     query.limit = Some(limit);
     let mut nodes = st.store.list_nodes(&query).await?;
     if let Some(c) = q.get("conductor") {
-        // Every node of the default conductor group is served by this conductor.
-        let host = st.conductor.host();
-        nodes.retain(|n| n.conductor_group.is_empty() && c == host);
+        nodes.retain(|n| st.conductor_for(&n.uuid) == c);
     }
     let shown = match fields {
         Some(f) => Shown::Only(f),
         None if detail => Shown::All,
         None => Shown::Summary,
     };
-    let host = st.conductor.host();
     let docs: Vec<Value> = nodes
         .iter()
-        .map(|n| node_view::node_json(n, &shown, version, &base, host))
+        .map(|n| node_view::node_json(n, &shown, version, &base, &st.conductor_for(&n.uuid)))
         .collect();
     let mut body = json!({ "nodes": docs });
     // A list by instance is at most one node: Ironic gives it no next link.

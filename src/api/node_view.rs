@@ -141,16 +141,6 @@ pub fn parse_fields(raw: Option<&str>, version: Version) -> Result<Option<Vec<St
     Ok(Some(fields))
 }
 
-/// The conductor that serves a node: this one, unless the node is in a conductor group no
-/// ironboot conductor belongs to (ironboot conductors are all in the default group "").
-fn conductor_of(node: &Node, host: &str) -> Value {
-    if node.conductor_group.is_empty() {
-        json!(node.conductor_affinity.as_deref().unwrap_or(host))
-    } else {
-        Value::Null
-    }
-}
-
 /// The provision state as a client of `version` knows it.
 fn provision_state_at(node: &Node, version: Version) -> Value {
     match node.provision_state {
@@ -182,7 +172,8 @@ pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Val
         "target_power_state" => json!(node.target_power_state),
         "last_error" => opt_str(&node.last_error),
         "reservation" => opt_str(&node.reservation),
-        "conductor" => conductor_of(node, host),
+        // `host`: the node's conductor on the hash ring, as the caller found it.
+        "conductor" => json!(host),
         "maintenance" => json!(node.maintenance),
         "maintenance_reason" => opt_str(&node.maintenance_reason),
         "console_enabled" => json!(false),

@@ -83,6 +83,31 @@ fn check_node(st: &AppState, node: &Node) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A node's conductor group must have a live conductor (Ironic refuses a group no conductor
+/// serves).
+async fn check_group(st: &AppState, node: &Node) -> Result<(), ApiError> {
+    let group = &node.conductor_group;
+    if group.is_empty() {
+        return Ok(());
+    }
+    let timeout = st.conductor.settings().heartbeat_timeout;
+    let now = chrono::Utc::now();
+    let served = st
+        .store
+        .list_conductors()
+        .await?
+        .iter()
+        .any(|c| &c.conductor_group == group && c.alive(now, timeout));
+    if served {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "No valid host was found. Reason: No conductor service registered which supports \
+         driver {} for conductor group \"{group}\". Ensure the driver is valid and enabled.",
+        node.driver
+    )))
+}
+
 pub async fn create(
     State(st): State<AppState>,
     version: Version,
@@ -107,10 +132,17 @@ pub async fn create(
         node.provision_state = ProvisionState::Available;
     }
     check_node(&st, &node)?;
+    check_group(&st, &node).await?;
     st.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, name = ?node.name, "node created");
     let location = format!("{base}/v1/nodes/{}", node.uuid);
-    let doc = node_view::node_json(&node, &Shown::All, version, &base, st.conductor.host());
+    let doc = node_view::node_json(
+        &node,
+        &Shown::All,
+        version,
+        &base,
+        &st.conductor_for(&node.uuid),
+    );
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -136,7 +168,7 @@ pub async fn show(
         &shown,
         version,
         &base,
-        st.conductor.host(),
+        &st.conductor_for(&node.uuid),
     )))
 }
 
@@ -396,6 +428,9 @@ pub async fn update(
                 }
                 let mut updated = patched(&st2, &task.node, &ops, reset.unwrap_or(false)).await?;
                 check_node(&st2, &updated)?;
+                if updated.conductor_group != task.node.conductor_group {
+                    check_group(&st2, &updated).await?;
+                }
                 if task.node.allocation_uuid.is_some() && updated.instance_uuid.is_none() {
                     release_allocation(&st2, &task.node, &mut updated).await?;
                 }
@@ -413,7 +448,7 @@ pub async fn update(
         &Shown::All,
         version,
         &base,
-        st.conductor.host(),
+        &st.conductor_for(&node.uuid),
     )))
 }
 

@@ -1,5 +1,5 @@
-//! The `fake` power and management interfaces (no hardware, the node record is the truth,
-//! every call recorded) and the `noop` management interface.
+//! The `fake` power and management interfaces: no hardware, the node record is the truth,
+//! every call recorded.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -100,40 +100,6 @@ impl ManagementInterface for FakeManagement {
             BOOT_DEVICE_KEY.into(),
             json!({"boot_device": target.device.as_str(), "persistent": target.persistent}),
         );
-        Ok(())
-    }
-}
-
-/// Ironic's `noop` management: the boot order is managed outside ironboot, so setting a boot
-/// device succeeds without doing anything and the current one is unknown.
-pub struct NoopManagement;
-
-#[async_trait]
-impl ManagementInterface for NoopManagement {
-    fn name(&self) -> &'static str {
-        "noop"
-    }
-
-    fn validate(&self, _ctx: &NodeContext) -> Result<(), ManagementError> {
-        Ok(())
-    }
-
-    fn supported_boot_devices(&self, _ctx: &NodeContext) -> Vec<BootDevice> {
-        BootDevice::ALL.to_vec()
-    }
-
-    async fn get_boot_device(
-        &self,
-        _ctx: &mut NodeContext,
-    ) -> Result<Option<BootTarget>, ManagementError> {
-        Ok(None)
-    }
-
-    async fn set_boot_device(
-        &self,
-        _ctx: &mut NodeContext,
-        _target: BootTarget,
-    ) -> Result<(), ManagementError> {
         Ok(())
     }
 }

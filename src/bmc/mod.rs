@@ -3,10 +3,12 @@
 //! Power and management interfaces are chosen per node by `power_interface` and
 //! `management_interface`. `fake` keeps the power state in the node record and records every
 //! call, like Ironic's `fake-hardware`; `script` runs commands named in driver_info (labs and
-//! tests).
+//! tests); `ipmitool` drives a BMC over IPMI ([`ipmi`]); `noop` management leaves the boot
+//! order to the operator (`manual-management`).
 
 pub mod fake;
 pub mod ipmi;
+pub mod noop;
 pub mod redfish;
 pub mod script;
 

@@ -58,7 +58,11 @@ impl BootInterface for FakeBoot {
         Ok(())
     }
 
-    async fn take_over(&self, ctx: &mut NodeContext) -> Result<(), BootError> {
+    async fn take_over(
+        &self,
+        ctx: &mut NodeContext,
+        _params: &RamdiskParams,
+    ) -> Result<(), BootError> {
         ctx.record_fake_call("boot.take_over");
         Ok(())
     }

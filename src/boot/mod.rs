@@ -10,6 +10,7 @@
 //! and instance kernels and the per-MAC links where firmware looks for them.
 
 pub mod fake;
+pub mod instance;
 pub mod ipxe;
 pub mod layout;
 mod metrics;
@@ -17,6 +18,7 @@ pub mod netboot;
 pub mod pxe;
 pub mod render;
 mod settings;
+pub mod vmedia;
 
 use std::path::PathBuf;
 

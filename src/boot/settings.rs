@@ -14,6 +14,13 @@ use super::render::{KernelParams, validate_location};
 pub struct PxeSettings {
     /// Root served over TFTP; default `<data_dir>/tftpboot` (resolved by `config`).
     pub tftp_root: Option<PathBuf>,
+    /// Deprecated alias of `[deploy] http_root` (Ironic kept both HTTP keys under `[pxe]`
+    /// before Liberty); moved there with a warning when the configuration loads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_root: Option<PathBuf>,
+    /// Deprecated alias of `[deploy] http_url`, handled like `http_root`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
     /// Directory whose `*.j2` files replace the compiled-in templates of the same name (see
     /// `render`); unset = compiled-in templates only.
     pub template_dir: Option<PathBuf>,
@@ -42,6 +49,8 @@ impl Default for PxeSettings {
     fn default() -> Self {
         Self {
             tftp_root: None,
+            http_root: None,
+            http_url: None,
             template_dir: None,
             loader_file_paths: default_loader_file_paths(),
             kernel_append_params: "nofb vga=normal".to_string(),

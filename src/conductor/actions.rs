@@ -316,9 +316,10 @@ impl Conductor {
             match ifaces.power.set_power_state(task.ctx(), target).await {
                 Ok(()) => {
                     task.node.last_error = None;
-                    // A powered-off agent is gone: the next one must look up for a new token.
+                    // A powered-off agent is gone: the next one must look up for a new token
+                    // (unless its token travels in its boot media).
                     if matches!(target, PowerState::Off | PowerState::SoftOff) {
-                        AgentSession::wipe(&mut task.node);
+                        AgentSession::end_on_power_off(&mut task.node);
                     }
                 }
                 Err(e) => {

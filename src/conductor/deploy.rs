@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::task::{Task, TaskError};
 use crate::driver::{
     BootError, BootInterface, BootTarget, ManagementError, ManagementInterface, PowerError,
-    PowerInterface,
+    PowerInterface, RamdiskParams,
 };
 use crate::model::PowerState;
 
@@ -92,6 +92,12 @@ pub trait DeployInterface: Send + Sync {
     async fn tear_down(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError>;
     /// Re-creates this conductor's view of an active node (adoption, take over).
     async fn take_over(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError>;
+    /// The parameters this interface's ramdisk gets on its kernel command line
+    /// (`ipa-api-url=...`): what it hands `BootInterface::prepare_ramdisk`, and what take over
+    /// hands `BootInterface::take_over` so a rebuilt ramdisk boot matches the original.
+    fn ramdisk_params(&self) -> RamdiskParams {
+        RamdiskParams::new()
+    }
     /// Acts on an agent heartbeat (just recorded in `driver_internal_info`) of a node in
     /// `wait call-back`. The interface moves the node itself (resume, then wait or done); an
     /// error fails the deploy. Interfaces that never wait have nothing to do.

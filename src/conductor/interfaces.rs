@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::ConductorError;
 use super::deploy::{DeployContext, DeployInterface, FakeDeploy};
-use crate::bmc::fake::{FakeManagement, FakePower, NoopManagement};
+use crate::bmc::fake::{FakeManagement, FakePower};
 use crate::boot::fake::FakeBoot;
 use crate::driver::{BootInterface, ManagementInterface, PowerInterface};
 use crate::model::{InterfaceKind, Node};
@@ -45,7 +45,6 @@ impl Interfaces {
         i.add_deploy(Arc::new(FakeDeploy));
         i.add_power(Arc::new(FakePower));
         i.add_management(Arc::new(FakeManagement));
-        i.add_management(Arc::new(NoopManagement));
         i
     }
 

@@ -11,9 +11,13 @@ pub mod allocations;
 pub mod deploy;
 pub mod interfaces;
 pub mod management;
+pub mod membership;
 pub mod metrics;
+mod orphans;
 pub mod periodic;
+pub mod power_sync;
 pub mod ramdisk;
+pub mod ring;
 mod settings;
 pub mod task;
 pub mod verbs;
@@ -29,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::AgentSettings;
 use crate::driver::NodeContext;
 use crate::model::{Event, InvalidTransition, Node, ProvisionState};
-use crate::store::{NodeIdent, NodeQuery, PortQuery, Store, StoreError};
+use crate::store::{ConductorRegistration, NodeIdent, NodeQuery, PortQuery, Store, StoreError};
 
 pub use interfaces::Interfaces;
 pub use metrics::ConductorMetrics;
@@ -80,6 +84,10 @@ pub struct Conductor {
     api_public_url: String,
     /// `[agent]`: heartbeat checks (TLS required or not).
     agent: AgentSettings,
+    /// The live conductors and the hash ring over them.
+    membership: membership::Membership,
+    /// When the ring last lost a member and the take over of its nodes is not finished.
+    death_seen: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -116,7 +124,17 @@ impl Conductor {
             cancel,
             api_public_url,
             agent,
+            membership: membership::Membership::default(),
+            death_seen: std::sync::Mutex::new(None),
         })
+    }
+
+    pub(crate) fn membership(&self) -> &membership::Membership {
+        &self.membership
+    }
+
+    pub(crate) fn metrics(&self) -> &ConductorMetrics {
+        &self.metrics
     }
 
     pub fn agent_settings(&self) -> &AgentSettings {
@@ -143,10 +161,17 @@ impl Conductor {
         &self.api_public_url
     }
 
-    /// Registers this conductor, drops reservations a previous run left behind and fails nodes
-    /// stuck in states that cannot be resumed after a restart.
+    /// Registers this conductor, joins the ring, drops reservations a previous run left behind
+    /// and fails its nodes stuck in states that cannot be resumed after a restart.
     pub async fn start(self: &Arc<Self>) -> Result<(), ConductorError> {
-        self.store.register_conductor(&self.host).await?;
+        self.store
+            .register_conductor(&ConductorRegistration {
+                hostname: self.host.clone(),
+                conductor_group: self.settings.conductor_group.clone(),
+                api_url: self.api_public_url.clone(),
+            })
+            .await?;
+        self.refresh_membership().await?;
         let released = self.store.release_reservations(&self.host).await?;
         if released > 0 {
             tracing::warn!(released, host = %self.host, "released reservations left by a previous run");
@@ -159,7 +184,8 @@ impl Conductor {
             })
             .await?
         {
-            if !node.provision_state.stuck_on_restart() {
+            // Another live conductor may be working on its own nodes between two steps.
+            if !node.provision_state.stuck_on_restart() || !self.owns(&node.uuid) {
                 continue;
             }
             let state = node.provision_state;
@@ -306,6 +332,11 @@ impl Conductor {
 
     /// Records `message` as the node's `last_error`, moves it with `event` (normally `fail`),
     /// then powers it off when configured. The state change is saved before the power action.
+    ///
+    /// A failed deploy or cleaning then has its ramdisk boot undone (`clean_up_ramdisk`, as
+    /// Ironic's deploy and cleaning error handlers do): nothing it prepared stays behind —
+    /// no published virtual media carrying an agent token, no inserted medium. A clean-up
+    /// that fails is added to `last_error`; undeploying retries it.
     pub async fn fail_node(&self, task: &mut Task, event: Event, message: String) {
         tracing::error!(node = %task.node.uuid, state = %task.node.provision_state, error = %message, "operation failed");
         task.node.last_error = Some(message);
@@ -313,24 +344,39 @@ impl Conductor {
             tracing::error!(node = %task.node.uuid, error = %e, "cannot record failure");
             return;
         }
+        let state = task.node.provision_state;
+        if !matches!(
+            state,
+            ProvisionState::DeployFailed | ProvisionState::CleanFailed
+        ) {
+            return;
+        }
+        let Ok(ifaces) = self.interfaces.for_node(&task.node) else {
+            return;
+        };
+        let message = task.node.last_error.clone().unwrap_or_default();
+        let mut notes = Vec::new();
         if self.settings.power_off_after_deploy_failure
-            && task.node.provision_state == ProvisionState::DeployFailed
-            && let Ok(ifaces) = self.interfaces.for_node(&task.node)
-        {
-            if let Err(e) = ifaces
+            && state == ProvisionState::DeployFailed
+            && let Err(e) = ifaces
                 .power
                 .set_power_state(task.ctx(), crate::model::PowerState::Off)
                 .await
-            {
-                let note = format!(" (and powering the node off failed: {e})");
-                task.node
-                    .last_error
-                    .get_or_insert_with(String::new)
-                    .push_str(&note);
-            }
-            if let Err(e) = task.save().await {
-                tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after failure");
-            }
+        {
+            notes.push(follow_up("powering the node off", &e, &message));
+        }
+        if let Err(e) = ifaces.boot.clean_up_ramdisk(task.ctx()).await {
+            notes.push(follow_up("removing its ramdisk boot", &e, &message));
+        }
+        if !notes.is_empty() {
+            let note = format!(" (and {})", notes.join("; and "));
+            task.node
+                .last_error
+                .get_or_insert_with(String::new)
+                .push_str(&note);
+        }
+        if let Err(e) = task.save().await {
+            tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after failure");
         }
     }
 
@@ -345,6 +391,18 @@ impl Conductor {
 
     pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.tracker
+    }
+}
+
+/// A note on an action after a failure that failed too: when one of its causes is already in
+/// `message` (the BMC that failed the operation fails the clean up as well), it says so
+/// instead of repeating it.
+fn follow_up(what: &str, err: &(dyn std::error::Error + 'static), message: &str) -> String {
+    let mut causes = std::iter::successors(err.source(), |e| e.source());
+    if causes.any(|cause| message.contains(&cause.to_string())) {
+        format!("{what} failed for the same reason")
+    } else {
+        format!("{what} failed: {err}")
     }
 }
 

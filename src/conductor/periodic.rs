@@ -1,5 +1,7 @@
-//! Periodic tasks: the conductor keepalive, callback timeouts, and any task other subsystems
-//! register (cache clean-up). Each runs on its own interval until shutdown.
+//! Periodic tasks: the conductor keepalive (which also reads the ring's membership), callback
+//! timeouts, orphan recovery, power state sync (`power_sync`), take over, and any task other
+//! subsystems register (cache clean-up). Each runs on its own interval until shutdown, and
+//! touches only the nodes the hash ring maps to this conductor.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +10,17 @@ use std::time::Duration;
 use super::Conductor;
 use crate::model::{Event, ProvisionState};
 use crate::store::{NodeIdent, NodeQuery};
+
+/// States whose nodes boot from what their conductor prepared (see `take_over_nodes`).
+const TAKE_OVER_STATES: [ProvisionState; 3] = [
+    ProvisionState::Active,
+    ProvisionState::DeployWait,
+    ProvisionState::CleanWait,
+];
+
+/// Nodes taken over at once (Ironic's `[conductor] periodic_max_workers`): each waits mostly on
+/// its BMC and its media build, so a dead conductor's nodes move in seconds, not minutes.
+const TAKE_OVER_WORKERS: usize = 8;
 
 /// Starts the conductor's own periodic tasks.
 pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
@@ -19,16 +32,25 @@ pub(super) fn spawn_builtin(conductor: &Arc<Conductor>) {
             if let Err(e) = c.store().touch_conductor(c.host()).await {
                 tracing::error!(error = %e, "conductor keepalive failed");
             }
+            c.follow_membership().await;
         },
     );
-    if !s.deploy_callback_timeout.is_zero() || !s.clean_callback_timeout.is_zero() {
-        conductor.spawn_periodic(
-            "check_callback_timeouts",
-            s.check_provision_state_interval,
-            |c| async move {
-                c.check_callback_timeouts().await;
-            },
-        );
+    conductor.spawn_periodic(
+        "check_provision_state",
+        s.check_provision_state_interval,
+        |c| async move {
+            c.release_orphans().await;
+            c.check_callback_timeouts().await;
+        },
+    );
+    if !s.sync_power_state_interval.is_zero() {
+        let sync = Arc::new(super::power_sync::PowerSync::default());
+        conductor.spawn_periodic("sync_power_states", s.sync_power_state_interval, move |c| {
+            let sync = sync.clone();
+            async move {
+                c.sync_power_states(&sync).await;
+            }
+        });
     }
     if !s.sync_local_state_interval.is_zero() {
         // Once right away (a restarted or new conductor owns its nodes' files at once), then
@@ -104,7 +126,7 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes {
+        for node in nodes.into_iter().filter(|n| self.owns(&n.uuid)) {
             let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
@@ -123,11 +145,9 @@ impl Conductor {
                 self.api_public_url()
             );
             let result = self.spawn_operation("callback_timeout", task, move |c, mut task| async move {
+                // fail_node also removes the ramdisk boot.
                 c.fail_node(&mut task, Event::Fail, message).await;
                 if let Ok(ifaces) = c.interfaces().for_node(&task.node) {
-                    if let Err(e) = ifaces.boot.clean_up_ramdisk(&mut task).await {
-                        tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after callback timeout failed");
-                    }
                     // fail_node powers off failed deploys; a failed cleaning must not keep
                     // running its ramdisk either.
                     if task.node.provision_state == ProvisionState::CleanFailed
@@ -148,60 +168,97 @@ impl Conductor {
         }
     }
 
-    /// Ironic's `_sync_local_state`: active nodes last served by another conductor (or by
-    /// this one under another host name) get their boot files regenerated here through the
-    /// boot interface's `take_over`, then `conductor_affinity` names this conductor.
+    /// Ironic's `_sync_local_state`, widened: nodes whose boot another conductor prepared
+    /// (or this one under another host name) get it regenerated here through the boot
+    /// interface's `take_over`, then `conductor_affinity` names this conductor.
+    ///
+    /// Ironic only does this for `active` nodes. Nodes waiting for their agent (`wait
+    /// call-back`, `clean wait`) are included because a ramdisk booted from virtual media
+    /// reads the media the previous conductor published (a floppy, an ISO) for as long as it
+    /// runs; the boot interface gets the deploy interface's ramdisk parameters to rebuild it
+    /// identically. Interfaces with nothing to regenerate in a state (pxe and ipxe outside
+    /// `active`) do nothing.
     pub async fn take_over_nodes(self: &Arc<Self>) {
-        let query = NodeQuery {
-            provision_state: Some(ProvisionState::Active),
-            maintenance: Some(false),
-            reserved: Some(false),
-            ..Default::default()
-        };
-        let nodes = match self.store().list_nodes(&query).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list nodes to take over");
-                return;
-            }
-        };
-        for node in nodes
-            .into_iter()
-            .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()))
-        {
-            let Ok(mut task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
-                continue;
+        let mut owned = 0;
+        let mut failed = 0;
+        for state in TAKE_OVER_STATES {
+            let query = NodeQuery {
+                provision_state: Some(state),
+                maintenance: Some(false),
+                reserved: Some(false),
+                ..Default::default()
             };
-            let still = task.node.provision_state == ProvisionState::Active
-                && task.node.conductor_affinity.as_deref() != Some(self.host());
-            if still {
-                let previous = task.node.conductor_affinity.clone();
-                let result = match self.interfaces().for_node(&task.node) {
-                    Ok(ifaces) => ifaces
+            let nodes = match self.store().list_nodes(&query).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, %state, "cannot list nodes to take over");
+                    failed += 1;
+                    continue;
+                }
+            };
+            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(&n.uuid)).collect();
+            owned += mine.len();
+            let theirs = mine
+                .into_iter()
+                .filter(|n| n.conductor_affinity.as_deref() != Some(self.host()));
+            let results: Vec<bool> =
+                futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+                    futures_util::StreamExt::map(futures_util::stream::iter(theirs), |node| {
+                        self.take_over_node(node.uuid, state)
+                    }),
+                    TAKE_OVER_WORKERS,
+                ))
+                .await;
+            failed += results.iter().filter(|ok| !**ok).count();
+        }
+        self.metrics().nodes_owned(owned);
+        if failed == 0 {
+            self.take_over_finished();
+        }
+    }
+
+    /// Takes one node over under its reservation. False when it could not be (busy, or the
+    /// boot interface failed): the next run retries.
+    async fn take_over_node(self: &Arc<Self>, uuid: uuid::Uuid, state: ProvisionState) -> bool {
+        let Ok(mut task) = self.reserve(&NodeIdent::Uuid(uuid)).await else {
+            return false;
+        };
+        let still = task.node.provision_state == state
+            && task.node.conductor_affinity.as_deref() != Some(self.host());
+        let mut ok = true;
+        if still {
+            let previous = task.node.conductor_affinity.clone();
+            let result = match self.interfaces().for_node(&task.node) {
+                Ok(ifaces) => {
+                    let params = ifaces.deploy.ramdisk_params();
+                    ifaces
                         .boot
-                        .take_over(&mut task)
+                        .take_over(&mut task, &params)
                         .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        task.node.conductor_affinity = Some(self.host().to_string());
-                        match task.save().await {
-                            Ok(()) => {
-                                tracing::info!(node = %task.node.uuid, from = ?previous, "took over node")
-                            }
-                            Err(e) => {
-                                tracing::error!(node = %task.node.uuid, error = %e, "cannot record take over")
-                            }
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.metrics().take_over(result.is_ok());
+            match result {
+                Ok(()) => {
+                    task.node.conductor_affinity = Some(self.host().to_string());
+                    match task.save().await {
+                        Ok(()) => {
+                            tracing::info!(node = %task.node.uuid, %state, from = ?previous, "took over node")
+                        }
+                        Err(e) => {
+                            tracing::error!(node = %task.node.uuid, error = %e, "cannot record take over")
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(node = %task.node.uuid, error = %e, "take over failed; retrying on the next run")
-                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(node = %task.node.uuid, %state, error = %e, "take over failed; retrying on the next run")
                 }
             }
-            self.release(task).await;
         }
+        self.release(task).await;
+        ok
     }
 }

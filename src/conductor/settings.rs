@@ -11,6 +11,9 @@ use crate::settings::{SettingError, positive, secs};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConductorSettings {
+    /// This conductor's group (Ironic's `[conductor] conductor_group`). Only the default
+    /// group (empty) exists until nodes carry a `conductor_group` of their own.
+    pub conductor_group: String,
     /// Between keepalive touches of this conductor's row.
     #[serde(with = "secs")]
     pub heartbeat_interval: Duration,
@@ -42,11 +45,22 @@ pub struct ConductorSettings {
     /// Enable the `script` power interface. It runs commands named in a node's driver_info on
     /// this host, so anyone allowed to edit nodes could run programs here: labs and tests only.
     pub enable_script_power: bool,
+    /// Between runs of the power state sync (Ironic's `sync_power_states`); 0 disables it.
+    #[serde(with = "secs")]
+    pub sync_power_state_interval: Duration,
+    /// Power states read at once during a sync run.
+    pub sync_power_state_workers: usize,
+    /// Failed syncs of one node in a row tolerated; the next failure puts it in maintenance.
+    pub power_state_sync_max_retries: u32,
+    /// When the hardware disagrees with the recorded power state, put the hardware back into
+    /// the recorded state instead of recording what it says (Ironic's default is true).
+    pub force_power_state_during_sync: bool,
 }
 
 impl Default for ConductorSettings {
     fn default() -> Self {
         ConductorSettings {
+            conductor_group: String::new(),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(60),
             check_provision_state_interval: Duration::from_secs(60),
@@ -58,12 +72,24 @@ impl Default for ConductorSettings {
             cache_clean_up_interval: Duration::from_secs(3600),
             sync_local_state_interval: Duration::from_secs(180),
             enable_script_power: false,
+            sync_power_state_interval: Duration::from_secs(60),
+            sync_power_state_workers: 8,
+            power_state_sync_max_retries: 3,
+            force_power_state_during_sync: false,
         }
     }
 }
 
 impl ConductorSettings {
     pub fn validate(&self) -> Result<(), SettingError> {
+        if !self.conductor_group.is_empty() {
+            return Err(SettingError::new(
+                "conductor.conductor_group",
+                &self.conductor_group,
+                "conductor groups are not supported by this build (nodes have no \
+                 conductor_group yet); leave it empty",
+            ));
+        }
         positive("conductor.heartbeat_interval", self.heartbeat_interval)?;
         positive("conductor.heartbeat_timeout", self.heartbeat_timeout)?;
         positive(
@@ -78,6 +104,13 @@ impl ConductorSettings {
                     "must be longer than conductor.heartbeat_interval ({})",
                     self.heartbeat_interval.as_secs()
                 ),
+            ));
+        }
+        if self.sync_power_state_workers == 0 {
+            return Err(SettingError::new(
+                "conductor.sync_power_state_workers",
+                0,
+                "must be > 0",
             ));
         }
         if self.max_concurrent_operations == 0 {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::metrics::ConductorMetrics;
 use crate::driver::NodeContext;
-use crate::model::{Event, InvalidTransition};
+use crate::model::{Event, InvalidTransition, ProvisionState};
 use crate::store::{Store, StoreError};
 
 /// A reserved node. Whoever holds a `Task` is the only writer of the node; the conductor
@@ -79,8 +79,12 @@ impl Task {
         let t = crate::model::state::transition(from, event)?;
         node.provision_state = t.to;
         node.target_provision_state = t.target;
-        if t.to == crate::model::ProvisionState::Active {
-            // The conductor that made a node active serves its boot files (take over).
+        if matches!(
+            t.to,
+            ProvisionState::Active | ProvisionState::Deploying | ProvisionState::Cleaning
+        ) {
+            // The conductor that prepares a node's boot (the deploy or cleaning ramdisk, then
+            // the instance) serves its boot files and media; take over moves them elsewhere.
             node.conductor_affinity = Some(self.host.clone());
         }
         node.provision_updated_at = Some(crate::model::now());

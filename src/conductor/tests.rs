@@ -243,3 +243,78 @@ async fn active_nodes_of_another_conductor_are_taken_over() {
         "only active nodes are taken over"
     );
 }
+
+#[tokio::test]
+async fn waiting_nodes_of_another_conductor_are_taken_over_too() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut waiting = node_in(&store, ProvisionState::DeployWait).await;
+    waiting.conductor_affinity = Some("dead-conductor".into());
+    store.save_node(&waiting).await.unwrap();
+    let mut cleaning = node_in(&store, ProvisionState::CleanWait).await;
+    cleaning.conductor_affinity = None;
+    store.save_node(&cleaning).await.unwrap();
+    let failed = node_in(&store, ProvisionState::DeployFailed).await;
+
+    c.take_over_nodes().await;
+
+    for uuid in [waiting.uuid, cleaning.uuid] {
+        let n = store.get_node(&NodeIdent::Uuid(uuid)).await.unwrap();
+        assert_eq!(n.conductor_affinity.as_deref(), Some("c1"));
+        assert!(
+            n.driver_internal_info["fake_calls"]
+                .to_string()
+                .contains("boot.take_over"),
+            "{:?}",
+            n.driver_internal_info
+        );
+    }
+    let f = store.get_node(&NodeIdent::Uuid(failed.uuid)).await.unwrap();
+    assert!(f.conductor_affinity.is_none(), "failed nodes boot nothing");
+}
+
+#[tokio::test]
+async fn a_failed_deploy_is_powered_off_and_its_ramdisk_boot_removed() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let n = node_in(&store, ProvisionState::Deploying).await;
+    let mut task = c.reserve(&NodeIdent::Uuid(n.uuid)).await.unwrap();
+    c.fail_node(&mut task, Event::Fail, "the BMC refused".into())
+        .await;
+    c.release(task).await;
+    let after = store.get_node(&NodeIdent::Uuid(n.uuid)).await.unwrap();
+    assert_eq!(after.provision_state, ProvisionState::DeployFailed);
+    assert_eq!(after.last_error.as_deref(), Some("the BMC refused"));
+    let calls = after.driver_internal_info["fake_calls"].to_string();
+    let off = calls.find("power.set_power_state:power off").unwrap();
+    let clean = calls.find("boot.clean_up_ramdisk").unwrap();
+    assert!(off < clean, "{calls}");
+}
+
+#[tokio::test]
+async fn the_conductor_preparing_a_deploy_owns_its_boot() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut n = node_in(&store, ProvisionState::Available).await;
+    n.conductor_affinity = Some("previous-owner".into());
+    store.save_node(&n).await.unwrap();
+    let mut task = c.reserve(&NodeIdent::Uuid(n.uuid)).await.unwrap();
+    task.process_event(Event::Deploy).await.unwrap();
+    assert_eq!(task.node.conductor_affinity.as_deref(), Some("c1"));
+    c.release(task).await;
+}
+
+#[test]
+fn follow_up_failures_with_a_known_cause_are_not_repeated() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("power interface failed: {0}")]
+    struct Outer(#[source] std::io::Error);
+    let cause = std::io::Error::other("BMC b: GET / answered 503");
+    let message = "deploy failed: BMC b: GET / answered 503";
+    assert_eq!(
+        super::follow_up("powering off", &Outer(cause), message),
+        "powering off failed for the same reason"
+    );
+    let other = Outer(std::io::Error::other("BMC c: refused"));
+    assert_eq!(
+        super::follow_up("powering off", &other, message),
+        "powering off failed: power interface failed: BMC c: refused"
+    );
+}

@@ -55,6 +55,8 @@ pub enum ConfigError {
     Media(#[from] crate::media::MediaError),
     #[error("invalid config: {0}")]
     ImageCache(#[from] crate::images::ImageError),
+    #[error("invalid config: {0}")]
+    Ipmi(#[from] crate::bmc::ipmi::IpmiError),
 }
 
 /// The configuration file's shape. After [`Config::load`] every derived `Option` is filled in,
@@ -80,6 +82,8 @@ pub struct ConfigFile {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    pub redfish: crate::bmc::redfish::RedfishSettings,
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -121,11 +125,32 @@ pub struct Config {
     pub image_cache: crate::images::CacheSettings,
     pub media: crate::media::MediaSettings,
     pub vmedia: crate::publish::PublishSettings,
+    /// `[redfish]`: the Redfish client and the `redfish-virtual-media` ISOs' kernel parameters.
+    pub redfish: crate::bmc::redfish::RedfishSettings,
+    /// Deprecated keys found while loading, each with its replacement; logged once logging
+    /// is set up ([`Config::warn_deprecated`]).
+    pub deprecations: Vec<String>,
+    /// How ipmitool is run for `ipmi` nodes.
+    pub ipmi: crate::bmc::ipmi::IpmiSettings,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so
     /// follow the port actually bound when the configured one is 0).
-    derived_urls: (bool, bool),
+    derived_urls: DerivedUrls,
+}
+
+/// How the URLs came about, not what they are: two configs with the same values in effect are
+/// equal whether a URL was written or derived (`config show` writes the derived ones out).
+#[derive(Debug, Clone, Copy)]
+struct DerivedUrls {
+    api: bool,
+    http: bool,
+}
+
+impl PartialEq for DerivedUrls {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Config {
@@ -184,13 +209,20 @@ impl Config {
 impl Config {
     /// Whether `[api] public_url` was configured (rather than derived from the listener).
     pub fn api_public_url_configured(&self) -> bool {
-        !self.derived_urls.0
+        !self.derived_urls.api
+    }
+
+    /// Logs each deprecated key the configuration used (call after logging is set up).
+    pub fn warn_deprecated(&self) {
+        for d in &self.deprecations {
+            tracing::warn!("deprecated configuration: {d}");
+        }
     }
 
     /// Derived URLs take the ports the listeners actually bound (a configured port 0 means
     /// "any free port").
     pub fn set_bound_ports(&mut self, api: SocketAddr, http: Option<SocketAddr>) {
-        if self.derived_urls.0 && self.api.listen.port() == 0 {
+        if self.derived_urls.api && self.api.listen.port() == 0 {
             self.api_public_url = format!(
                 "http://{}",
                 resolve::url_host_port(
@@ -201,7 +233,7 @@ impl Config {
             self.file.api.public_url = Some(self.api_public_url.clone());
         }
         if let Some(http) = http
-            && self.derived_urls.1
+            && self.derived_urls.http
             && self.http.listen.port() == 0
         {
             self.http_url = format!(
@@ -305,6 +337,7 @@ mod tests {
             ("IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT", "120"),
             ("IRONBOOT_DEPLOY__HTTP_URL", "http://10.0.0.1:8080/"),
             ("IRONBOOT_REQUIRE_PEERS", "1"),
+            ("IRONBOOT_IPMI__BOOT_FLAGS_CHECK", "device"),
         ]);
         let o = Overrides {
             api_listen: Some("127.0.0.2:7001".parse().unwrap()),
@@ -312,6 +345,10 @@ mod tests {
         };
         let c = Config::load_with_env(Some(&f), &e, &o).unwrap();
         assert_eq!(c.data_dir, Path::new("/var/lib/ib"));
+        assert_eq!(
+            c.ipmi.boot_flags_check,
+            crate::bmc::ipmi::BootFlagsCheck::Device
+        );
         assert_eq!(
             c.conductor.deploy_callback_timeout,
             std::time::Duration::from_secs(120)
@@ -322,6 +359,9 @@ mod tests {
         let shown = dir.path().join("shown.toml");
         std::fs::write(&shown, c.to_toml()).unwrap();
         let again = Config::load_with_env(Some(&shown), &[], &Overrides::default()).unwrap();
+        // `config show` prints the derived URLs, so they read back as given: same values, but
+        // no longer derived (which only matters for a listener on port 0).
+        assert!(!again.derived_urls.api && !again.derived_urls.http);
         assert_eq!(again, c);
     }
 
@@ -360,6 +400,14 @@ mod tests {
                 "pxe.tftp_root",
             ),
             (&[("IRONBOOT_LOG__LEVEL", "[[[")], "log.level"),
+            (
+                &[("IRONBOOT_IPMI__COMMAND_TIMEOUT_SECS", "0")],
+                "[ipmi] command_timeout_secs = 0",
+            ),
+            (
+                &[("IRONBOOT_CONDUCTOR__SYNC_POWER_STATE_WORKERS", "0")],
+                "conductor.sync_power_state_workers",
+            ),
         ];
         for (vars, key) in cases {
             let err = Config::load_with_env(None, &env(vars), &Overrides::default())
@@ -380,6 +428,86 @@ mod tests {
             &Overrides::default(),
         );
         assert!(wrong_type.unwrap_err().to_string().contains("nowhere"));
+    }
+
+    #[test]
+    fn legacy_pxe_http_keys_are_deprecated_aliases() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_ROOT", "/srv/legacy/http"),
+                ("IRONBOOT_PXE__HTTP_URL", "http://10.0.0.9:8080/"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.http_root, Path::new("/srv/legacy/http"));
+        assert_eq!(c.http_url, "http://10.0.0.9:8080");
+        assert_eq!(
+            c.deprecations,
+            [
+                "pxe.http_root is deprecated; use deploy.http_root",
+                "pxe.http_url is deprecated; use deploy.http_url"
+            ]
+        );
+        // `config show` prints the current names only, and loads back without warnings.
+        let shown = c.to_toml();
+        assert!(!shown.contains("[pxe]\nhttp_root"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("shown.toml");
+        std::fs::write(&f, &shown).unwrap();
+        let again = Config::load_with_env(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(again.http_root, c.http_root);
+        assert!(again.deprecations.is_empty());
+        // Both names, same value: accepted with the warning; different values: refused.
+        let same = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_ROOT", "/srv/h"),
+                ("IRONBOOT_DEPLOY__HTTP_ROOT", "/srv/h"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(same.deprecations.len(), 1);
+        let err = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_PXE__HTTP_URL", "http://a:1"),
+                ("IRONBOOT_DEPLOY__HTTP_URL", "http://b:2"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pxe.http_url") && err.contains("http://b:2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redfish_section_is_read_and_checked() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("IRONBOOT_REDFISH__CONNECTION_ATTEMPTS", "2"),
+                ("IRONBOOT_REDFISH__KERNEL_APPEND_PARAMS", "console=ttyS0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.redfish.connection_attempts, 2);
+        assert_eq!(c.redfish.kernel_append_params, "console=ttyS0");
+        for (key, value) in [
+            ("IRONBOOT_REDFISH__CONNECTION_ATTEMPTS", "0"),
+            ("IRONBOOT_REDFISH__KERNEL_APPEND_PARAMS", "a=\"unbalanced"),
+        ] {
+            let err = Config::load_with_env(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("redfish."), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     file.data_dir = Some(data_dir.clone());
     let host = host(&mut file)?;
     let my_ip = *file.my_ip.get_or_insert_with(detect_my_ip);
+    let deprecations = move_legacy_http_keys(&mut file)?;
     let (db_url, database) = file.database.resolve(&data_dir)?;
     file.database.url = Some(db_url);
     let database = match database {
@@ -26,10 +27,10 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     };
     let roots = Roots::resolve(&mut file, &data_dir)?;
     let auth = file.api.validate()?;
-    let derived_urls = (
-        file.api.public_url.is_none(),
-        file.deploy.http_url.is_none(),
-    );
+    let derived_urls = super::DerivedUrls {
+        api: file.api.public_url.is_none(),
+        http: file.deploy.http_url.is_none(),
+    };
     let api_public_url = match &file.api.public_url {
         Some(u) => check_url("api.public_url", u)?,
         None => format!("http://{}", url_host_port(file.api.listen, my_ip)),
@@ -69,6 +70,9 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         image_cache: file.image_cache.clone(),
         media: file.media.clone(),
         vmedia: file.vmedia.clone(),
+        redfish: file.redfish.clone(),
+        deprecations,
+        ipmi: file.ipmi.clone(),
         file,
         derived_urls,
     })
@@ -85,7 +89,64 @@ fn validate_sections(file: &ConfigFile) -> Result<(), ConfigError> {
     file.vmedia.validate()?;
     file.media.validate()?;
     file.image_cache.validate()?;
+    file.redfish.validate().map_err(|e| match e {
+        crate::bmc::redfish::RedfishError::Settings { key, value, reason } => {
+            SettingError::new(key, value, reason)
+        }
+        other => SettingError::new("redfish", "", other),
+    })?;
+    // The boot interface parses these at start too; refusing them here names the key in
+    // `config check`.
+    crate::boot::render::KernelParams::parse(
+        "redfish.kernel_append_params",
+        &file.redfish.kernel_append_params,
+    )?;
+    file.ipmi.validate()?;
     Ok(())
+}
+
+/// `[pxe] http_root` and `http_url`, where Ironic kept them before Liberty, are accepted as
+/// aliases of `[deploy] http_root` and `http_url`: moved there (so `config show` prints the
+/// current names) and reported as deprecated. Both names with different values are refused:
+/// neither can be assumed to be the one meant.
+fn move_legacy_http_keys(file: &mut ConfigFile) -> Result<Vec<String>, SettingError> {
+    let mut notes = Vec::new();
+    if let Some(legacy) = file.pxe.http_root.take() {
+        match &file.deploy.http_root {
+            Some(current) if *current != legacy => {
+                return Err(SettingError::new(
+                    "pxe.http_root",
+                    legacy.display(),
+                    format!(
+                        "is a deprecated alias of deploy.http_root, which is set to {}; \
+                         remove pxe.http_root",
+                        current.display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => file.deploy.http_root = Some(legacy),
+        }
+        notes.push("pxe.http_root is deprecated; use deploy.http_root".to_string());
+    }
+    if let Some(legacy) = file.pxe.http_url.take() {
+        match &file.deploy.http_url {
+            Some(current) if current.trim_end_matches('/') != legacy.trim_end_matches('/') => {
+                return Err(SettingError::new(
+                    "pxe.http_url",
+                    &legacy,
+                    format!(
+                        "is a deprecated alias of deploy.http_url, which is set to {current}; \
+                         remove pxe.http_url"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => file.deploy.http_url = Some(legacy),
+        }
+        notes.push("pxe.http_url is deprecated; use deploy.http_url".to_string());
+    }
+    Ok(notes)
 }
 
 fn host(file: &mut ConfigFile) -> Result<String, SettingError> {

@@ -68,6 +68,18 @@ pub trait BootInterface: Send + Sync {
     /// Removes what `prepare_instance` created.
     async fn clean_up_instance(&self, ctx: &mut NodeContext) -> Result<(), BootError>;
     /// Regenerates this conductor's copy of the node's boot files (or media) after another
-    /// conductor served the node.
-    async fn take_over(&self, ctx: &mut NodeContext) -> Result<(), BootError>;
+    /// conductor served the node (or this one under another host name).
+    ///
+    /// The conductor calls it for nodes in `active` and in the waiting states (`wait
+    /// call-back`, `clean wait`), whose ramdisk is booted or booting from what the previous
+    /// conductor prepared. `params` are the deploy interface's ramdisk parameters, as
+    /// `prepare_ramdisk` got them, so an interface that rebuilds its ramdisk boot (virtual
+    /// media carrying `ipa-api-url`) gives the same result as the original preparation.
+    /// Whatever the state, nothing is powered or rebooted: only files and media the node
+    /// may read are made to exist here again, with the same content.
+    async fn take_over(
+        &self,
+        ctx: &mut NodeContext,
+        params: &RamdiskParams,
+    ) -> Result<(), BootError>;
 }

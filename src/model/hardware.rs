@@ -167,62 +167,130 @@ pub struct HardwareType {
 }
 
 /// Every hardware type ironboot knows, in the order the API lists them.
-pub const HARDWARE_TYPES: &[HardwareType] = &[HardwareType {
-    name: "fake-hardware",
-    boot: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "pxe", "ipxe"],
+pub const HARDWARE_TYPES: &[HardwareType] = &[
+    HardwareType {
+        name: "fake-hardware",
+        boot: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "direct"],
+        },
+        power: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "script"],
+        },
+        management: InterfaceSet {
+            default: "fake",
+            enabled: &["fake", "noop"],
+        },
+        // Ironic's fake-hardware defaults to `fake` (record and succeed) for every optional kind
+        // but network and storage, whose do-nothing `noop` is the default.
+        extras: ExtraInterfaces {
+            bios: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-bios"],
+            },
+            console: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-console"],
+            },
+            firmware: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-firmware"],
+            },
+            inspect: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-inspect"],
+            },
+            network: InterfaceSet::only("noop"),
+            raid: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-raid"],
+            },
+            rescue: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-rescue"],
+            },
+            storage: InterfaceSet {
+                default: "noop",
+                enabled: &["noop", "fake"],
+            },
+            vendor: InterfaceSet {
+                default: "fake",
+                enabled: &["fake", "no-vendor"],
+            },
+        },
     },
-    deploy: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "direct"],
+    // Power and boot device over IPMI (ipmitool), network boot, agent deploy: Bifrost's default.
+    HardwareType {
+        name: "ipmi",
+        boot: InterfaceSet {
+            default: "pxe",
+            enabled: &["pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
+        },
+        power: InterfaceSet {
+            default: "ipmitool",
+            enabled: &["ipmitool"],
+        },
+        management: InterfaceSet {
+            default: "ipmitool",
+            enabled: &["ipmitool"],
+        },
+        extras: ExtraInterfaces::NONE,
     },
-    power: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "script"],
-    },
-    management: InterfaceSet {
-        default: "fake",
-        enabled: &["fake", "noop"],
-    },
-    // Ironic's fake-hardware defaults to `fake` (record and succeed) for every optional kind
-    // but network and storage, whose do-nothing `noop` is the default.
-    extras: ExtraInterfaces {
-        bios: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-bios"],
+    // The operator powers the node and sets its boot order by hand: `fake` power records the
+    // state asked for, `noop` management logs the device. Ironic's `agent` power (which needs
+    // fast track) is not offered.
+    HardwareType {
+        name: "manual-management",
+        boot: InterfaceSet {
+            default: "pxe",
+            enabled: &["pxe", "ipxe"],
         },
-        console: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-console"],
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
         },
-        firmware: InterfaceSet {
+        power: InterfaceSet {
             default: "fake",
-            enabled: &["fake", "no-firmware"],
+            enabled: &["fake"],
         },
-        inspect: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-inspect"],
-        },
-        network: InterfaceSet::only("noop"),
-        raid: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-raid"],
-        },
-        rescue: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-rescue"],
-        },
-        storage: InterfaceSet {
+        management: InterfaceSet {
             default: "noop",
             enabled: &["noop", "fake"],
         },
-        vendor: InterfaceSet {
-            default: "fake",
-            enabled: &["fake", "no-vendor"],
-        },
+        extras: ExtraInterfaces::NONE,
     },
-}];
+    // A Redfish BMC (iLO 5+, iDRAC, XCC, OpenBMC): power and boot device over Redfish, the
+    // deploy ramdisk from virtual media by default (Ironic's `redfish` hardware type).
+    HardwareType {
+        name: "redfish",
+        boot: InterfaceSet {
+            default: "redfish-virtual-media",
+            enabled: &["redfish-virtual-media", "pxe", "ipxe"],
+        },
+        deploy: InterfaceSet {
+            default: "direct",
+            enabled: &["direct"],
+        },
+        power: InterfaceSet {
+            default: "redfish",
+            enabled: &["redfish"],
+        },
+        management: InterfaceSet {
+            default: "redfish",
+            enabled: &["redfish"],
+        },
+        extras: ExtraInterfaces::NONE,
+    },
+];
 
 impl HardwareType {
     pub fn find(name: &str) -> Option<&'static HardwareType> {

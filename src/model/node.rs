@@ -349,8 +349,55 @@ mod tests {
             "{err}"
         );
         n.boot_interface = "fake".into();
-        n.driver = "ipmi".into();
+        n.driver = "ilo".into();
         assert!(matches!(n.validate(), Err(NodeError::UnknownDriver(_))));
+    }
+
+    #[test]
+    fn ipmi_and_manual_management_take_ironics_interfaces() {
+        let ipmi = Node::new(
+            Uuid::new_v4(),
+            HardwareType::find("ipmi").unwrap(),
+            Utc::now(),
+        );
+        assert_eq!(
+            (
+                ipmi.boot_interface.as_str(),
+                ipmi.deploy_interface.as_str(),
+                ipmi.power_interface.as_str(),
+                ipmi.management_interface.as_str()
+            ),
+            ("pxe", "direct", "ipmitool", "ipmitool")
+        );
+        ipmi.validate().unwrap();
+        for (field, value) in [("boot", "ipxe"), ("deploy", "fake"), ("power", "fake")] {
+            let mut n = ipmi.clone();
+            match field {
+                "boot" => n.boot_interface = value.into(),
+                "deploy" => n.deploy_interface = value.into(),
+                _ => n.power_interface = value.into(),
+            }
+            assert_eq!(n.validate().is_ok(), field == "boot", "{field} {value}");
+        }
+        let hw = HardwareType::find("manual-management").unwrap();
+        let mut manual = Node::new(Uuid::new_v4(), hw, Utc::now());
+        assert_eq!(
+            (
+                manual.power_interface.as_str(),
+                manual.management_interface.as_str()
+            ),
+            ("fake", "noop")
+        );
+        manual.management_interface = "fake".into();
+        manual.validate().unwrap();
+        manual.management_interface = "ipmitool".into();
+        let err = manual.validate().unwrap_err().to_string();
+        assert!(err.contains("noop, fake"), "{err}");
+        let names = HardwareType::names();
+        assert!(
+            names.contains(&"ipmi") && names.contains(&"manual-management"),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -36,11 +36,13 @@ pub enum PublishError {
         body: String,
     },
 
-    #[error("Swift {method} {url} failed: {reason}")]
+    #[error("Swift {method} {url} failed: {}", crate::error_chain::chain(source))]
     SwiftTransport {
         method: String,
         url: String,
-        reason: String,
+        /// Without its URL: the message names it (minus the temp-URL signature).
+        #[source]
+        source: reqwest::Error,
     },
 
     #[error("Swift PUT {url}: Swift stored ETag {etag} but the file's MD5 is {md5}")]

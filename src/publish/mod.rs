@@ -62,6 +62,10 @@ pub struct Publishers {
     local: LocalPublisher,
     swift: Option<SwiftPublisher>,
     metrics: PublishMetrics,
+    /// What a per-node local publisher is built from (a node's own `external_http_url`).
+    http_root: std::path::PathBuf,
+    subdir: String,
+    file_mode: u32,
 }
 
 impl Publishers {
@@ -85,7 +89,26 @@ impl Publishers {
             local,
             swift,
             metrics,
+            http_root: http_root.to_path_buf(),
+            subdir: settings.subdir.clone(),
+            file_mode: settings.file_mode,
         })
+    }
+
+    /// Like [`Publishers::select`], with the local publisher's URLs rooted at `root_url`
+    /// when it is given: a node's own `external_http_url`, for a BMC that reaches this
+    /// conductor's HTTP root by another address than the other BMCs do.
+    pub fn select_for_node(
+        &self,
+        node_override: Option<&str>,
+        root_url: Option<&str>,
+    ) -> Result<SelectedPublisher> {
+        let mut selected = self.select(node_override)?;
+        if let (AnyPublisher::Local(_), Some(url)) = (&selected.inner, root_url) {
+            let local = LocalPublisher::new(&self.http_root, url, &self.subdir, self.file_mode)?;
+            selected.inner = AnyPublisher::Local(local);
+        }
+        Ok(selected)
     }
 
     /// The publisher for one node. `node_override` is the node's own choice from driver_info
@@ -243,6 +266,17 @@ mod tests {
             both.select(Some("local")).unwrap().backend(),
             Backend::Local
         );
+        // A node's own root URL changes where local media are fetched from, not where they lie.
+        let p = local_only
+            .select_for_node(None, Some("http://10.9.9.9:80/"))
+            .unwrap();
+        let AnyPublisher::Local(l) = &p.inner else {
+            panic!("local expected")
+        };
+        let name = ObjectName::new("x.iso").unwrap();
+        assert_eq!(l.url_of(&name), "http://10.9.9.9:80/redfish/x.iso");
+        assert_eq!(l.path_of(&name), tmp.path().join("redfish/x.iso"));
+        assert!(local_only.select_for_node(None, Some("ftp://x")).is_err());
     }
 
     #[tokio::test]

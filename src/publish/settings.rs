@@ -369,11 +369,11 @@ mod tests {
         assert_eq!(s.file_mode, 0o640);
     }
 
-    /// The example in README's "Publishing virtual media" section is a valid `[vmedia]`.
+    /// The example in docs/configuration.md's `[vmedia]` section is a valid `[vmedia]`.
     #[test]
-    fn readme_example_parses_and_validates() {
-        let readme = include_str!("../../README.md");
-        let section = &readme[readme.find("## Publishing virtual media").unwrap()..];
+    fn documented_example_parses_and_validates() {
+        let doc = include_str!("../../docs/configuration.md");
+        let section = &doc[doc.find("## `[vmedia]` and `[vmedia.swift]`").unwrap()..];
         let start = section.find("```toml\n").unwrap() + "```toml\n".len();
         let block = &section[start..start + section[start..].find("```").unwrap()];
         #[derive(Deserialize)]

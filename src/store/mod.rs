@@ -336,9 +336,30 @@ pub struct AllocationQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorRecord {
     pub hostname: String,
+    /// Nodes of a group are only handled by conductors of that group (`""`: the default).
+    pub conductor_group: String,
+    /// Where its API answers: other conductors forward a node's work there.
+    pub api_url: Option<String>,
     pub online: bool,
     pub created_at: DateTime<Utc>,
+    /// Touched every `heartbeat_interval` while it runs.
     pub updated_at: DateTime<Utc>,
+}
+
+impl ConductorRecord {
+    /// Online and seen within `timeout` before `now`.
+    pub fn alive(&self, now: DateTime<Utc>, timeout: std::time::Duration) -> bool {
+        let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        self.online && self.updated_at >= now - timeout
+    }
+}
+
+/// What a conductor registers at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConductorRegistration {
+    pub hostname: String,
+    pub conductor_group: String,
+    pub api_url: String,
 }
 
 #[async_trait::async_trait]
@@ -377,7 +398,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     /// Registers (or re-registers) a conductor as online.
-    async fn register_conductor(&self, host: &str) -> Result<(), StoreError>;
+    async fn register_conductor(&self, c: &ConductorRegistration) -> Result<(), StoreError>;
     /// The keepalive: bumps `updated_at` of an online conductor.
     async fn touch_conductor(&self, host: &str) -> Result<(), StoreError>;
     async fn unregister_conductor(&self, host: &str) -> Result<(), StoreError>;

@@ -65,9 +65,17 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
     ),
     (
         3,
+        "conductors.conductor_group, conductors.api_url",
+        &[
+            "ALTER TABLE conductors ADD COLUMN conductor_group TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE conductors ADD COLUMN api_url TEXT",
+        ],
+    ),
+    (
+        4,
         "the full Ironic node and port models",
-        // Existing nodes are fake-hardware (the only type earlier versions knew): the defaults
-        // are that type's default interfaces.
+        // The column defaults are fake-hardware's default interfaces; nodes of other types are
+        // set to their do-nothing interfaces at the end.
         &[
             "ALTER TABLE nodes ADD COLUMN bios_interface TEXT NOT NULL DEFAULT 'fake'",
             "ALTER TABLE nodes ADD COLUMN console_interface TEXT NOT NULL DEFAULT 'fake'",
@@ -112,10 +120,16 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE ports ADD COLUMN vendor TEXT",
             "ALTER TABLE ports ADD COLUMN category TEXT",
             "ALTER TABLE ports ADD COLUMN available_for_dynamic_portgroup BOOLEAN NOT NULL DEFAULT TRUE",
+            // Nodes of the other hardware types take their types' do-nothing interfaces.
+            "UPDATE nodes SET bios_interface = 'no-bios', console_interface = 'no-console',
+                firmware_interface = 'no-firmware', inspect_interface = 'no-inspect',
+                raid_interface = 'no-raid', rescue_interface = 'no-rescue',
+                vendor_interface = 'no-vendor'
+             WHERE driver <> 'fake-hardware'",
         ],
     ),
     (
-        4,
+        5,
         "allocations",
         &[
             "CREATE TABLE allocations (

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::schema::{self, format_ts, parse_ts};
 use super::{
-    AllocationIdent, AllocationQuery, ConductorRecord, NodeIdent, NodeQuery, NodeSortKey,
-    PortQuery, SortAs, Store, StoreError,
+    AllocationIdent, AllocationQuery, ConductorRecord, ConductorRegistration, NodeIdent, NodeQuery,
+    NodeSortKey, PortQuery, SortAs, Store, StoreError,
 };
 use crate::model::{Allocation, Node, Port};
 
@@ -501,13 +501,17 @@ impl Store for SqliteStore {
         self.remove_allocation(uuid).await
     }
 
-    async fn register_conductor(&self, host: &str) -> Result<(), StoreError> {
+    async fn register_conductor(&self, c: &ConductorRegistration) -> Result<(), StoreError> {
         let now = format_ts(&Utc::now());
         sqlx::query(
-            "INSERT INTO conductors (hostname, online, created_at, updated_at) VALUES ($1, TRUE, $2, $2) \
-             ON CONFLICT (hostname) DO UPDATE SET online = TRUE, updated_at = excluded.updated_at",
+            "INSERT INTO conductors (hostname, conductor_group, api_url, online, created_at, updated_at) \
+             VALUES ($1, $2, $3, TRUE, $4, $4) \
+             ON CONFLICT (hostname) DO UPDATE SET online = TRUE, updated_at = excluded.updated_at, \
+             conductor_group = excluded.conductor_group, api_url = excluded.api_url",
         )
-        .bind(host)
+        .bind(&c.hostname)
+        .bind(&c.conductor_group)
+        .bind(&c.api_url)
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -534,7 +538,8 @@ impl Store for SqliteStore {
 
     async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT hostname, online, created_at, updated_at FROM conductors ORDER BY hostname",
+            "SELECT hostname, conductor_group, api_url, online, created_at, updated_at \
+             FROM conductors ORDER BY hostname",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -544,6 +549,8 @@ impl Store for SqliteStore {
                 let updated: String = r.try_get("updated_at")?;
                 Ok(ConductorRecord {
                     hostname: r.try_get("hostname")?,
+                    conductor_group: r.try_get("conductor_group")?,
+                    api_url: r.try_get("api_url")?,
                     online: r.try_get("online")?,
                     created_at: parse_ts("created_at", &created)?,
                     updated_at: parse_ts("updated_at", &updated)?,
@@ -742,14 +749,22 @@ mod tests {
     #[tokio::test]
     async fn conductors_register_and_go_offline() {
         let s = SqliteStore::in_memory().await.unwrap();
-        s.register_conductor("c1").await.unwrap();
+        let c1 = ConductorRegistration {
+            hostname: "c1".into(),
+            conductor_group: "rack-1".into(),
+            api_url: "http://192.0.2.1:6385".into(),
+        };
+        s.register_conductor(&c1).await.unwrap();
         s.touch_conductor("c1").await.unwrap();
         s.unregister_conductor("c1").await.unwrap();
         let all = s.list_conductors().await.unwrap();
         assert_eq!(all.len(), 1);
         assert!(!all[0].online);
-        s.register_conductor("c1").await.unwrap();
-        assert!(s.list_conductors().await.unwrap()[0].online);
+        s.register_conductor(&c1).await.unwrap();
+        let back = &s.list_conductors().await.unwrap()[0];
+        assert!(back.online);
+        assert_eq!(back.conductor_group, "rack-1");
+        assert_eq!(back.api_url.as_deref(), Some("http://192.0.2.1:6385"));
     }
 
     #[tokio::test]

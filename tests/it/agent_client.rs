@@ -1,6 +1,7 @@
 //! The agent client against fake agents, for the error paths the real agent cannot be made to
 //! produce on demand: busy (409), refused token (401), failed commands, lost answers, timeouts,
-//! and a TLS peer whose certificate is not the pinned one (served by `openssl s_server`).
+//! and a TLS peer whose certificate is not the pinned one (rustls in the test, certificates
+//! made by `openssl`).
 
 use crate::support;
 
@@ -169,8 +170,13 @@ async fn a_lost_answer_counts_when_the_agent_lists_the_command_running() {
 
 #[tokio::test]
 async fn unreachable_and_silent_agents_fail_after_bounded_attempts() {
-    // Nothing listens: connection refused, three attempts.
-    let port = support::free_tcp_port();
+    // A port held by a socket that does not listen: connection refused (and nobody else can
+    // take the port meanwhile), three attempts.
+    let closed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = closed.local_addr().unwrap().as_socket().unwrap().port();
     let c = AgentClient::new(
         &format!("http://127.0.0.1:{port}"),
         TOKEN,
@@ -184,7 +190,10 @@ async fn unreachable_and_silent_agents_fail_after_bounded_attempts() {
         .await
         .unwrap_err();
     match &e {
-        AgentError::Connection { attempts, .. } => assert_eq!(*attempts, 3, "{e}"),
+        AgentError::Connection { attempts, .. } => {
+            assert_eq!(*attempts, 3, "{e}");
+            assert!(e.to_string().contains("refused"), "the cause is kept: {e}");
+        }
         other => panic!("{other}"),
     }
     // An agent that never answers (and lists nothing running): timeouts, then an error.
@@ -260,6 +269,90 @@ fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::pat
     (crt, key)
 }
 
+/// A TLS server (rustls, in a thread) presenting `crt`: it records each handshake's outcome and
+/// answers a completed one with an empty command list, as an agent with no commands would.
+struct TlsAgent {
+    url: String,
+    handshakes: Arc<std::sync::Mutex<Vec<Result<(), String>>>>,
+}
+
+fn tls_agent(crt: &std::path::Path, key: &std::path::Path) -> TlsAgent {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let cert = CertificateDer::from_pem_slice(&std::fs::read(crt).unwrap()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key).unwrap()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let handshakes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&handshakes);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = tcp.set_write_timeout(Some(Duration::from_secs(5)));
+            let mut conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut outcome = Ok(());
+            while conn.is_handshaking() {
+                if let Err(e) = conn.complete_io(&mut tcp) {
+                    outcome = Err(e.to_string());
+                    break;
+                }
+            }
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(outcome.clone());
+            if outcome.is_err() {
+                continue;
+            }
+            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = br#"{"commands": []}"#;
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(body);
+            conn.send_close_notify();
+            let _ = conn.complete_io(&mut tcp);
+        }
+    });
+    TlsAgent { url, handshakes }
+}
+
+impl TlsAgent {
+    /// The outcomes of the first `n` handshakes, once the server has seen them end.
+    async fn handshakes(&self, n: usize) -> Vec<Result<(), String>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.handshakes.lock().unwrap().clone();
+            if seen.len() >= n || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn tls_is_pinned_to_the_certificate_the_agent_sent() {
     if !support::require_peer("agent_client tls", &["openssl"]) {
@@ -269,45 +362,37 @@ async fn tls_is_pinned_to_the_certificate_the_agent_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (served_crt, served_key) = make_cert(dir.path(), "served");
     let (other_crt, _) = make_cert(dir.path(), "other");
-    let port = support::free_tcp_port();
-    let mut server = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(&served_crt)
-        .arg("-key")
-        .arg(&served_key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = format!("https://127.0.0.1:{port}");
+    let agent = tls_agent(&served_crt, &served_key);
     let strict = ClientOptions {
         require_tls: true,
         max_attempts: 1,
         ..opts()
     };
-    // Pinned to another certificate: the handshake fails, nothing is sent.
+    // Pinned to another certificate: the agent is reached and presents its certificate, the
+    // client refuses it in the handshake (and says so), nothing is sent.
     let other = std::fs::read_to_string(&other_crt).unwrap();
-    let c = AgentClient::new(&url, TOKEN, Some(&other), strict.clone(), None).unwrap();
+    let c = AgentClient::new(&agent.url, TOKEN, Some(&other), strict.clone(), None).unwrap();
     let e = c.list_commands().await.unwrap_err();
-    assert!(matches!(e, AgentError::Connection { .. }), "{e}");
-    // Pinned to the served certificate: TLS succeeds (s_server then answers with an HTML
-    // status page, not the agent's JSON — which proves the request got through).
-    let served = std::fs::read_to_string(&served_crt).unwrap();
-    let c = AgentClient::new(&url, TOKEN, Some(&served), strict, None).unwrap();
-    let e = c.list_commands().await.unwrap_err();
+    match &e {
+        AgentError::Connection { source, .. } => assert!(
+            ironboot::error_chain::chain(source).contains("invalid peer certificate"),
+            "a certificate error, not any connection error: {e}"
+        ),
+        other => panic!("{other}"),
+    }
+    let seen = agent.handshakes(1).await;
+    assert_eq!(seen.len(), 1, "the server was reached once: {seen:?}");
+    let refused = seen[0].as_ref().unwrap_err();
     assert!(
-        matches!(e, AgentError::InvalidResponse { .. }),
-        "TLS must have succeeded: {e}"
+        refused.contains("received fatal alert"),
+        "the client aborted the handshake with an alert: {refused}"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    // Pinned to the served certificate: the handshake completes and the request is answered.
+    let served = std::fs::read_to_string(&served_crt).unwrap();
+    let c = AgentClient::new(&agent.url, TOKEN, Some(&served), strict, None).unwrap();
+    let listed = c.list_commands().await.unwrap();
+    assert!(listed.is_empty());
+    let seen = agent.handshakes(2).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].is_ok(), "{seen:?}");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
+use support::ipa::{AGENT_MAC, AGENT_PORT, Lab, LabOptions, TestImages, sha256_file};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -45,7 +45,12 @@ fn whole_disk_info(lab: &Lab, images: &TestImages, file: &str, format: &str) -> 
 
 #[test]
 fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
-    let Some(lab) = Lab::start("agent_ipa raw", LabOptions::default()) else {
+    // The agent's heartbeats are held at the lab's gate until the token checks are done.
+    let opts = LabOptions {
+        hold_heartbeats: true,
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa raw", opts) else {
         return;
     };
     let images = TestImages::make();
@@ -56,45 +61,49 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     );
     lab.provision(&uuid, "active");
 
-    // Wait for the agent's first heartbeat (its URL recorded), then poke at the token rules.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let node = loop {
-        let n = lab.node(&uuid);
-        if n["driver_internal_info"]["agent_url"].is_string() || n["provision_state"] == "active" {
-            break n;
+    // The agent looked its node up (the token is handed out) and its first heartbeat waits at
+    // the gate: ironboot has not heard from it, whatever the machine's speed.
+    lab.wait_heartbeat_held(Duration::from_secs(90));
+    let node = lab.node(&uuid);
+    assert_eq!(node["provision_state"], "wait call-back", "{node}");
+    let dii = &node["driver_internal_info"];
+    assert_eq!(
+        dii["agent_secret_token"], "******",
+        "the API masks the token"
+    );
+    assert!(dii.get("agent_url").is_none(), "no heartbeat yet: {dii}");
+    // (e) A second lookup gets the masked token; the API never shows the real one.
+    let (s, body) = lab.api("GET", &format!("/v1/lookup?addresses={AGENT_MAC}"), None);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["config"]["agent_token"], "******", "{body}");
+    assert_eq!(body["node"]["uuid"], uuid);
+    // (d) Heartbeats without the token or with a wrong one are refused with 400.
+    let url = format!("https://127.0.0.1:{AGENT_PORT}");
+    for token in [None, Some("x".repeat(43))] {
+        let mut hb = json!({"callback_url": url, "agent_version": "13.0.0"});
+        if let Some(t) = &token {
+            hb["agent_token"] = json!(t);
         }
+        let (s, body) = lab.api("POST", &format!("/v1/heartbeat/{uuid}"), Some(&hb));
+        assert_eq!(s, 400, "token {token:?}: {body}");
         assert!(
-            std::time::Instant::now() < deadline,
-            "no heartbeat:\n{}",
-            lab.agent_logs()
+            body["error_message"].as_str().unwrap().contains("token"),
+            "{body}"
         );
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    if node["provision_state"] != "active" {
-        // (e) A second lookup gets the masked token; the API never shows the real one.
-        let (s, body) = lab.api("GET", &format!("/v1/lookup?addresses={AGENT_MAC}"), None);
-        assert_eq!(s, 200, "{body}");
-        assert_eq!(body["config"]["agent_token"], "******", "{body}");
-        assert_eq!(body["node"]["uuid"], uuid);
-        assert_eq!(node["driver_internal_info"]["agent_secret_token"], "******");
-        // (d) Heartbeats without the token or with a wrong one are refused with 400.
-        let url = node["driver_internal_info"]["agent_url"].as_str().unwrap();
-        for token in [None, Some("x".repeat(43))] {
-            let mut hb = json!({"callback_url": url, "agent_version": "13.0.0"});
-            if let Some(t) = &token {
-                hb["agent_token"] = json!(t);
-            }
-            let (s, body) = lab.api("POST", &format!("/v1/heartbeat/{uuid}"), Some(&hb));
-            assert_eq!(s, 400, "token {token:?}: {body}");
-            assert!(
-                body["error_message"].as_str().unwrap().contains("token"),
-                "{body}"
-            );
-        }
-        // Lookup before microversion 1.22 does not exist.
-        let (s, _) = lab.api_with_version("GET", "/v1/lookup?addresses=x", None, Some("1.21"));
-        assert_eq!(s, 404);
     }
+    // Lookup before microversion 1.22 does not exist.
+    let (s, _) = lab.api_with_version("GET", "/v1/lookup?addresses=x", None, Some("1.21"));
+    assert_eq!(s, 404);
+    // The refused heartbeats recorded nothing: the node still waits for its agent.
+    let node = lab.node(&uuid);
+    assert_eq!(node["provision_state"], "wait call-back", "{node}");
+    assert!(node["driver_internal_info"].get("agent_url").is_none());
+    assert_eq!(
+        lab.heartbeats_held(),
+        1,
+        "the agent's first heartbeat, held"
+    );
+    lab.release_heartbeats();
 
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
     assert_eq!(
@@ -102,7 +111,7 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
         "active",
         "last_error: {}\n{}",
         done["last_error"],
-        lab.agent_logs()
+        lab.log_tails()
     );
     let image = std::fs::read(images.path("wd.raw")).unwrap();
     assert!(
@@ -138,7 +147,7 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     assert!(!served.exists(), "{} left behind", served.display());
     // Auto-TLS was used: the agent advertised https and the conductor pinned its certificate.
     assert!(
-        log.contains("https://127.0.0.1:9999"),
+        log.contains(&format!("https://127.0.0.1:{AGENT_PORT}")),
         "{}",
         support::ipa::tail(&log, 40)
     );
@@ -235,6 +244,8 @@ fn qcow2_whole_disk_is_converted_onto_the_disk_and_undeploy_erases_it() {
 
 #[derive(Debug)]
 struct Part {
+    /// The partition's device node (`/dev/loopNpM`).
+    node: String,
     start: u64,
     size: u64,
     kind: String,
@@ -249,11 +260,21 @@ fn partitions(dev: &str) -> Vec<Part> {
         .unwrap()
         .iter()
         .map(|p| Part {
+            node: p["node"].as_str().unwrap_or_default().to_string(),
             start: p["start"].as_u64().unwrap() * 512,
             size: p["size"].as_u64().unwrap() * 512,
             kind: p["type"].as_str().unwrap_or_default().to_string(),
         })
         .collect()
+}
+
+/// The filesystem UUID blkid reads from `path` (a device or an image file), probing it
+/// directly (no cache, no udev).
+fn fs_uuid(path: &str) -> String {
+    let (ok, out, err) =
+        support::run(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value", path]));
+    assert!(ok, "blkid {path}: {err}");
+    out.trim().to_string()
 }
 
 #[test]
@@ -266,8 +287,7 @@ fn partition_image_with_swap_and_configdrive() {
     let url = lab.serve_image(&part, &format!("{}-part.raw", std::process::id()));
     support::write_pattern_file(&images.path("cd.bin"), 64 * 1024, 11);
     let cd_bytes = std::fs::read(images.path("cd.bin")).unwrap();
-    let blob = gzip(&cd_bytes);
-    let configdrive = base64::engine::general_purpose::STANDARD.encode(&blob);
+    let configdrive = base64::engine::general_purpose::STANDARD.encode(gzip(&cd_bytes));
     let info = json!({
         "image_source": url,
         "image_disk_format": "raw",
@@ -283,8 +303,15 @@ fn partition_image_with_swap_and_configdrive() {
         json!({"target": "active", "configdrive": configdrive}),
     );
     let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
+    assert_eq!(
+        done["provision_state"],
+        "active",
+        "last_error: {}\n{}",
+        done["last_error"],
+        lab.log_tails()
+    );
 
-    // The agent laid out the disk either way: swap, root, and the config drive.
+    // The agent laid out the disk: swap, root, and the config drive.
     let parts = partitions(&lab.disk);
     let swap = parts
         .iter()
@@ -309,54 +336,35 @@ fn partition_image_with_swap_and_configdrive() {
         "no partition holds the config drive: {parts:?}"
     );
 
-    let (ok, fs_uuid, _) = support::run(
-        Command::new("blkid")
-            .args(["-p", "-s", "UUID", "-o", "value"])
-            .arg(&part),
+    // The agent read the root filesystem's UUID on the disk (lsblk, from the lab's udev
+    // database), and ironboot recorded it and wrote it into the instance's boot config.
+    let on_disk = fs_uuid(&root.node);
+    assert_eq!(
+        on_disk,
+        fs_uuid(part.to_str().unwrap()),
+        "the root partition holds part.raw's filesystem"
     );
-    assert!(ok);
-    let fs_uuid = fs_uuid.trim();
-    if done["provision_state"] == "active" {
-        // A ramdisk with a udev database reports the root UUID: the boot config uses it.
-        assert!(
-            fake_calls(&done).contains(&format!("boot.prepare_instance:root=UUID={fs_uuid}")),
-            "{}",
-            fake_calls(&done)
-        );
-    } else {
-        // Without udev (this machine) lsblk cannot read the UUID and the agent reports "":
-        // ironboot refuses to write a boot config without root=UUID and says why.
-        let err = done["last_error"].as_str().unwrap_or_default();
-        assert!(
-            err.contains("no root partition UUID") && err.contains("udev"),
-            "unclear failure: {err}\n{}",
-            support::ipa::tail(&lab.ironboot_log(), 40)
-        );
-        assert_eq!(
-            done["power_state"], "power off",
-            "powered off after the failure"
-        );
-        let dii = done["driver_internal_info"].as_object().unwrap();
-        assert!(
-            !dii.contains_key("agent_secret_token"),
-            "token wiped after the failure"
-        );
-    }
+    assert!(!on_disk.is_empty(), "part.raw has a filesystem UUID");
+    assert_eq!(
+        done["driver_internal_info"]["root_uuid_or_disk_id"], on_disk,
+        "the root UUID ironboot recorded is the agent's"
+    );
+    let calls = fake_calls(&done);
+    assert!(
+        calls.contains(&format!("boot.prepare_instance:root=UUID={on_disk}")),
+        "{calls}"
+    );
+    assert_eq!(done["power_state"], "power on");
+    let dii = done["driver_internal_info"].as_object().unwrap();
+    assert!(!dii.contains_key("agent_secret_token"), "token wiped");
 }
 
-/// gzip with the system tool (the crate has no compression dependency).
+/// gzip in memory (the config drive is gzipped, then base64).
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut child = Command::new("gzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
 }
 
 #[test]
@@ -391,11 +399,7 @@ fn agent_that_never_calls_back_is_failed_by_the_callback_timeout() {
     );
     assert_eq!(failed["power_state"], "power off");
     assert_eq!(lab.boots(), 1, "the agent was started once");
-    let (ok, out, _) = support::run(Command::new(lab.dir().join("power.sh")).arg("status"));
-    assert!(
-        ok && out.trim() == "off",
-        "the agent process was killed: {out}"
-    );
+    assert!(!lab.agent_running(), "the agent process was killed");
     assert!(
         lab.agent_logs().contains("127.0.0.1:9"),
         "the real agent ran and tried its API URL"

@@ -162,7 +162,7 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "colour": "red"}"#.into()), None, 400, "colour"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": 5}"#.into()), None, 400, "not of type 'string'"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"name": "x"}"#.into()), None, 400, "driver"),
-        (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "ipmi"}"#.into()), None, 400, "ipmi"),
+        (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "ilo"}"#.into()), None, 400, "ilo"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "name": "has space"}"#.into()), None, 400, "has space"),
         (Method::POST, "/v1/nodes".into(), Some(format!(r#"{{"driver": "fake-hardware", "name": "{long_name}"}}"#)), None, 400, "invalid"),
         (Method::POST, "/v1/nodes".into(), Some(r#"{"driver": "fake-hardware", "name": "base"}"#.into()), None, 409, "base"),

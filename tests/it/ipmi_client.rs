@@ -593,7 +593,7 @@ async fn the_password_never_reaches_a_command_line_an_error_or_a_log() {
             .clone(),
         )
         .unwrap();
-    let watcher = tokio::task::spawn_blocking(move || watch_ipmitool(port));
+    let watcher = tokio::task::spawn_blocking(move || support::ipmi_sim::watch_ipmitool(port));
     let unreachable = silent_bmc.power_status().await.unwrap_err().to_string();
     let (cmdline, environ) = watcher
         .await
@@ -618,27 +618,6 @@ async fn the_password_never_reaches_a_command_line_an_error_or_a_log() {
         !logged.contains(ADMIN.1) && !logged.contains("Wr0ng-pw-99"),
         "{logged}"
     );
-}
-
-/// Polls /proc until an ipmitool talking to `port` runs; returns its cmdline and environ.
-fn watch_ipmitool(port: u16) -> Option<(String, String)> {
-    let needle = format!("-p\0{port}\0");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let path = entry.path();
-            let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
-            if cmdline.starts_with("ipmitool\0") && cmdline.contains(&needle) {
-                let environ = std::fs::read(path.join("environ")).unwrap_or_default();
-                return Some((cmdline, String::from_utf8_lossy(&environ).into_owned()));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 //! - [`IpmiClient`] is one node's BMC ([`DriverInfo`], parsed from driver_info with Ironic's
 //!   keys). Its calls are power ([`IpmiClient::power_status`], [`IpmiClient::set_power_state`],
 //!   ...) and boot device ([`IpmiClient::set_boot_device`], [`IpmiClient::get_boot_device`]).
+//! - [`IpmitoolPower`] and [`IpmitoolManagement`] are the `ipmitool` power and management
+//!   interfaces of the `ipmi` hardware type, on top of the client.
 //!
 //! Guarantees: the password is only ever in ipmitool's environment (never its command line,
 //! an error or a log line); every ipmitool run is killed after `command_timeout_secs`;
@@ -20,6 +22,7 @@ mod bootdev;
 mod classify;
 mod driver_info;
 mod error;
+mod interface;
 mod metrics;
 mod power;
 mod registry;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 pub use self::bootdev::{BootDevice, BootDeviceRequest, BootFlags, BootSelector};
 pub use self::driver_info::{DriverInfo, PASSWORD_MASK, Password, PrivLevel, Protocol};
 pub use self::error::IpmiError;
+pub use self::interface::{IpmitoolManagement, IpmitoolPower};
 pub use self::metrics::IpmiMetrics;
 pub use self::power::{PowerStatus, SoftOff};
 pub use self::settings::{BootFlagsCheck, IpmiSettings};
@@ -79,6 +83,19 @@ impl Ipmitool {
     /// Parses a node's driver_info ([`DriverInfo::from_fields`]) into a client.
     pub fn client_for(&self, driver_info: &Fields) -> Result<IpmiClient, IpmiError> {
         DriverInfo::from_fields(driver_info).map(|info| self.client(info))
+    }
+
+    /// Where the configured ipmitool is: the path itself, or the first match on PATH for a
+    /// bare name. `None` when it is not there (every IPMI call would fail to start it).
+    pub fn find_program(&self) -> Option<std::path::PathBuf> {
+        let program = &self.inner.settings.ipmitool;
+        if program.components().count() > 1 {
+            return program.is_file().then(|| program.clone());
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
     }
 
     fn registry(&self) -> &BmcRegistry {

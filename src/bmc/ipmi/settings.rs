@@ -40,7 +40,7 @@ pub struct IpmiSettings {
     pub min_command_interval_ms: u64,
     /// ipmitool `-N`: seconds it waits for each answer from the BMC.
     pub lan_timeout_secs: u64,
-    /// ipmitool `-R`: how often it resends an unanswered message.
+    /// ipmitool `-R`: how often it resends an unanswered message (1 to 10).
     pub lan_retries: u32,
     /// Longest wait for a power state to be reported after power on/off/reset/cycle.
     pub power_state_change_timeout_secs: u64,
@@ -89,6 +89,15 @@ impl IpmiSettings {
             if value == 0 {
                 return Err(bad(key, "0", "must be at least 1"));
             }
+        }
+        // ipmitool reads `-R 0` as "not given" and resends with its own default (a silent
+        // BMC then costs ~20 s per run), so one resend is the least there is.
+        if self.lan_retries == 0 {
+            return Err(bad(
+                "lan_retries",
+                "0",
+                "must be at least 1: ipmitool takes -R 0 as its own default (about 20 s for a silent BMC)",
+            ));
         }
         if self.lan_retries > 10 {
             return Err(bad(
@@ -187,7 +196,7 @@ mod tests {
             command_retry_timeout_secs = 0
             min_command_interval_ms = 50
             lan_timeout_secs = 1
-            lan_retries = 0
+            lan_retries = 1
             poll_interval_ms = 100
             boot_flags_check = "device"
             "#,
@@ -232,6 +241,13 @@ mod tests {
                     ..Default::default()
                 },
                 "lan_retries = 11",
+            ),
+            (
+                IpmiSettings {
+                    lan_retries: 0,
+                    ..Default::default()
+                },
+                "lan_retries = 0: must be at least 1",
             ),
             (
                 IpmiSettings {

@@ -44,11 +44,11 @@ impl Fake {
     fn tool(&self, tweak: impl FnOnce(&mut IpmiSettings)) -> Ipmitool {
         let mut s = IpmiSettings {
             ipmitool: self.path(),
-            command_timeout_secs: 2,
+            command_timeout_secs: 3,
             command_retry_timeout_secs: 0,
             min_command_interval_ms: 10,
             lan_timeout_secs: 1,
-            lan_retries: 0,
+            lan_retries: 1,
             poll_interval_ms: 20,
             ..IpmiSettings::default()
         };
@@ -92,7 +92,7 @@ echo "Chassis Power is on""#,
     let args = log.lines().find(|l| l.starts_with("ARGS")).unwrap();
     assert_eq!(
         args,
-        "ARGS -I lanplus -H 127.0.0.1 -p 623 -L ADMINISTRATOR -U admin -C 3 -E -N 1 -R 0 -v power status"
+        "ARGS -I lanplus -H 127.0.0.1 -p 623 -L ADMINISTRATOR -U admin -C 3 -E -N 1 -R 1 -v power status"
     );
     let env = log.lines().find(|l| l.starts_with("ENV")).unwrap();
     assert!(env.contains("IPMI_PASSWORD=pw-Zq81x"), "{env}");

@@ -216,7 +216,7 @@ impl Transport {
             let pause = self.settings.retry_pause(attempt);
             let what = match &result {
                 Ok(reply) => reply.status.to_string(),
-                Err(e) => super::error::error_chain(e),
+                Err(e) => crate::error_chain::chain(e),
             };
             warn!(bmc = %self.bmc, %method, path, attempt, attempts, error = %what, ?pause,
                 "BMC call failed; retrying");

@@ -198,6 +198,47 @@ impl RedfishError {
         matches!(self.class(), ErrorClass::Unavailable | ErrorClass::Timeout)
     }
 
+    /// What the operator should do, for errors whose message does not already say it (the
+    /// ones about driver_info, credentials, certificates and system ids do).
+    pub fn advice(&self) -> Option<&'static str> {
+        use RedfishError::*;
+        match self {
+            Status { status: 403, .. } => Some(
+                "the BMC user lacks the privilege for this call: give redfish_username a role \
+                 that may change power, boot and virtual media (e.g. Administrator)",
+            ),
+            NotSupported { .. } | NoMediaSlot { .. } => Some(
+                "this BMC cannot do what the node's interfaces ask: pick interfaces it \
+                 supports (e.g. boot_interface pxe or ipxe instead of redfish-virtual-media) \
+                 or update its firmware",
+            ),
+            Status { status, .. } if *status >= 500 => Some(
+                "the BMC failed to carry out the call; check its health (its log, a BMC \
+                 reset), then retry",
+            ),
+            Unreachable { .. } => Some(
+                "check that the BMC is up and that this conductor reaches redfish_address \
+                 (address, port, firewall), then retry",
+            ),
+            Status { .. } | InvalidResponse { .. } => Some(
+                "the BMC refused the request; its messages say why: check driver_info and \
+                 that the BMC's firmware supports the call",
+            ),
+            PowerTimeout { .. } => Some(
+                "the BMC accepted the power change but did not report it in time: check the \
+                 node, or raise [redfish] power_state_change_timeout_secs",
+            ),
+            DriverInfo { .. }
+            | Settings { .. }
+            | CaBundle { .. }
+            | Client { .. }
+            | Certificate { .. }
+            | Unauthorized { .. }
+            | SystemNotFound { .. }
+            | NoVirtualMedia { .. } => None,
+        }
+    }
+
     /// The HTTP status the BMC answered, when the error is about an answer.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -206,6 +247,45 @@ impl RedfishError {
             }
             _ => None,
         }
+    }
+}
+
+/// A [`RedfishError`] followed by its [`RedfishError::advice`]: what interfaces report, so a
+/// node's `last_error` names the BMC, what failed and what to do.
+/// Boxed: a `RedfishError` is large, and this travels inside other errors' `Result`s.
+#[derive(Debug)]
+pub struct Advised(Box<RedfishError>);
+
+impl Advised {
+    pub fn new(e: RedfishError) -> Self {
+        Advised(Box::new(e))
+    }
+
+    /// The error being advised on.
+    pub fn error(&self) -> &RedfishError {
+        &self.0
+    }
+}
+
+impl fmt::Display for Advised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.advice() {
+            Some(advice) => write!(f, "{}; {advice}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for Advised {
+    /// The wrapped error's own cause: its text is already part of this one's.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.0.as_ref())
+    }
+}
+
+impl From<RedfishError> for Advised {
+    fn from(e: RedfishError) -> Self {
+        Advised::new(e)
     }
 }
 
@@ -269,22 +349,7 @@ fn transport_summary(err: &reqwest::Error, timeout: Duration) -> String {
     } else {
         "the connection failed".to_string()
     };
-    format!("{what}: {}", error_chain(err))
-}
-
-/// An error and its causes, `: `-separated (reqwest hides the useful part in `source()`).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
+    format!("{what}: {}", crate::error_chain::chain(err))
 }
 
 /// The messages of a Redfish error body (or of `@Message.ExtendedInfo` on any answer):
@@ -444,6 +509,48 @@ mod tests {
         };
         assert!(e.to_string().contains("\"7\" is not a member"), "{e}");
         assert_eq!(e.class(), ErrorClass::Config);
+    }
+
+    #[test]
+    fn advice_follows_the_class_unless_the_message_has_it() {
+        let unreachable_like = RedfishError::Status {
+            bmc: "https://10.0.0.5".into(),
+            method: "GET".into(),
+            path: "/redfish/v1/".into(),
+            status: 503,
+            attempts: 2,
+            messages: vec![],
+        };
+        let text = Advised::new(unreachable_like).to_string();
+        assert!(
+            text.starts_with("BMC https://10.0.0.5: GET /redfish/v1/ answered 503"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; the BMC failed to carry out the call"),
+            "{text}"
+        );
+        let no_vmedia = RedfishError::NoVirtualMedia {
+            bmc: "b".into(),
+            system: "/s".into(),
+            searched: vec![],
+        };
+        assert_eq!(
+            Advised::new(no_vmedia)
+                .to_string()
+                .matches("licence")
+                .count(),
+            1
+        );
+        let refused = RedfishError::Status {
+            bmc: "b".into(),
+            method: "POST".into(),
+            path: "/p".into(),
+            status: 403,
+            attempts: 1,
+            messages: vec![],
+        };
+        assert!(refused.advice().unwrap().contains("privilege"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   waits for the new state), boot source override, virtual media.
 //! - Every [`RedfishError`] names the BMC and the call, carries the BMC's own messages, and
 //!   has an [`ErrorClass`] telling bad driver_info, credentials and missing features apart
-//!   from an unreachable BMC.
+//!   from an unreachable BMC; [`Advised`] adds what the operator should do.
+//! - [`RedfishPower`] and [`RedfishManagement`] are the `redfish` power and management
+//!   interfaces built on it (the boot interface is `boot::vmedia`).
 //!
 //! Nothing here logs a password or a session token.
 
@@ -18,8 +20,10 @@ mod client;
 mod connect;
 pub mod driver_info;
 mod error;
+mod management;
 pub mod metrics;
 mod odata;
+mod power;
 mod session;
 pub mod settings;
 mod system;
@@ -28,8 +32,10 @@ mod vmedia;
 
 pub use connect::Redfish;
 pub use driver_info::{AuthType, DriverInfo, Secret, VerifyCa};
-pub use error::{ErrorClass, RedfishError};
+pub use error::{Advised, ErrorClass, RedfishError};
+pub use management::RedfishManagement;
 pub use metrics::RedfishMetrics;
+pub use power::RedfishPower;
 pub use session::SessionCache;
 pub use settings::RedfishSettings;
 pub use system::{

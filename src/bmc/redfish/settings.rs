@@ -1,6 +1,8 @@
-//! `RedfishSettings`: how hard the client tries and how long it waits (the `[redfish]`
-//! section once wired into the configuration file). Defaults follow Ironic where it has an
-//! equivalent (`[redfish] connection_attempts` 5, `[conductor] power_state_change_timeout` 60 s).
+//! `RedfishSettings`: the `[redfish]` section. How hard the client tries and how long it
+//! waits, and the kernel parameters the `redfish-virtual-media` boot interface puts on the ISOs
+//! it builds. Defaults follow Ironic where it has an equivalent (`[redfish]
+//! connection_attempts` 5, `[conductor] power_state_change_timeout` 60 s, `[redfish]
+//! kernel_append_params` `nofb vga=normal`).
 
 use std::time::Duration;
 
@@ -29,7 +31,14 @@ pub struct RedfishSettings {
     pub power_state_poll_interval_ms: u64,
     /// A cached session unused for this long is logged out rather than reused.
     pub session_idle_timeout_secs: u64,
+    /// Kernel parameters of the ISOs `redfish-virtual-media` builds, before the agent's own
+    /// (a node's `kernel_append_params` replaces them; `%default%` there expands to these).
+    pub kernel_append_params: String,
 }
+
+/// Longest `kernel_append_params` accepted (the kernel's command line is 2048 bytes, and the
+/// agent's parameters need room too).
+const MAX_APPEND_PARAMS: usize = 1024;
 
 impl Default for RedfishSettings {
     fn default() -> Self {
@@ -41,6 +50,7 @@ impl Default for RedfishSettings {
             power_state_change_timeout_secs: 60,
             power_state_poll_interval_ms: 1000,
             session_idle_timeout_secs: 600,
+            kernel_append_params: "nofb vga=normal".to_string(),
         }
     }
 }
@@ -92,6 +102,13 @@ impl RedfishSettings {
                 "must be between 10 and 60000",
             );
         }
+        if let Some(reason) = append_params_problem(&self.kernel_append_params) {
+            return Err(RedfishError::Settings {
+                key: "redfish.kernel_append_params",
+                value: self.kernel_append_params.clone(),
+                reason,
+            });
+        }
         if self.power_state_poll_interval_ms > self.power_state_change_timeout_secs * 1000 {
             return bad(
                 "redfish.power_state_poll_interval_ms",
@@ -129,6 +146,15 @@ impl RedfishSettings {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(MAX_RETRY_PAUSE)
     }
+}
+
+/// What makes a kernel parameter line unusable before any boot interface parses it.
+fn append_params_problem(params: &str) -> Option<String> {
+    if let Some(c) = params.chars().find(|c| c.is_control()) {
+        return Some(format!("contains the control character {c:?}"));
+    }
+    (params.len() > MAX_APPEND_PARAMS)
+        .then(|| format!("is {} bytes; at most {MAX_APPEND_PARAMS}", params.len()))
 }
 
 #[cfg(test)]
@@ -182,6 +208,13 @@ mod tests {
                     ..Default::default()
                 },
                 "must not exceed power_state_change_timeout_secs",
+            ),
+            (
+                RedfishSettings {
+                    kernel_append_params: "nofb\ninit=/bin/sh".into(),
+                    ..Default::default()
+                },
+                "redfish.kernel_append_params",
             ),
             (
                 RedfishSettings {

@@ -38,13 +38,13 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::instance::InstanceKind;
 use super::layout::{Images, Layout, NodeFile};
 use super::render::{BootContext, ConfigFormat, Entry, KernelParams, Renderer};
 use super::{Arch, BootError, BootFilesError, BootInterface, BootMetrics, BootMode, NetBoot};
 use super::{PxeSettings, render};
 use crate::driver::{BootDevice, BootTarget, NodeContext, RamdiskParams};
 use crate::images::{ImageCache, ImageError, ImageKind, ImageRequest};
-use crate::model::boot_mode::capability;
 use crate::model::{MacAddress, Node, ProvisionState};
 
 /// What distinguishes `pxe` from `ipxe`.
@@ -92,14 +92,6 @@ struct NodeBoot {
     arch: Arch,
     /// The kernel parameters every entry gets (configured or the node's own).
     append: KernelParams,
-}
-
-/// What the node boots once deployed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum InstanceKind {
-    WholeDisk,
-    Partition { kernel: String, ramdisk: String },
-    Ramdisk { kernel: String, ramdisk: String },
 }
 
 fn text<'a>(fields: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -198,46 +190,10 @@ impl<F: Flavor> NetBootInterface<F> {
         Ok((get("deploy_kernel")?, get("deploy_ramdisk")?))
     }
 
-    /// What the node boots once deployed, from `instance_info` and, with `recorded`, what the
-    /// running deploy recorded (`driver_internal_info.is_whole_disk_image`; before a deploy
-    /// that value belongs to the previous one).
+    /// What the node boots once deployed (see `boot::instance`).
     fn instance_kind(node: &Node, recorded: bool) -> Result<InstanceKind, BootError> {
-        let info = &node.instance_info;
-        let images = || {
-            let get = |key: &str| {
-                let href = text(info, key).ok_or_else(|| {
-                    Self::invalid_node(format!(
-                        "instance_info.{key} is required to boot the instance over the network"
-                    ))
-                })?;
-                crate::images::source::Source::parse(href)
-                    .map_err(|e| Self::invalid_node(format!("instance_info.{key}: {e}")))?;
-                Ok::<_, BootError>(href.to_string())
-            };
-            Ok::<_, BootError>((get("kernel")?, get("ramdisk")?))
-        };
-        if capability(&node.instance_info, "boot_option").as_deref() == Some("ramdisk") {
-            let (kernel, ramdisk) = images()?;
-            return Ok(InstanceKind::Ramdisk { kernel, ramdisk });
-        }
-        let whole_disk = match node
-            .driver_internal_info
-            .get("is_whole_disk_image")
-            .and_then(Value::as_bool)
-            .filter(|_| recorded)
-        {
-            Some(w) => w,
-            None => match text(info, "image_type") {
-                Some("partition") => false,
-                Some(_) => true,
-                None => text(info, "kernel").is_none() || text(info, "ramdisk").is_none(),
-            },
-        };
-        if whole_disk {
-            return Ok(InstanceKind::WholeDisk);
-        }
-        let (kernel, ramdisk) = images()?;
-        Ok(InstanceKind::Partition { kernel, ramdisk })
+        super::instance::instance_kind(node, recorded, "over the network")
+            .map_err(Self::invalid_node)
     }
 
     /// `instance_info.ramdisk_kernel_arguments`, the extra command line of a ramdisk boot.
@@ -434,7 +390,7 @@ impl<F: Flavor> NetBootInterface<F> {
     ) -> Result<BootTarget, BootError> {
         let node = &node_ctx.node;
         let boot = self.node_boot(node)?;
-        let recorded = text(&node.driver_internal_info, "root_uuid_or_disk_id").map(String::from);
+        let recorded = super::instance::recorded_root(node);
         let (entry, images) = match Self::instance_kind(node, true)? {
             InstanceKind::WholeDisk if !self.config.settings.enable_netboot_fallback => {
                 // Ironic's default: the instance boots from its disk, the network has nothing
@@ -569,11 +525,18 @@ impl<F: Flavor> BootInterface for NetBootInterface<F> {
             .await
     }
 
-    async fn take_over(&self, ctx: &mut NodeContext) -> Result<(), BootError> {
+    async fn take_over(
+        &self,
+        ctx: &mut NodeContext,
+        _params: &RamdiskParams,
+    ) -> Result<(), BootError> {
         let uuid = ctx.node.uuid;
         self.observed("take_over", uuid, async move {
             // Only an active node boots from files that must exist before anything else
             // happens; a node in any other state gets its files when its next operation runs.
+            // (A node in wait call-back whose deploy config lived on a dead conductor would
+            // need prepare_ramdisk_inner with `params` here: left for multi-conductor work,
+            // so pxe/ipxe behave as before.)
             if ctx.node.provision_state != ProvisionState::Active {
                 tracing::debug!(node = %uuid, state = %ctx.node.provision_state,
                     "take over: no boot files to regenerate in this state");

@@ -515,9 +515,9 @@ async fn take_over_regenerates_active_nodes_and_clean_up_removes_only_the_node()
     let mut waiting = lab
         .task("pxe", |n| n.provision_state = ProvisionState::DeployWait)
         .await;
-    pxe.take_over(&mut waiting).await.unwrap();
+    pxe.take_over(&mut waiting, &ipa_params()).await.unwrap();
     assert!(lab.tree(lab.layout.tftp_root()).is_empty());
-    pxe.take_over(&mut active).await.unwrap();
+    pxe.take_over(&mut active, &ipa_params()).await.unwrap();
     let u = active.node.uuid;
     let cfg = lab.config_text(NetBoot::Pxe, u);
     assert!(

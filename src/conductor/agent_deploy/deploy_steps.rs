@@ -16,7 +16,7 @@ pub(super) const WRITE_IMAGE: &str = "write_image";
 /// What the agent reported wrong with a deploy it was driving.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum AgentStepFailure {
-    #[error("{command} failed: {detail}")]
+    #[error("{command} failed on the agent: {detail}")]
     Command {
         command: &'static str,
         detail: String,

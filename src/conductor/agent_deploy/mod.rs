@@ -147,8 +147,10 @@ impl AgentDeploy {
         ctx: &DeployContext<'_>,
     ) -> Result<(), DeployError> {
         task.save().await?;
-        let params = vec![("ipa-api-url".to_string(), self.config.api_url.clone())];
-        let target = ctx.boot.prepare_ramdisk(task.ctx(), &params).await?;
+        let target = ctx
+            .boot
+            .prepare_ramdisk(task.ctx(), &self.ramdisk_params())
+            .await?;
         ctx.boot_into(task, target).await?;
         task.save().await?;
         Ok(())
@@ -243,6 +245,10 @@ impl DeployInterface for AgentDeploy {
     async fn take_over(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError> {
         ctx.boot.prepare_instance(task.ctx()).await?;
         Ok(())
+    }
+
+    fn ramdisk_params(&self) -> crate::driver::RamdiskParams {
+        vec![("ipa-api-url".to_string(), self.config.api_url.clone())]
     }
 }
 

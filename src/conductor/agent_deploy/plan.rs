@@ -249,9 +249,18 @@ pub fn image_info(
     source: &ImageSource,
     settings: &AgentSettings,
 ) -> Value {
+    // The agent skips writing an image id it already wrote in the same process (fast track,
+    // a redeploy without a reboot): the id names the source *and* its content, so a changed
+    // image behind the same URL is written again.
+    let content = source
+        .checksum
+        .os_hash_value
+        .as_deref()
+        .or(source.checksum.checksum.as_deref())
+        .unwrap_or_default();
+    let id_key = format!("{}\n{content}", plan.image_source);
     let mut ii = json!({
-        // The agent caches by id within one process: a stable name per source.
-        "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, plan.image_source.as_bytes()).to_string(),
+        "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, id_key.as_bytes()).to_string(),
         "urls": [source.url],
         "disk_format": source.disk_format,
         "container_format": "bare",
@@ -339,6 +348,11 @@ mod tests {
         assert_eq!(ii["deploy_boot_mode"], "bios");
         assert_eq!(ii["urls"][0], "http://h/agent_images/n");
         assert_eq!(ii["ephemeral_format"], Value::Null);
+        // Same source, same content: same id; new content behind the same URL: a new id.
+        assert_eq!(image_info(&n, &p, &source, &s)["id"], ii["id"]);
+        let mut changed = source.clone();
+        changed.checksum.os_hash_value = Some("cd".into());
+        assert_ne!(image_info(&n, &p, &changed, &s)["id"], ii["id"]);
     }
 
     #[test]

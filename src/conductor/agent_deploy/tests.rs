@@ -28,6 +28,8 @@ struct Script {
     listed: Arc<Mutex<Value>>,
     posted: Arc<Mutex<Vec<String>>>,
     busy: Arc<Mutex<bool>>,
+    /// What `get_partition_uuids` returns; Null: a whole-disk image's MBR disk id.
+    partition_uuids: Arc<Mutex<Value>>,
 }
 
 async fn fake_post(
@@ -51,7 +53,14 @@ async fn fake_post(
             json!({"deploy_steps": {"Fake": []},
             "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
         ),
-        "get_partition_uuids" => ("SUCCEEDED", json!({"root uuid": "0x1234abcd"})),
+        "get_partition_uuids" => {
+            let uuids = s.partition_uuids.lock().unwrap().clone();
+            if uuids.is_null() {
+                ("SUCCEEDED", json!({"root uuid": "0x1234abcd"}))
+            } else {
+                ("SUCCEEDED", uuids)
+            }
+        }
         _ => ("RUNNING", Value::Null),
     };
     axum::Json(
@@ -299,6 +308,49 @@ async fn a_finished_write_image_completes_the_deploy() {
     ] {
         assert!(!node.driver_internal_info.contains_key(k), "{k} left");
     }
+}
+
+#[tokio::test]
+async fn a_partition_image_without_a_root_uuid_fails_the_deploy_and_says_why() {
+    let (c, store, mut n, _dir) = lab().await;
+    for (k, v) in [
+        ("kernel", json!("http://images/vmlinuz")),
+        ("ramdisk", json!("http://images/initrd")),
+        ("root_mb", json!(64)),
+    ] {
+        n.instance_info.insert(k.into(), v);
+    }
+    let n = store.save_node(&n).await.unwrap();
+    let script = Script::default();
+    // What an agent without a udev database reports: lsblk knows no filesystem UUID.
+    *script.partition_uuids.lock().unwrap() = json!({"root uuid": "", "partitions": {}});
+    let url = fake_agent(script.clone()).await;
+    let token = booted(&c, &store, &n).await;
+    let id = NodeIdent::Uuid(n.uuid);
+    c.heartbeat(&id, hb(&url, &token)).await.unwrap();
+    settled(&store, n.uuid).await;
+    *script.listed.lock().unwrap() = json!([
+        {"command_name": "get_deploy_steps", "command_status": "SUCCEEDED"},
+        {"command_name": "execute_deploy_step", "command_status": "SUCCEEDED",
+         "command_result": {"deploy_step": {"step": "write_image", "interface": "deploy"}}}]);
+    c.heartbeat(&id, hb(&url, &token)).await.unwrap();
+    let node = settled(&store, n.uuid).await;
+    assert_eq!(node.provision_state, ProvisionState::DeployFailed);
+    let err = node.last_error.unwrap_or_default();
+    assert!(
+        err.contains("no root partition UUID") && err.contains("udev"),
+        "{err}"
+    );
+    assert!(
+        !node
+            .driver_internal_info
+            .contains_key("root_uuid_or_disk_id"),
+        "nothing recorded"
+    );
+    let calls = node.driver_internal_info["fake_calls"].to_string();
+    assert!(!calls.contains("boot.prepare_instance"), "{calls}");
+    assert!(!node.driver_internal_info.contains_key("agent_secret_token"));
+    assert_eq!(node.power_state, Some(crate::model::PowerState::Off));
 }
 
 #[tokio::test]

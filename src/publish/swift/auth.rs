@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use super::{body_excerpt, error_chain};
+use super::body_excerpt;
 use crate::publish::error::{PublishError, Result};
 use crate::publish::settings::{AuthVersion, Secret, SwiftSettings};
 
@@ -101,7 +101,7 @@ impl Authenticator {
             .header("X-Auth-Key", s.key.expose())
             .send()
             .await
-            .map_err(|e| self.auth_error(error_chain(&e.without_url())))?;
+            .map_err(|e| self.auth_error(crate::error_chain::chain(&e.without_url())))?;
         let status = resp.status();
         if !status.is_success() {
             let body = body_excerpt(resp).await;
@@ -162,7 +162,7 @@ impl Authenticator {
             .json(&body)
             .send()
             .await
-            .map_err(|e| self.auth_error(error_chain(&e.without_url())))?;
+            .map_err(|e| self.auth_error(crate::error_chain::chain(&e.without_url())))?;
         let status = resp.status();
         if status != StatusCode::CREATED && !status.is_success() {
             let body = body_excerpt(resp).await;
@@ -174,10 +174,12 @@ impl Authenticator {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .ok_or_else(|| self.auth_error("no X-Subject-Token in the answer"))?;
-        let body: KeystoneTokenBody = resp
-            .json()
-            .await
-            .map_err(|e| self.auth_error(format!("unreadable token body: {}", error_chain(&e))))?;
+        let body: KeystoneTokenBody = resp.json().await.map_err(|e| {
+            self.auth_error(format!(
+                "unreadable token body: {}",
+                crate::error_chain::chain(&e)
+            ))
+        })?;
         let endpoint = select_endpoint(
             &body.token.catalog,
             self.settings.interface.as_str(),

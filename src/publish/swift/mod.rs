@@ -67,7 +67,9 @@ impl SwiftPublisher {
             .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
             .read_timeout(Duration::from_secs(settings.read_timeout_secs))
             .build()
-            .map_err(|e| PublishError::Internal(format!("HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                PublishError::Internal(format!("HTTP client: {}", crate::error_chain::chain(&e)))
+            })?;
         let auth = Authenticator::new(settings.clone(), metrics.swift_authentications.clone());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -392,7 +394,7 @@ fn transport_error(method: &Method, url: &Url, err: reqwest::Error) -> PublishEr
         method: method.to_string(),
         url: url.to_string(),
         // The URL is in the message already.
-        reason: error_chain(&err.without_url()),
+        source: err.without_url(),
     }
 }
 
@@ -415,21 +417,6 @@ pub(crate) async fn body_excerpt(resp: Response) -> String {
         None if one_line.is_empty() => "(empty body)".to_string(),
         None => one_line,
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest hides the useful part in `source()`).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //!
 //! The guest is the test kit's kernel and initramfs (`support::guest`) in QEMU (TCG). The boot
 //! device decides how QEMU starts, because neither SeaBIOS nor iPXE asks a BMC for boot flags:
-//! - `pxe`: `-boot order=n`, the iPXE ROM on a virtio NIC (no boot file: it says "Nothing to
-//!   boot" and falls through to the next device);
+//! - `pxe`: `-boot order=n`, the iPXE ROM on a virtio NIC; DHCP offers
+//!   [`BoardBehaviour::pxe_bootfile`] if set (without one iPXE says "Nothing to boot" and
+//!   falls through to the next device);
 //! - `cdrom`: `-boot order=d` with no media;
 //! - `default` (disk), `none`, `bios`: direct kernel boot of the kit, standing in for the
 //!   installed OS; its `/init` prints the marker and powers off, and `-no-shutdown` keeps QEMU
@@ -31,6 +32,9 @@ use std::time::{Duration, Instant};
 
 use super::guest::GuestKit;
 
+/// The MAC of the guest's one NIC (enroll it as the node's port).
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+
 /// What the board does besides the obvious; switchable while the BMC runs.
 #[derive(Debug, Clone, Default)]
 pub struct BoardBehaviour {
@@ -40,6 +44,9 @@ pub struct BoardBehaviour {
     pub refuse_boot_devices: bool,
     /// `get boot` answers this whatever was set: a BMC that holds another device.
     pub claim_boot: Option<&'static str>,
+    /// The boot file QEMU's DHCP hands out on the `pxe` path (e.g. ironboot's
+    /// `http://10.0.2.2:<port>/boot.ipxe`): without one, iPXE has nothing to boot.
+    pub pxe_bootfile: Option<String>,
 }
 
 /// One start of the guest.
@@ -256,7 +263,13 @@ fn start_guest(inner: &Inner, state: &mut State) -> (Vec<String>, i32) {
         return (vec!["this board has no guest to power".into()], 1);
     };
     let bootdev = state.boot.clone().unwrap_or_else(|| "default".into());
-    let args = qemu_args(&inner.dir, kit, &bootdev, state.boots.len() + 1);
+    let bootfile = state.behaviour.pxe_bootfile.clone();
+    let args = qemu_args(
+        &inner.dir,
+        kit,
+        (&bootdev, bootfile.as_deref()),
+        state.boots.len() + 1,
+    );
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -288,7 +301,13 @@ fn start_guest(inner: &Inner, state: &mut State) -> (Vec<String>, i32) {
     (vec![], 0)
 }
 
-fn qemu_args(dir: &Path, kit: &GuestKit, bootdev: &str, boot: usize) -> Vec<String> {
+/// `(bootdev, pxe_bootfile)`: what the BMC holds, and what DHCP offers on the `pxe` path.
+fn qemu_args(
+    dir: &Path,
+    kit: &GuestKit,
+    (bootdev, bootfile): (&str, Option<&str>),
+    boot: usize,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "-name",
         "ipmi-node",
@@ -317,9 +336,12 @@ fn qemu_args(dir: &Path, kit: &GuestKit, bootdev: &str, boot: usize) -> Vec<Stri
             dir.join("monitor.sock").display()
         ),
         "-netdev".into(),
-        "user,id=n0".into(),
+        match bootfile {
+            Some(file) if bootdev == "pxe" => format!("user,id=n0,bootfile={file}"),
+            _ => "user,id=n0".into(),
+        },
         "-device".into(),
-        "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".into(),
+        format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
     ]);
     match bootdev {
         "pxe" => args.extend(["-boot".into(), "order=n".into()]),

@@ -29,7 +29,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{require_condition, require_peer, run};
+use super::{require_condition, require_peer, run, run_timeout};
 
 /// Printed by `/init` as soon as it runs.
 pub const MARKER: &str = "=== IRONBOOT-TEST-MARKER: initramfs /init reached ===";
@@ -39,6 +39,11 @@ pub const CMDLINE_PREFIX: &str = "IRONBOOT-CMDLINE: ";
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 /// How many guests may run at once on this machine.
 const GUEST_SLOTS: usize = 2;
+/// How long a guest may wait for a slot: every guest ahead of it is killed at its own timeout,
+/// so this only trips when a slot is stuck.
+const SLOT_WAIT: Duration = Duration::from_secs(30 * 60);
+/// `apt-get download` of the kernel package or `apt-get update` taking longer has hung.
+const APT_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Modules `/init` loads for `inspect=1` (dependencies are added and ordered automatically).
 const STORAGE_MODULES: &[&str] = &[
@@ -205,9 +210,12 @@ fn build_kit(dir: &Path) -> Result<String, String> {
         // As root, apt warns that its sandbox user cannot write into our directory.
         download.args(["-o", "APT::Sandbox::User=root"]);
     }
-    let (ok, _, err) = run(download
-        .args(["download", &package, "busybox-static"])
-        .current_dir(&debs));
+    let (ok, _, err) = run_timeout(
+        download
+            .args(["download", &package, "busybox-static"])
+            .current_dir(&debs),
+        APT_TIMEOUT,
+    );
     if !ok {
         return Err(format!(
             "apt-get download {package} busybox-static failed: {err}"
@@ -292,7 +300,7 @@ fn kernel_package() -> Result<String, String> {
     }
     if is_root() {
         // A fresh CI machine may have no package lists yet.
-        let _ = run(Command::new("apt-get").arg("update"));
+        let _ = run_timeout(Command::new("apt-get").arg("update"), APT_TIMEOUT);
         if let Some(p) = resolve() {
             return Ok(p);
         }
@@ -500,16 +508,23 @@ fn lock_file(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-/// Waits for one of the machine-wide guest slots.
+/// Waits for one of the machine-wide guest slots; a slot not free after [`SLOT_WAIT`] fails
+/// the test (every guest run is killed at its own timeout, so a slot that long taken is stuck).
 pub fn guest_slot() -> FileLock {
     let dir = cache_root().join("guest");
     fs::create_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + SLOT_WAIT;
     loop {
         for slot in 0..GUEST_SLOTS {
             if let Some(lock) = FileLock::try_exclusive(&dir.join(format!("slot-{slot}.lock"))) {
                 return lock;
             }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no guest slot free after {SLOT_WAIT:?} under {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -244,3 +244,24 @@ fn udp_port_of(pid: u32) -> Option<u16> {
         u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
     })
 }
+
+/// Polls /proc until an ipmitool talking to `port` runs; returns its cmdline and environ.
+pub fn watch_ipmitool(port: u16) -> Option<(String, String)> {
+    let needle = format!("-p\0{port}\0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let path = entry.path();
+            let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            if cmdline.starts_with("ipmitool\0") && cmdline.contains(&needle) {
+                let environ = std::fs::read(path.join("environ")).unwrap_or_default();
+                return Some((cmdline, String::from_utf8_lossy(&environ).into_owned()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}

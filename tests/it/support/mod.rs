@@ -7,7 +7,9 @@
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// True when peers must be present (CI); false when missing peers may be skipped.
 pub fn peers_required() -> bool {
@@ -89,16 +91,103 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-/// Runs a command and returns (status ok, stdout, stderr) as strings.
+/// How long [`run`] lets a command take: a safety net for commands that normally finish in
+/// seconds (a hung peer fails the test instead of hanging it). Longer jobs use [`run_timeout`].
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs a command (stdin closed) and returns (status ok, stdout, stderr) as strings; killed
+/// after [`RUN_TIMEOUT`].
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd
-        .output()
+    run_timeout(cmd, RUN_TIMEOUT)
+}
+
+/// Like [`run`] with its own limit. The command runs in a process group of its own; at the
+/// limit the whole group is killed and the result is not ok, with stderr saying so.
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (tx, rx) = mpsc::channel();
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout is piped")),
+        Box::new(child.stderr.take().expect("stderr is piped")),
+    ];
+    for (i, mut pipe) in pipes.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send((i, buf));
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => {
+                // SAFETY: a signal to the process group of our own child, not yet reaped.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    // A daemon the command left behind may hold the pipes open: read until the deadline.
+    let mut out = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        match rx.recv_timeout(left) {
+            Ok((i, buf)) => out[i] = buf,
+            Err(_) => break,
+        }
+    }
+    let [stdout, stderr] = out.map(|b| String::from_utf8_lossy(&b).into_owned());
+    match status {
+        Some(s) => (s.success(), stdout, stderr),
+        None => (
+            false,
+            stdout,
+            format!("{stderr}\n<{cmd:?} killed: still running after {timeout:?}>"),
+        ),
+    }
+}
+
+/// Runs a command with its output discarded, for clean-ups (`Drop`): never panics, killed
+/// after `timeout`. True when it ran and succeeded.
+pub fn run_quietly(cmd: &mut Command, timeout: Duration) -> bool {
+    let Ok(mut child) = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
 }
 
 /// Writes `len` bytes of deterministic pseudo-random data (xorshift) to `path`.
@@ -115,19 +204,24 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, buf).unwrap();
 }
 
+pub mod agent_kit;
 pub mod bmc_board;
 pub mod bootserve;
+pub mod deploy_lab;
+pub mod fake_agent;
 pub mod guest;
 pub mod ipa;
 pub mod ipmi_sim;
 pub mod ironic;
 pub mod netboot;
 pub mod origin;
+pub mod postgres;
 pub mod pyenv;
 pub mod redfish_proxy;
 pub mod server;
 pub mod sushy;
 pub mod swift;
+pub mod vmedia_lab;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
 pub fn http_client() -> reqwest::Client {

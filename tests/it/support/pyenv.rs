@@ -3,6 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use super::run_timeout;
+
+/// A `pip install` from PyPI (dozens of wheels on a first run) that takes longer has hung.
+const PIP_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// `<target>/ironboot-test-cache`, derived from the test executable's location.
 pub fn cache_dir() -> PathBuf {
@@ -38,22 +44,25 @@ pub fn venv_tool(test: &str, name: &str, requirements: &[&str], tool: &str) -> O
         return Some(bin);
     }
     let _ = std::fs::remove_dir_all(&venv);
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "--disable-pip-version-check"])
-            .args(requirements)
-            .status()
-            .is_ok_and(|s| s.success());
+    let (mut ok, _, mut err) = run_timeout(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        Duration::from_secs(120),
+    );
+    if ok {
+        (ok, _, err) = run_timeout(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .args(requirements),
+            PIP_TIMEOUT,
+        );
+    }
     if !ok || !bin.is_file() {
         let _ = super::require_condition(
             test,
             false,
             &format!(
-                "cannot build venv {name} with {requirements:?} (python3-venv and PyPI needed)"
+                "cannot build venv {name} with {requirements:?} (python3-venv and PyPI needed): {}",
+                err.trim()
             ),
         );
         return None;

@@ -36,6 +36,19 @@ pub struct Options {
     pub vmedia_devices: Option<String>,
     /// The systems start powered on (else off).
     pub power_on: bool,
+    /// Power changes land at the next read instead of 1–11 s later (random): the fake
+    /// driver's delay only costs time in tests that are about what follows a power change.
+    pub quick_power: bool,
+    /// More systems besides `node-0` (and `node-1`): `node-2`... with [`extra_system_uuid`]s.
+    pub extra_systems: usize,
+    /// Run in this network namespace (`/proc/<pid>/ns/net`), e.g. the IPA lab's sandbox, where
+    /// the emulator reaches the ironboot that runs there (then [`Sushy::get`] cannot reach it).
+    pub netns: Option<String>,
+}
+
+/// The uuid of extra system `i` (0-based), see [`Options::extra_systems`].
+pub fn extra_system_uuid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{:012x}", i + 1)
 }
 
 impl Default for Options {
@@ -46,6 +59,9 @@ impl Default for Options {
             tls: None,
             vmedia_devices: None,
             power_on: false,
+            quick_power: false,
+            extra_systems: 0,
+            netns: None,
         }
     }
 }
@@ -77,7 +93,15 @@ impl Sushy {
             write_htpasswd(&emulator, &w.join("htpasswd"));
         }
         let log = fs::File::create(w.join("sushy.log")).unwrap();
-        let mut cmd = Command::new(&emulator);
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                // nsenter execs the emulator: the child is the emulator itself.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg(&emulator);
+                c
+            }
+            None => Command::new(&emulator),
+        };
         cmd.arg("--config").arg(w.join("sushy.conf"));
         if let Some((cert, key)) = &opts.tls {
             cmd.arg("--ssl-certificate")
@@ -147,6 +171,41 @@ impl Sushy {
         fs::read_to_string(self.work.path().join("sushy.log")).unwrap_or_default()
     }
 
+    /// A document of the emulator, read with the test credentials.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let resp = client
+            .get(format!("{}{path}", self.url()))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} from sushy: {e}"));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    /// `(Image, Inserted)` of the `Cd` and `Floppy` slots of system `uuid`.
+    pub async fn slots(&self, uuid: &str) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for slot in ["Cd", "Floppy"] {
+            let doc = self
+                .get(&format!("/redfish/v1/Systems/{uuid}/VirtualMedia/{slot}"))
+                .await;
+            out.push((
+                slot.to_string(),
+                doc["Image"].as_str().unwrap_or_default().to_string(),
+                doc["Inserted"].as_bool().unwrap_or(false),
+            ));
+        }
+        out
+    }
+
     /// The copies of inserted images sushy holds now (`name -> bytes`), from its TMPDIR.
     pub fn downloaded(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
@@ -186,6 +245,14 @@ fn config(w: &Path, opts: &Options) -> String {
     if opts.two_systems {
         systems.push_str(&system(SECOND_SYSTEM_UUID, "node-1", "52:54:00:12:34:57"));
     }
+    for i in 0..opts.extra_systems {
+        let mac = format!("52:54:01:00:{:02x}:{:02x}", i / 256, i % 256);
+        systems.push_str(&system(
+            &extra_system_uuid(i),
+            &format!("node-{}", i + 2),
+            &mac,
+        ));
+    }
     let mut conf = format!(
         "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
          SUSHY_EMULATOR_LISTEN_PORT = 0\n\
@@ -202,6 +269,15 @@ fn config(w: &Path, opts: &Options) -> String {
     }
     if let Some(devices) = &opts.vmedia_devices {
         conf.push_str(&format!("SUSHY_EMULATOR_VMEDIA_DEVICES = {devices}\n"));
+    }
+    if opts.quick_power {
+        // The config file is Python run by the emulator at start: give the fake driver a
+        // random source whose delay is always 0, so a change is seen at the next read.
+        conf.push_str(
+            "import types as _types\n\
+             import sushy_tools.emulator.resources.systems.fakedriver as _fakedriver\n\
+             _fakedriver.random = _types.SimpleNamespace(randint=lambda low, high: 0)\n",
+        );
     }
     conf
 }
