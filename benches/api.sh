@@ -14,7 +14,7 @@
 # Every response is checked; an error fails the run.
 #
 # Usage: benches/api.sh [--strict]   (--strict: exit 1 when a ratio misses the target)
-# Env: N_GET (300), N_POST (300), N_LIST (10), N_LOOKUP (20), IB (ironboot binary; default: a
+# Env: N_GET (300), N_POST (300), N_LIST (10), N_LOOKUP (20), NODES (1000), IB (ironboot binary; default: a
 #      release build), IRONIC_VENV (default: the parity tests' cached venv; created if missing)
 # Needs: python3, curl; the first run installs ironic==39.0.0 from PyPI (~2 min).
 set -euo pipefail
@@ -34,6 +34,7 @@ build_ironboot() {
 }
 STRICT=0; [ "${1:-}" = "--strict" ] && STRICT=1
 N_GET=${N_GET:-300}; N_POST=${N_POST:-300}; N_LIST=${N_LIST:-10}; N_LOOKUP=${N_LOOKUP:-20}
+NODES=${NODES:-1000}
 TARGET=20
 for t in curl python3; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }; done
 build_ironboot
@@ -118,13 +119,13 @@ declare -A PID=([A]=$IB_PID [B]=$IR_PID)
 declare -A NAME=([A]=ironboot [B]=ironic)
 
 # --- data: 1000 nodes each, and nodes waiting for their agent for the lookup scenario ---------
-echo "preparing 1000 nodes on each server ..." >&2
+echo "preparing $NODES nodes on each server ..." >&2
 for s in A B; do
-  out=$($LOAD post "${URL[$s]}" "${PID[$s]}" 1000 8)
+  out=$($LOAD post "${URL[$s]}" "${PID[$s]}" "$NODES" 8)
   python3 -c "import json,sys; e=json.loads(sys.argv[1])['errors']; sys.exit(1 if e else 0)" "$out" \
     || { echo "${NAME[$s]}: creating nodes failed: $out" >&2; exit 1; }
 done
-uuids() { curl -s "$1/v1/nodes?limit=1000" -H "$V" | python3 -c "import json,sys; print(' '.join(n['uuid'] for n in json.load(sys.stdin)['nodes']))"; }
+uuids() { curl -s "$1/v1/nodes?limit=$NODES" -H "$V" | python3 -c "import json,sys; print(' '.join(n['uuid'] for n in json.load(sys.stdin)['nodes']))"; }
 declare -A UUIDS=([A]="$(uuids "${URL[A]}")" [B]="$(uuids "${URL[B]}")")
 
 # A node in `wait call-back`: direct deploy, fake boot and power, one port with MAC `mac`.
@@ -163,6 +164,7 @@ measure() {  # scenario n concurrency side round
   local sc=$1 n=$2 c=$3 s=$4 r=$5 args out
   case $sc in
     get) args=${UUIDS[$s]} ;;
+    list) args=$NODES ;;
     lookup) args=$(echo ${POOL[$s]} | tr ' ' '\n' | sed -n "$((r * n + 1)),$(((r + 1) * n))p" | tr '\n' ' ') ;;
     *) args="" ;;
   esac
@@ -172,7 +174,7 @@ measure() {  # scenario n concurrency side round
   RATES[$sc.$c.$s]+="$(awk -v n="$n" -v t="$secs" 'BEGIN {printf "%.1f", n/t}') "
   CPUS[$sc.$c.$s]+="$(awk -v n="$n" -v c="$cpu" 'BEGIN {printf "%.3f", 1000*c/n}') "
 }
-stat3() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s %s %s", a[1], m, a[NR]}'; }
+stat3() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s %s %s\n", a[1], m, a[NR]}'; }
 
 printf '%-7s %-4s %-9s %28s %16s\n' scenario conc server "req/s min/median/max" "cpu ms/req (med)"
 for sc in get post list lookup; do

@@ -65,8 +65,9 @@ def post_node(conn, i, args):
 
 
 def list_detail(conn, i, args):
-    status, data = call(conn, "GET", "/v1/nodes/detail?limit=1000")
-    return status == 200 and len(json.loads(data)["nodes"]) == 1000
+    want = int(args[0]) if args else 1000
+    status, data = call(conn, "GET", f"/v1/nodes/detail?limit={want}")
+    return status == 200 and len(json.loads(data)["nodes"]) == want
 
 
 def lookup_heartbeat(conn, i, args):
@@ -75,15 +76,21 @@ def lookup_heartbeat(conn, i, args):
     headers = dict(VERSION, **{"X-OpenStack-Ironic-API-Version": "1.68"})
     status, data = call(conn, "GET", f"/v1/lookup?addresses={mac}", headers=headers)
     if status != 200:
-        return False
+        return why(f"lookup {mac}: {status} {data[:300]!r}")
     doc = json.loads(data)
     token = doc.get("config", {}).get("agent_token")
     if doc["node"]["uuid"] != uuid or not token:
-        return False
-    body = json.dumps({"callback_url": "http://127.0.0.1:9/", "agent_version": "10.0.0",
+        return why(f"lookup {mac}: node {doc['node']['uuid']}, token {token!r}")
+    body = json.dumps({"callback_url": "https://127.0.0.1:9/", "agent_version": "10.0.0",
                        "agent_token": token})
-    status, _ = call(conn, "POST", f"/v1/heartbeat/{uuid}", body, headers)
-    return status == 202
+    status, data = call(conn, "POST", f"/v1/heartbeat/{uuid}", body, headers)
+    return status == 202 or why(f"heartbeat {uuid}: {status} {data[:300]!r}")
+
+
+def why(reason):
+    """A wrong answer: says what was wrong (stderr) and counts as an error."""
+    print(reason, file=sys.stderr)
+    return False
 
 
 SCENARIOS = {"get": get_node, "post": post_node, "list": list_detail,
@@ -108,15 +115,19 @@ def main():
     scenario, url, pid, n, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     args = sys.argv[6:]
     jobs = [(scenario, url, list(range(k, n, conc)), args) for k in range(conc)]
+    # The client processes exist before the clock starts: only requests are timed.
+    pool = multiprocessing.Pool(conc) if conc > 1 else None
     cpu0 = proc_tree_cpu(pid)
     t0 = time.monotonic()
-    if conc == 1:
+    if pool is None:
         errors = worker(jobs[0])
     else:
-        with multiprocessing.Pool(conc) as pool:
-            errors = sum(pool.map(worker, jobs))
+        errors = sum(pool.map(worker, jobs))
     seconds = time.monotonic() - t0
     cpu = proc_tree_cpu(pid) - cpu0
+    if pool is not None:
+        pool.close()
+        pool.join()
     print(json.dumps({"seconds": seconds, "requests": n, "cpu_seconds": cpu, "errors": errors}))
 
 
