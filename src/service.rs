@@ -19,6 +19,8 @@ use crate::config::{Auth, Config, Database};
 use crate::metrics::Registry;
 use crate::serve::confine::Confinement;
 use crate::serve::http::{self as boot_http, HttpMetrics};
+use crate::serve::limits::FdBudget;
+use crate::serve::listener::{Listener, ListenerMetrics, Refusals};
 use crate::serve::tftp::{TftpMetrics, TftpService};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -93,7 +95,9 @@ struct DataPlane {
 async fn start_data_plane(
     config: &Config,
     parts: &Parts,
+    budget: &FdBudget,
     registry: &mut Registry,
+    listeners: &ListenerMetrics,
     shutdown: &CancellationToken,
 ) -> Result<DataPlane, ServiceError> {
     let boot_ipxe = parts.renderer.render_boot_ipxe()?;
@@ -126,10 +130,13 @@ async fn start_data_plane(
         http_addr: None,
     };
     if config.tftp.enabled {
-        let settings = &config.tftp;
+        let settings = crate::serve::tftp::TftpSettings {
+            max_transfers: budget.tftp_transfers,
+            ..config.tftp.clone()
+        };
         let confinement =
             Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
-        let service = TftpService::bind(settings, confinement, tftp_metrics)?;
+        let service = TftpService::bind(&settings, confinement, tftp_metrics)?;
         plane.tftp_addr = Some(service.local_addr());
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.tftp = Some(tokio::spawn(async move {
@@ -145,9 +152,11 @@ async fn start_data_plane(
         let confinement =
             Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
         let router = boot_http::router(confinement, settings, http_metrics);
+        let limits = settings.limits(budget.http_connections);
+        let conn_metrics = listeners.for_listener("boot_http");
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.http = Some(tokio::spawn(async move {
-            let result = boot_http::serve(listener, router, token).await;
+            let result = boot_http::serve(listener, router, limits, conn_metrics, token).await;
             stop_service_on_error("boot http", &result, &stop_all);
             result
         }));
@@ -300,10 +309,12 @@ pub async fn run(
     shutdown: CancellationToken,
     ready_file: Option<&Path>,
 ) -> Result<(), ServiceError> {
+    let budget = descriptor_budget(&config);
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
+    let listeners = ListenerMetrics::register(&mut registry);
     let parts = Parts::build(&config, &mut registry)?;
     let auth = match &config.auth {
         Auth::Noauth => None,
@@ -313,7 +324,15 @@ pub async fn run(
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
 
     let api_listener = bind_tcp("the API", config.api.listen).await?;
-    let data_plane = start_data_plane(&config, &parts, &mut registry, &shutdown).await?;
+    let data_plane = start_data_plane(
+        &config,
+        &parts,
+        &budget,
+        &mut registry,
+        &listeners,
+        &shutdown,
+    )
+    .await?;
     let api_addr = api_listener
         .local_addr()
         .map_err(|source| ServiceError::Serve {
@@ -361,11 +380,14 @@ pub async fn run(
     }
     tracing::info!(api = %bound.api, http = ?bound.http, tftp = ?bound.tftp,
         data_dir = %config.data_dir.display(), host = %config.host, "ironboot is serving");
-    let api_shutdown = shutdown.clone();
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    let served = axum::serve(api_listener, app)
-        .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-        .await;
+    let api = Listener {
+        name: "api",
+        tcp: api_listener,
+        limits: config.api.limits(budget.api_connections),
+        refusals: api_refusals(),
+        metrics: listeners.for_listener("api"),
+    };
+    let served = crate::serve::listener::serve(api, app, shutdown.clone()).await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
     data_plane.join().await;
@@ -374,6 +396,49 @@ pub async fn run(
         what: "API",
         source: e,
     })
+}
+
+/// Raises the open-file limit and fits the listeners' caps into it (see
+/// [`crate::serve::limits`]): a flood of one listener then cannot take the descriptors the
+/// others, the database and the conductor need.
+fn descriptor_budget(config: &Config) -> FdBudget {
+    let limit = match crate::serve::limits::raise_nofile() {
+        Ok(l) => l.soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let http = if config.http.enabled {
+        config.http.max_connections
+    } else {
+        0
+    };
+    let tftp = if config.tftp.enabled {
+        config.tftp.max_transfers
+    } else {
+        0
+    };
+    let budget = FdBudget::plan(limit, config.api.max_connections, http, tftp);
+    if budget.lowered {
+        tracing::warn!(
+            open_file_limit = limit,
+            api_connections = budget.api_connections,
+            http_connections = budget.http_connections,
+            tftp_transfers = budget.tftp_transfers,
+            "the open-file limit cannot hold the configured connection caps; lowered them \
+             (raise LimitNOFILE to serve more at once)"
+        );
+    }
+    budget
+}
+
+/// The API's refusals (503 past its cap, unparsable requests) in Ironic's error format.
+fn api_refusals() -> Refusals {
+    Refusals {
+        content_type: "application/json",
+        body: |status, message| api::error::error_body(status, message).to_string(),
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServiceError> {
