@@ -181,6 +181,39 @@ fn temp_name_for(dest: &Path) -> io::Result<PathBuf> {
     Ok(dest.with_file_name(tmp_name))
 }
 
+/// Removes every file under `root` whose name is temporary (what a crash left between the
+/// write and the rename), without following symlinks. Returns what it removed. Only for
+/// directories this process owns, at start, before anything else writes into them.
+pub fn remove_temp_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+                && !kind.is_dir()
+            {
+                remove_if_exists(&path)?;
+                removed.push(path);
+            } else if kind.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Formats a byte count for humans (binary units, one decimal).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -242,6 +275,31 @@ mod tests {
         symlink_atomic(Path::new("master"), &link).unwrap();
         symlink_atomic(Path::new("copy"), &link).unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("copy"));
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_found_anywhere_and_nothing_else_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("node/pxelinux.cfg");
+        fs::create_dir_all(&sub).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join(".ironboot-tmp-keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        for f in [
+            ".ironboot-tmp-1-config",
+            "config",
+            "node/.ironboot-tmp-2-kernel",
+        ] {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("config", sub.join(".ironboot-tmp-3-01-aa")).unwrap();
+        let removed = remove_temp_files(dir.path()).unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(dir.path().join("config").exists());
+        assert!(
+            outside.path().join(".ironboot-tmp-keep").exists(),
+            "followed a symlink"
+        );
     }
 
     #[test]

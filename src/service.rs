@@ -74,6 +74,11 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error("cannot remove the leftovers of an earlier run under {path}: {source}")]
+    Leftovers {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -248,6 +253,24 @@ impl DataDirLock {
     }
 }
 
+/// Temporary files a killed run left in the served roots (a config or a link caught between
+/// write and rename): never served, and removed before anything is served again. The image
+/// cache cleans its own directory when it opens.
+fn remove_leftovers(config: &Config) -> Result<(), ServiceError> {
+    for root in [&config.tftp_root, &config.http_root] {
+        let removed =
+            crate::fsutil::remove_temp_files(root).map_err(|source| ServiceError::Leftovers {
+                path: root.clone(),
+                source,
+            })?;
+        if !removed.is_empty() {
+            tracing::info!(root = %root.display(), removed = ?removed,
+                "removed temporary files an interrupted run left behind");
+        }
+    }
+    Ok(())
+}
+
 fn ensure_dirs(config: &Config) -> Result<(), ServiceError> {
     for dir in [
         &config.data_dir,
@@ -312,6 +335,7 @@ pub async fn run(
     let budget = descriptor_budget(&config);
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
+    remove_leftovers(&config)?;
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let listeners = ListenerMetrics::register(&mut registry);

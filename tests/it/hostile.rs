@@ -368,3 +368,49 @@ fn tftp_keeps_serving_under_a_udp_junk_flood() {
     let (reply, _) = send_once(target, &rrq(b"f", &[]), Duration::from_secs(5)).expect("alive");
     assert!(matches!(bootserve::opcode(&reply), DATA | OACK));
 }
+
+/// Temporary names (what a crash leaves behind) are never served, and a restart removes them.
+#[test]
+fn temporary_files_are_never_served_and_a_restart_removes_them() {
+    let mut s = Server::start();
+    let http_root = s.data_dir.join("httpboot");
+    let tftp_root = s.data_dir.join("tftpboot");
+    let node_dir = http_root.join("1be26c0b-03f2-4d2e-ae87-c02d7bcaaa00");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let leftovers = [
+        http_root.join(".ironboot-tmp-0a1b2c3d4e5f-boot.ipxe"),
+        node_dir.join(".ironboot-tmp-0a1b2c3d4e5f-config"),
+        tftp_root.join(".ironboot-tmp-0a1b2c3d4e5f-grub.cfg-01-52-54-00-00-00-01"),
+    ];
+    for f in &leftovers {
+        std::fs::write(f, b"#!ipxe\npartial").unwrap();
+    }
+    for path in [
+        "/.ironboot-tmp-0a1b2c3d4e5f-boot.ipxe",
+        "/1be26c0b-03f2-4d2e-ae87-c02d7bcaaa00/.ironboot-tmp-0a1b2c3d4e5f-config",
+    ] {
+        let (code, _) = curl_status(&format!("{}{path}", s.http_url()), 5);
+        assert_eq!(code, 404, "{path} was served");
+    }
+    let (reply, _) = send_once(
+        s.tftp_addr(),
+        &rrq(
+            b".ironboot-tmp-0a1b2c3d4e5f-grub.cfg-01-52-54-00-00-00-01",
+            &[],
+        ),
+        Duration::from_secs(5),
+    )
+    .expect("no TFTP reply");
+    assert_eq!(
+        bootserve::error_code(&reply),
+        1,
+        "temporary file served over TFTP"
+    );
+    s.stop();
+    let s = Server::start_in(&s.data_dir.clone(), &[], &[]);
+    for f in &leftovers {
+        assert!(!f.exists(), "{} survived the restart", f.display());
+    }
+    assert!(node_dir.is_dir(), "only the leftovers go");
+    drop(s);
+}
