@@ -340,12 +340,16 @@ pub async fn run(
     let mut registry = Registry::default();
     let listeners = ListenerMetrics::register(&mut registry);
     let parts = Parts::build(&config, &mut registry)?;
-    let auth = match &config.auth {
-        Auth::Noauth => None,
-        Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::Htpasswd::load(user_file)?)),
-    };
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
+    let auth = match &config.auth {
+        Auth::Noauth => None,
+        Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::BasicAuth::new(
+            Arc::new(api::auth::Htpasswd::load(user_file)?),
+            config.api.auth_cache_ttl,
+            api_metrics.auth_failures(),
+        )?)),
+    };
 
     let api_listener = bind_tcp("the API", config.api.listen).await?;
     let data_plane = start_data_plane(
@@ -477,7 +481,7 @@ fn api_app(
     conductor: Arc<Conductor>,
     store: Arc<dyn Store>,
     registry: Registry,
-    auth: Option<Arc<api::auth::Htpasswd>>,
+    auth: Option<Arc<api::auth::BasicAuth>>,
     metrics: api::metrics::ApiMetrics,
 ) -> tower_http::normalize_path::NormalizePath<axum::Router> {
     let state = AppState {
@@ -491,6 +495,7 @@ fn api_app(
             md5_checksum_enable: config.agent.md5_checksum_enable,
             permitted_image_formats: config.agent.permitted_image_formats.clone(),
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
+            refused: metrics.ramdisk_refused(),
         }),
     };
     api::service(

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::bootserve::{self, DATA, OACK, md5_bytes, rrq, send_once};
 use crate::support::server::Server;
@@ -413,4 +413,147 @@ fn temporary_files_are_never_served_and_a_restart_removes_them() {
     }
     assert!(node_dir.is_dir(), "only the leftovers go");
     drop(s);
+}
+
+/// One unauthenticated lookup naming 1,000 bad addresses writes at most one line; 500
+/// heartbeats with a wrong token write a bounded number of lines, none at ERROR, and are
+/// counted in metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_ramdisk_requests_are_logged_bounded_and_counted() {
+    let s = Server::start();
+    let node = create_node(&s.api_url());
+    let bad: Vec<String> = (0..1000).map(|i| format!("zz:{i}")).collect();
+    let url = format!("{}/v1/lookup?addresses={}", s.api_url(), bad.join(","));
+    let c = support::http_client();
+    let resp = c
+        .get(&url)
+        .header("X-OpenStack-Ironic-API-Version", "1.68")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    for _ in 0..500 {
+        let resp = c
+            .post(format!("{}/v1/heartbeat/{node}", s.api_url()))
+            .header("X-OpenStack-Ironic-API-Version", "1.68")
+            .json(
+                &json!({"callback_url": "http://192.0.2.1:9999", "agent_token": "wrong",
+                          "agent_version": "9.0"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = s.log();
+    let mac_lines = log.lines().filter(|l| l.contains("MAC address")).count();
+    assert!(mac_lines <= 1, "{mac_lines} lines for one lookup");
+    let token_lines: Vec<&str> = log.lines().filter(|l| l.contains("token")).collect();
+    assert!(token_lines.len() <= 15, "{} token lines", token_lines.len());
+    assert!(
+        !token_lines.iter().any(|l| l.contains("ERROR")),
+        "a client's wrong token is not a server error: {token_lines:?}"
+    );
+    assert_eq!(
+        s.metric(
+            "ironboot_api_ramdisk_refused_total{endpoint=\"heartbeat\",reason=\"invalid_token\"}"
+        ),
+        500.0
+    );
+    assert_eq!(
+        s.metric(
+            "ironboot_api_ramdisk_refused_total{endpoint=\"lookup\",reason=\"invalid_address\"}"
+        ),
+        1000.0
+    );
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn timed_get(c: &reqwest::Client, url: &str, auth: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = c
+        .get(url)
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    (status, started.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `http_basic`: an unknown user costs what a known one does (no user-name oracle); a correct
+/// password is verified once and then cached; failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_basic_has_no_user_oracle_and_pays_bcrypt_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 10).unwrap();
+    std::fs::write(&htpasswd, format!("admin:{hash}\n")).unwrap();
+    let file = htpasswd.display().to_string();
+    let s = Server::start_with(
+        &[],
+        &[
+            ("IRONBOOT_API__AUTH_STRATEGY", "http_basic"),
+            ("IRONBOOT_API__HTTP_BASIC_AUTH_USER_FILE", file.as_str()),
+        ],
+    );
+    let c = support::http_client();
+    let url = format!("{}/v1/nodes", s.api_url());
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    for i in 0..7 {
+        let (st, t) = timed_get(&c, &url, &basic(&format!("nobody{i}"), "x")).await;
+        assert_eq!(st, 401);
+        unknown.push(t);
+        let (st, t) = timed_get(&c, &url, &basic("admin", &format!("wrong{i}"))).await;
+        assert_eq!(st, 401);
+        wrong.push(t);
+    }
+    let (unknown, wrong) = (median(unknown), median(wrong));
+    eprintln!("http_basic: unknown user {unknown:?}, known user with a wrong password {wrong:?}");
+    assert!(
+        unknown * 2 >= wrong && wrong * 2 >= unknown,
+        "timing tells users apart: unknown {unknown:?} vs known {wrong:?}"
+    );
+    let (st, first) = timed_get(&c, &url, &basic("admin", "s3cret")).await;
+    assert_eq!(st, 200);
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(timed_get(&c, &url, &basic("admin", "s3cret")).await.0, 200);
+    }
+    let twenty = started.elapsed();
+    eprintln!("http_basic: first correct request {first:?}, 20 more {twenty:?}");
+    assert!(
+        twenty < wrong * 5,
+        "20 correct requests took {twenty:?}; one bcrypt verification is ~{wrong:?}"
+    );
+    // A changed password is not served from the cache.
+    assert_eq!(timed_get(&c, &url, &basic("admin", "s3cret!")).await.0, 401);
+    let metrics = c
+        .get(format!("{}/metrics", s.api_url()))
+        .header("Authorization", basic("admin", "s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ironboot_api_auth_failures_total{reason=\"invalid_credentials\"} 15"),
+        "{metrics}"
+    );
 }
