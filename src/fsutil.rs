@@ -214,6 +214,33 @@ pub fn remove_temp_files(root: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// Bytes an unprivileged writer can still use on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable statvfs storage.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit targets).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Writes, fsyncs and removes a small temporary file in `dir`: proves the directory can be
+/// written now (not read-only, not out of space or inodes).
+pub fn write_probe(dir: &Path) -> io::Result<()> {
+    let mut f = AtomicFile::create(&dir.join("write-probe"))?;
+    f.write_all(&[0u8; 4096])?;
+    f.file().sync_all()?;
+    // Dropping without commit removes the temporary file.
+    Ok(())
+}
+
 /// Formats a byte count for humans (binary units, one decimal).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -74,6 +74,21 @@ pub enum ServiceError {
     Tftp(#[from] crate::serve::tftp::TftpError),
     #[error(transparent)]
     BootHttp(#[from] crate::serve::http::HttpError),
+    #[error(
+        "not enough free space to start: {} has {} free, at least {} is needed; free space \
+         there (or point data_dir elsewhere) and start again",
+        path.display(), crate::fsutil::human_bytes(*free), crate::fsutil::human_bytes(*needed)
+    )]
+    NoSpace {
+        path: PathBuf,
+        free: u64,
+        needed: u64,
+    },
+    #[error("cannot write into {path}: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot remove the leftovers of an earlier run under {path}: {source}")]
     Leftovers {
         path: PathBuf,
@@ -336,6 +351,7 @@ pub async fn run(
     ensure_dirs(&config)?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     remove_leftovers(&config)?;
+    check_storage(&config)?;
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let listeners = ListenerMetrics::register(&mut registry);
@@ -471,8 +487,56 @@ fn api_refusals() -> Refusals {
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServiceError> {
     match &config.database {
-        Database::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Database::Sqlite { path } => {
+            let store = SqliteStore::open(path).await.map_err(|e| e.at(path))?;
+            Ok(Arc::new(crate::store::Located::new(store, path)))
+        }
     }
+}
+
+/// Refuses to start, before anything is bound, when a directory the service writes into has
+/// too little space or cannot be written: better a clear refusal naming the path than a
+/// service that answers and then fails every write.
+fn check_storage(config: &Config) -> Result<(), ServiceError> {
+    let mut dirs = vec![
+        config.data_dir.clone(),
+        config.tftp_root.clone(),
+        config.http_root.clone(),
+        config.cache_dir.clone(),
+    ];
+    let Database::Sqlite { path } = &config.database;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.dedup();
+    for dir in dirs {
+        let free = crate::fsutil::free_bytes(&dir).map_err(|source| ServiceError::NotWritable {
+            path: dir.clone(),
+            source,
+        })?;
+        if free < crate::store::DB_MIN_FREE {
+            return Err(ServiceError::NoSpace {
+                path: dir,
+                free,
+                needed: crate::store::DB_MIN_FREE,
+            });
+        }
+        crate::fsutil::write_probe(&dir).map_err(|source| {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                ServiceError::NoSpace {
+                    path: dir.clone(),
+                    free,
+                    needed: crate::store::DB_MIN_FREE,
+                }
+            } else {
+                ServiceError::NotWritable {
+                    path: dir.clone(),
+                    source,
+                }
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The API with its state: the management and ramdisk endpoints, `/metrics`, `/healthz`.

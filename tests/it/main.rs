@@ -9,6 +9,7 @@ mod agent_client;
 mod agent_ipa;
 mod api;
 mod boot_serving;
+mod faults;
 mod hostile;
 mod image_cache;
 mod ipmi_client;

@@ -127,6 +127,7 @@ pub mod redfish_proxy;
 pub mod server;
 pub mod sushy;
 pub mod swift;
+pub mod tmpfs;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
 pub fn http_client() -> reqwest::Client {
