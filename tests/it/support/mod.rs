@@ -117,6 +117,7 @@ pub fn write_pattern_file(path: &Path, len: usize, seed: u64) {
 
 pub mod bmc_board;
 pub mod bootserve;
+pub mod faultlab;
 pub mod guest;
 pub mod ipa;
 pub mod ipmi_sim;

@@ -42,6 +42,26 @@ impl Tmpfs {
         let _ = f.sync_all();
     }
 
+    /// Fills the filesystem, then gives back `bytes` of it.
+    pub fn fill_leaving(&self, bytes: u64) {
+        self.fill();
+        let len = std::fs::metadata(self.filler()).map_or(0, |m| m.len());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.filler())
+            .unwrap();
+        f.set_len(len.saturating_sub(bytes)).unwrap();
+    }
+
+    /// Remounts read-only (`true`) or read-write; `false` when the kernel refused.
+    pub fn set_read_only(&self, ro: bool) -> bool {
+        Command::new("mount")
+            .args(["-o", if ro { "remount,ro" } else { "remount,rw" }])
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Gives the space back.
     pub fn free(&self) {
         let _ = std::fs::remove_file(self.filler());
