@@ -268,6 +268,16 @@ impl DataDirLock {
     }
 }
 
+/// Everything done before the database is opened or a port bound: the directories, the
+/// lock, the leftovers of a killed run, and enough space to work in. Returns the lock to hold.
+fn claim_data_dir(config: &Config) -> Result<DataDirLock, ServiceError> {
+    ensure_dirs(config)?;
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    remove_leftovers(config)?;
+    check_storage(config)?;
+    Ok(lock)
+}
+
 /// Temporary files a killed run left in the served roots (a config or a link caught between
 /// write and rename): never served, and removed before anything is served again. The image
 /// cache cleans its own directory when it opens.
@@ -348,24 +358,14 @@ pub async fn run(
     ready_file: Option<&Path>,
 ) -> Result<(), ServiceError> {
     let budget = descriptor_budget(&config);
-    ensure_dirs(&config)?;
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
-    remove_leftovers(&config)?;
-    check_storage(&config)?;
+    let _lock = claim_data_dir(&config)?;
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
     let listeners = ListenerMetrics::register(&mut registry);
     let parts = Parts::build(&config, &mut registry)?;
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
-    let auth = match &config.auth {
-        Auth::Noauth => None,
-        Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::BasicAuth::new(
-            Arc::new(api::auth::Htpasswd::load(user_file)?),
-            config.api.auth_cache_ttl,
-            api_metrics.auth_failures(),
-        )?)),
-    };
+    let auth = basic_auth(&config, &api_metrics)?;
 
     let api_listener = bind_tcp("the API", config.api.listen).await?;
     let data_plane = start_data_plane(
@@ -410,12 +410,7 @@ pub async fn run(
         api_metrics,
     );
     let bound = BoundAddresses {
-        api: api_listener
-            .local_addr()
-            .map_err(|source| ServiceError::Serve {
-                what: "API",
-                source,
-            })?,
+        api: api_addr,
         http: data_plane.http_addr,
         tftp: data_plane.tftp_addr,
     };
@@ -475,6 +470,20 @@ fn descriptor_budget(config: &Config) -> FdBudget {
         );
     }
     budget
+}
+
+/// `http_basic`'s users, cache and failure counter, when configured.
+fn basic_auth(
+    config: &Config,
+    metrics: &api::metrics::ApiMetrics,
+) -> Result<Option<Arc<api::auth::BasicAuth>>, ServiceError> {
+    let Auth::HttpBasic { user_file } = &config.auth else {
+        return Ok(None);
+    };
+    let users = Arc::new(api::auth::Htpasswd::load(user_file)?);
+    let auth =
+        api::auth::BasicAuth::new(users, config.api.auth_cache_ttl, metrics.auth_failures())?;
+    Ok(Some(Arc::new(auth)))
 }
 
 /// The API's refusals (503 past its cap, unparsable requests) in Ironic's error format.
