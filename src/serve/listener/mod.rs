@@ -42,9 +42,12 @@ use crate::serve::limits::ConnLimits;
 use crate::telemetry::LogThrottle;
 
 /// Connections past the cap being answered 503 at once; beyond this they are just closed.
-const SHEDDING_AT_ONCE: usize = 64;
-/// How long a shed connection may take to receive its 503.
-const SHED_LINGER: Duration = Duration::from_secs(1);
+/// Their descriptors come out of the reserve ([`crate::serve::limits::RESERVED_FDS`]).
+const SHEDDING_AT_ONCE: usize = 128;
+/// How long a shed connection is kept to deliver its 503. Short: a flood of clients that
+/// never close would otherwise hold every shedding slot, and the connections queued behind
+/// them (a real client among them) would wait their turn.
+const SHED_LINGER: Duration = Duration::from_millis(100);
 
 /// A bound listener and how it treats its connections.
 #[derive(Debug)]
