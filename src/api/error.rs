@@ -68,6 +68,9 @@ impl From<StoreError> for ApiError {
             StoreError::NodeLocked { .. }
             | StoreError::DuplicateNode { .. }
             | StoreError::DuplicateMac(_) => StatusCode::CONFLICT,
+            // Storage, not a bug: the client can retry once the operator acted.
+            StoreError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::NotWritable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
