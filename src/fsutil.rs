@@ -181,6 +181,66 @@ fn temp_name_for(dest: &Path) -> io::Result<PathBuf> {
     Ok(dest.with_file_name(tmp_name))
 }
 
+/// Removes every file under `root` whose name is temporary (what a crash left between the
+/// write and the rename), without following symlinks. Returns what it removed. Only for
+/// directories this process owns, at start, before anything else writes into them.
+pub fn remove_temp_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+                && !kind.is_dir()
+            {
+                remove_if_exists(&path)?;
+                removed.push(path);
+            } else if kind.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Bytes an unprivileged writer can still use on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable statvfs storage.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit targets).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Writes, fsyncs and removes a small temporary file in `dir`: proves the directory can be
+/// written now (not read-only, not out of space or inodes).
+pub fn write_probe(dir: &Path) -> io::Result<()> {
+    let mut f = AtomicFile::create(&dir.join("write-probe"))?;
+    f.write_all(&[0u8; 4096])?;
+    f.file().sync_all()?;
+    // Dropping without commit removes the temporary file.
+    Ok(())
+}
+
 /// Formats a byte count for humans (binary units, one decimal).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -242,6 +302,31 @@ mod tests {
         symlink_atomic(Path::new("master"), &link).unwrap();
         symlink_atomic(Path::new("copy"), &link).unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("copy"));
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_found_anywhere_and_nothing_else_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("node/pxelinux.cfg");
+        fs::create_dir_all(&sub).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join(".ironboot-tmp-keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        for f in [
+            ".ironboot-tmp-1-config",
+            "config",
+            "node/.ironboot-tmp-2-kernel",
+        ] {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("config", sub.join(".ironboot-tmp-3-01-aa")).unwrap();
+        let removed = remove_temp_files(dir.path()).unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(dir.path().join("config").exists());
+        assert!(
+            outside.path().join(".ironboot-tmp-keep").exists(),
+            "followed a symlink"
+        );
     }
 
     #[test]

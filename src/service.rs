@@ -19,6 +19,8 @@ use crate::config::{Auth, Config, Database};
 use crate::metrics::Registry;
 use crate::serve::confine::Confinement;
 use crate::serve::http::{self as boot_http, HttpMetrics};
+use crate::serve::limits::FdBudget;
+use crate::serve::listener::{Listener, ListenerMetrics, Refusals};
 use crate::serve::tftp::{TftpMetrics, TftpService};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -76,6 +78,26 @@ pub enum ServiceError {
     BootHttp(#[from] crate::serve::http::HttpError),
     #[error("ipmi: {0}")]
     Ipmi(#[from] crate::bmc::ipmi::IpmiError),
+    #[error(
+        "not enough free space to start: {} has {} free, at least {} is needed; free space \
+         there (or point data_dir elsewhere) and start again",
+        path.display(), crate::fsutil::human_bytes(*free), crate::fsutil::human_bytes(*needed)
+    )]
+    NoSpace {
+        path: PathBuf,
+        free: u64,
+        needed: u64,
+    },
+    #[error("cannot write into {path}: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot remove the leftovers of an earlier run under {path}: {source}")]
+    Leftovers {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -101,7 +123,9 @@ struct DataPlane {
 async fn start_data_plane(
     config: &Config,
     parts: &Parts,
+    budget: &FdBudget,
     registry: &mut Registry,
+    listeners: &ListenerMetrics,
     shutdown: &CancellationToken,
 ) -> Result<DataPlane, ServiceError> {
     let boot_ipxe = parts.renderer.render_boot_ipxe()?;
@@ -134,10 +158,13 @@ async fn start_data_plane(
         http_addr: None,
     };
     if config.tftp.enabled {
-        let settings = &config.tftp;
+        let settings = crate::serve::tftp::TftpSettings {
+            max_transfers: budget.tftp_transfers,
+            ..config.tftp.clone()
+        };
         let confinement =
             Confinement::new(&config.tftp_root, std::slice::from_ref(&config.cache_dir))?;
-        let service = TftpService::bind(settings, confinement, tftp_metrics)?;
+        let service = TftpService::bind(&settings, confinement, tftp_metrics)?;
         plane.tftp_addr = Some(service.local_addr());
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.tftp = Some(tokio::spawn(async move {
@@ -153,9 +180,11 @@ async fn start_data_plane(
         let confinement =
             Confinement::new(&config.http_root, std::slice::from_ref(&config.cache_dir))?;
         let router = boot_http::router(confinement, settings, http_metrics);
+        let limits = settings.limits(budget.http_connections);
+        let conn_metrics = listeners.for_listener("boot_http");
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.http = Some(tokio::spawn(async move {
-            let result = boot_http::serve(listener, router, token).await;
+            let result = boot_http::serve(listener, router, limits, conn_metrics, token).await;
             stop_service_on_error("boot http", &result, &stop_all);
             result
         }));
@@ -268,6 +297,38 @@ impl DataDirLock {
     }
 }
 
+/// Everything done before the database is opened or a port bound: the directories, the
+/// locks (data directory and database), the leftovers of a killed run, and enough space to
+/// work in. Returns the locks to hold.
+fn claim_data_dir(config: &Config) -> Result<[DataDirLock; 2], ServiceError> {
+    ensure_dirs(config)?;
+    let dir = DataDirLock::acquire(&config.data_dir)?;
+    let db = match &config.database {
+        Database::Sqlite { path } => DataDirLock::acquire_database(path)?,
+    };
+    remove_leftovers(config)?;
+    check_storage(config)?;
+    Ok([dir, db])
+}
+
+/// Temporary files a killed run left in the served roots (a config or a link caught between
+/// write and rename): never served, and removed before anything is served again. The image
+/// cache cleans its own directory when it opens.
+fn remove_leftovers(config: &Config) -> Result<(), ServiceError> {
+    for root in [&config.tftp_root, &config.http_root] {
+        let removed =
+            crate::fsutil::remove_temp_files(root).map_err(|source| ServiceError::Leftovers {
+                path: root.clone(),
+                source,
+            })?;
+        if !removed.is_empty() {
+            tracing::info!(root = %root.display(), removed = ?removed,
+                "removed temporary files an interrupted run left behind");
+        }
+    }
+    Ok(())
+}
+
 fn ensure_dirs(config: &Config) -> Result<(), ServiceError> {
     for dir in [
         &config.data_dir,
@@ -337,23 +398,26 @@ pub async fn run(
     shutdown: CancellationToken,
     ready_file: Option<&Path>,
 ) -> Result<(), ServiceError> {
-    ensure_dirs(&config)?;
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
-    let _db_lock = match &config.database {
-        Database::Sqlite { path } => DataDirLock::acquire_database(path)?,
-    };
+    let budget = descriptor_budget(&config);
+    let _locks = claim_data_dir(&config)?;
     let store = open_store(&config).await?;
     let mut registry = Registry::default();
+    let listeners = ListenerMetrics::register(&mut registry);
     let parts = Parts::build(&config, &mut registry)?;
-    let auth = match &config.auth {
-        Auth::Noauth => None,
-        Auth::HttpBasic { user_file } => Some(Arc::new(api::auth::Htpasswd::load(user_file)?)),
-    };
     let conductor_metrics = ConductorMetrics::register(&mut registry);
     let api_metrics = api::metrics::ApiMetrics::register(&mut registry);
+    let auth = basic_auth(&config, &api_metrics)?;
 
     let api_listener = bind_tcp("the API", config.api.listen).await?;
-    let data_plane = start_data_plane(&config, &parts, &mut registry, &shutdown).await?;
+    let data_plane = start_data_plane(
+        &config,
+        &parts,
+        &budget,
+        &mut registry,
+        &listeners,
+        &shutdown,
+    )
+    .await?;
     let api_addr = api_listener
         .local_addr()
         .map_err(|source| ServiceError::Serve {
@@ -387,12 +451,7 @@ pub async fn run(
         api_metrics,
     )?;
     let bound = BoundAddresses {
-        api: api_listener
-            .local_addr()
-            .map_err(|source| ServiceError::Serve {
-                what: "API",
-                source,
-            })?,
+        api: api_addr,
         http: data_plane.http_addr,
         tftp: data_plane.tftp_addr,
     };
@@ -401,14 +460,14 @@ pub async fn run(
     }
     tracing::info!(api = %bound.api, http = ?bound.http, tftp = ?bound.tftp,
         data_dir = %config.data_dir.display(), host = %config.host, "ironboot is serving");
-    let api_shutdown = shutdown.clone();
-    // The peer address decides whether forwarding headers are trusted (api::links).
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(app);
-    let served = axum::serve(api_listener, app)
-        .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-        .await;
+    let api = Listener {
+        name: "api",
+        tcp: api_listener,
+        limits: config.api.limits(budget.api_connections),
+        refusals: api_refusals(),
+        metrics: listeners.for_listener("api"),
+    };
+    let served = crate::serve::listener::serve(api, app, shutdown.clone()).await;
     shutdown.cancel();
     conductor.shutdown(SHUTDOWN_GRACE).await;
     parts.redfish.close().await;
@@ -420,10 +479,115 @@ pub async fn run(
     })
 }
 
+/// Raises the open-file limit and fits the listeners' caps into it (see
+/// [`crate::serve::limits`]): a flood of one listener then cannot take the descriptors the
+/// others, the database and the conductor need.
+fn descriptor_budget(config: &Config) -> FdBudget {
+    let limit = match crate::serve::limits::raise_nofile() {
+        Ok(l) => l.soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let http = if config.http.enabled {
+        config.http.max_connections
+    } else {
+        0
+    };
+    let tftp = if config.tftp.enabled {
+        config.tftp.max_transfers
+    } else {
+        0
+    };
+    let budget = FdBudget::plan(limit, config.api.max_connections, http, tftp);
+    if budget.lowered {
+        tracing::warn!(
+            open_file_limit = limit,
+            api_connections = budget.api_connections,
+            http_connections = budget.http_connections,
+            tftp_transfers = budget.tftp_transfers,
+            "the open-file limit cannot hold the configured connection caps; lowered them \
+             (raise LimitNOFILE to serve more at once)"
+        );
+    }
+    budget
+}
+
+/// `http_basic`'s users, cache and failure counter, when configured.
+fn basic_auth(
+    config: &Config,
+    metrics: &api::metrics::ApiMetrics,
+) -> Result<Option<Arc<api::auth::BasicAuth>>, ServiceError> {
+    let Auth::HttpBasic { user_file } = &config.auth else {
+        return Ok(None);
+    };
+    let users = Arc::new(api::auth::Htpasswd::load(user_file)?);
+    let auth =
+        api::auth::BasicAuth::new(users, config.api.auth_cache_ttl, metrics.auth_failures())?;
+    Ok(Some(Arc::new(auth)))
+}
+
+/// The API's refusals (503 past its cap, unparsable requests) in Ironic's error format.
+fn api_refusals() -> Refusals {
+    Refusals {
+        content_type: "application/json",
+        body: |status, message| api::error::error_body(status, message).to_string(),
+    }
+}
+
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServiceError> {
     match &config.database {
-        Database::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Database::Sqlite { path } => {
+            let store = SqliteStore::open(path).await.map_err(|e| e.at(path))?;
+            Ok(Arc::new(crate::store::Located::new(store, path)))
+        }
     }
+}
+
+/// Refuses to start, before anything is bound, when a directory the service writes into has
+/// too little space or cannot be written: better a clear refusal naming the path than a
+/// service that answers and then fails every write.
+fn check_storage(config: &Config) -> Result<(), ServiceError> {
+    let mut dirs = vec![
+        config.data_dir.clone(),
+        config.tftp_root.clone(),
+        config.http_root.clone(),
+        config.cache_dir.clone(),
+    ];
+    let Database::Sqlite { path } = &config.database;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.dedup();
+    for dir in dirs {
+        let free = crate::fsutil::free_bytes(&dir).map_err(|source| ServiceError::NotWritable {
+            path: dir.clone(),
+            source,
+        })?;
+        if free < crate::store::DB_MIN_FREE {
+            return Err(ServiceError::NoSpace {
+                path: dir,
+                free,
+                needed: crate::store::DB_MIN_FREE,
+            });
+        }
+        crate::fsutil::write_probe(&dir).map_err(|source| {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                ServiceError::NoSpace {
+                    path: dir.clone(),
+                    free,
+                    needed: crate::store::DB_MIN_FREE,
+                }
+            } else {
+                ServiceError::NotWritable {
+                    path: dir.clone(),
+                    source,
+                }
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The API with its state: the management and ramdisk endpoints, `/metrics`, `/healthz`.
@@ -432,7 +596,7 @@ fn api_app(
     conductor: Arc<Conductor>,
     store: Arc<dyn Store>,
     registry: Registry,
-    auth: Option<Arc<api::auth::Htpasswd>>,
+    auth: Option<Arc<api::auth::BasicAuth>>,
     metrics: api::metrics::ApiMetrics,
 ) -> Result<tower_http::normalize_path::NormalizePath<axum::Router>, ServiceError> {
     // Conductors talk plain or TLS HTTP to each other's API (api_url as each registered it).
@@ -464,6 +628,7 @@ fn api_app(
             md5_checksum_enable: config.agent.md5_checksum_enable,
             permitted_image_formats: config.agent.permitted_image_formats.clone(),
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
+            refused: metrics.ramdisk_refused(),
         }),
     };
     Ok(api::service(

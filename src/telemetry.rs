@@ -66,3 +66,55 @@ pub fn init_logging(settings: &LogSettings) {
             .try_init(),
     };
 }
+
+/// Lets one log line through per period and counts the ones it held back, for events a
+/// client can repeat at will (refused requests, exhausted resources): the log stays bounded
+/// however hard it is pushed, and metrics carry the full counts.
+#[derive(Debug)]
+pub struct LogThrottle {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub const fn new(every: std::time::Duration) -> LogThrottle {
+        LogThrottle {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were held back since the
+    /// last one; `None` when this one is held back.
+    pub fn admit(&self) -> Option<u64> {
+        // A poisoned lock only means a panic while counting; the counts are still usable.
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let held = s.1;
+                *s = (Some(now), 0);
+                Some(held)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_admits_one_per_period_and_counts_the_rest() {
+        let t = LogThrottle::new(std::time::Duration::from_millis(50));
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(), None);
+        assert_eq!(t.admit(), None);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(t.admit(), Some(2));
+    }
+}

@@ -482,3 +482,18 @@ mod tests {
         assert!(c.query(Some(false)).contains("wait=false&agent_token=t"));
     }
 }
+
+/// Every parser of agent answers in this module, on one body (the `fuzz/` targets call this;
+/// built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub fn fuzz_parse_answer(bytes: &[u8]) {
+    let _ = fault_text(bytes);
+    if let Ok(list) = serde_json::from_slice::<CommandList>(bytes) {
+        for c in &list.commands {
+            let _ = (c.error_text(), status_label(&c.command_status));
+        }
+    }
+    if let Ok(c) = serde_json::from_slice::<CommandResult>(bytes) {
+        let _ = (c.error_text(), status_label(&c.command_status));
+    }
+}

@@ -162,6 +162,9 @@ impl From<StoreError> for ApiError {
             | StoreError::DuplicatePort(_)
             | StoreError::DuplicateAllocation { .. }
             | StoreError::InstanceAssociated { .. } => StatusCode::CONFLICT,
+            // Storage, not a bug: the client can retry once the operator acted.
+            StoreError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::NotWritable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

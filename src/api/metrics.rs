@@ -24,10 +24,24 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `lookup` or `heartbeat`.
+    pub endpoint: &'static str,
+    /// `invalid_address` (counts addresses), `invalid_token`, `callback_changed`,
+    /// `not_found`, `invalid_request`, ...
+    pub reason: &'static str,
+}
+
+/// Refused ramdisk requests: the log keeps one line per period, this keeps every count.
+pub type RamdiskRefusals = Family<RefusedLabels, Counter>;
+
 #[derive(Clone)]
 pub struct ApiMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    auth_failures: Family<super::auth::FailureLabels, Counter>,
+    ramdisk_refused: RamdiskRefusals,
 }
 
 impl ApiMetrics {
@@ -37,7 +51,19 @@ impl ApiMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(crate::metrics::duration_buckets())
             }),
+            auth_failures: Family::default(),
+            ramdisk_refused: Family::default(),
         };
+        registry.register(
+            "ironboot_api_auth_failures",
+            "Requests refused for missing or invalid HTTP basic credentials",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "ironboot_api_ramdisk_refused",
+            "Refused ramdisk requests (and ignored lookup addresses), by endpoint and reason",
+            m.ramdisk_refused.clone(),
+        );
         registry.register(
             "ironboot_api_requests",
             "API requests by method, route and status",
@@ -49,6 +75,14 @@ impl ApiMetrics {
             m.latency.clone(),
         );
         m
+    }
+
+    pub fn auth_failures(&self) -> Family<super::auth::FailureLabels, Counter> {
+        self.auth_failures.clone()
+    }
+
+    pub fn ramdisk_refused(&self) -> RamdiskRefusals {
+        self.ramdisk_refused.clone()
     }
 }
 

@@ -77,7 +77,7 @@ impl AppState {
 
 /// Everything the API needs besides the shared state.
 pub struct ApiOptions {
-    pub auth: Option<Arc<auth::Htpasswd>>,
+    pub auth: Option<Arc<auth::BasicAuth>>,
     pub max_body_bytes: usize,
     pub metrics: metrics::ApiMetrics,
 }

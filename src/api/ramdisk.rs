@@ -1,6 +1,10 @@
 //! The ramdisk endpoints the ironic-python-agent calls: `GET /v1/lookup` and
 //! `POST /v1/heartbeat/{node}`. Open like Ironic's (no API credentials in a ramdisk); the
 //! agent token, issued at the first lookup, protects everything after it.
+//!
+//! Being open, they are also what anyone can call at will: a refused request is counted in
+//! `ironboot_api_ramdisk_refused_total` and logged at most once per period per endpoint
+//! (with how many were held back), never once per bad address or per retry.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,13 +15,21 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams};
 use super::version::Version;
-use crate::conductor::ramdisk::Heartbeat;
+use std::time::Duration;
+
+use super::metrics::{RamdiskRefusals, RefusedLabels};
+use crate::conductor::ramdisk::{Heartbeat, refusal_reason};
 use crate::model::node::mask_secrets;
 use crate::model::{MacAddress, Node};
 use crate::store::NodeIdent;
+use crate::telemetry::LogThrottle;
 
 /// Oldest microversion with the ramdisk endpoints (Ironic's rule).
 const RAMDISK_MIN: Version = Version(22);
+
+/// One line per period for refused lookups and heartbeats each.
+static LOOKUP_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+static HEARTBEAT_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
 
 /// What lookup hands the agent besides the node (Ironic's `config` keys).
 #[derive(Debug, Clone)]
@@ -26,6 +38,16 @@ pub struct RamdiskConfig {
     pub md5_checksum_enable: bool,
     pub permitted_image_formats: Vec<String>,
     pub enable_bios_bootloader_install: bool,
+    /// Where refusals are counted.
+    pub refused: RamdiskRefusals,
+}
+
+impl RamdiskConfig {
+    fn count(&self, endpoint: &'static str, reason: &'static str, n: u64) {
+        self.refused
+            .get_or_create(&RefusedLabels { endpoint, reason })
+            .inc_by(n);
+    }
 }
 
 fn too_old(version: Version) -> Result<(), ApiError> {
@@ -85,9 +107,41 @@ pub async fn lookup(
     version: Version,
     q: QueryParams,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let (macs, node_uuid) = match lookup_request(&st, version, &q) {
+        Ok(r) => r,
+        Err(e) => {
+            refused(&st, "lookup", "invalid_request", &e);
+            return Err(e);
+        }
+    };
+    let (node, token) = match st.conductor.lookup(&macs, node_uuid).await {
+        Ok(found) => found,
+        Err(e) => {
+            let reason = refusal_reason(&e);
+            let e = ApiError::from(e);
+            refused(&st, "lookup", reason, &e);
+            return Err(e);
+        }
+    };
+    tracing::info!(node = %node.uuid, first = token != crate::agent::token::MASK, "agent lookup");
+    Ok(axum::Json(json!({
+        "node": node_view(&node, &st.base_url),
+        "config": config_view(&st.ramdisk, &token),
+    })))
+}
+
+/// The lookup's addresses and node uuid. Invalid addresses are ignored (as Ironic does),
+/// counted, and logged as one line for the whole request.
+fn lookup_request(
+    st: &AppState,
+    version: Version,
+    q: &QueryParams,
+) -> Result<(Vec<MacAddress>, Option<uuid::Uuid>), ApiError> {
     too_old(version)?;
     q.only(&["addresses", "node_uuid"])?;
     let mut macs = Vec::new();
+    let mut invalid = 0u64;
+    let mut first_invalid = None;
     for raw in q.get("addresses").unwrap_or("").split(',') {
         let raw = raw.trim();
         if raw.is_empty() {
@@ -95,7 +149,17 @@ pub async fn lookup(
         }
         match MacAddress::parse(raw) {
             Ok(m) => macs.push(m),
-            Err(e) => tracing::warn!(error = %e, "lookup: ignoring an invalid MAC address"),
+            Err(e) => {
+                invalid += 1;
+                first_invalid.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(first) = first_invalid {
+        st.ramdisk.count("lookup", "invalid_address", invalid);
+        if let Some(held) = LOOKUP_LOG.admit() {
+            tracing::warn!(invalid, first = %first, suppressed = held,
+                "lookup: ignoring invalid MAC addresses");
         }
     }
     let node_uuid = q.uuid("node_uuid")?;
@@ -105,12 +169,21 @@ pub async fn lookup(
              node_uuid is required",
         ));
     }
-    let (node, token) = st.conductor.lookup(&macs, node_uuid).await?;
-    tracing::info!(node = %node.uuid, first = token != crate::agent::token::MASK, "agent lookup");
-    Ok(axum::Json(json!({
-        "node": node_view(&node, &st.base_url),
-        "config": config_view(&st.ramdisk, &token),
-    })))
+    Ok((macs, node_uuid))
+}
+
+/// Counts a refused ramdisk request and logs it, at most once per period per endpoint.
+fn refused(st: &AppState, endpoint: &'static str, reason: &'static str, e: &ApiError) {
+    st.ramdisk.count(endpoint, reason, 1);
+    let log = if endpoint == "lookup" {
+        &LOOKUP_LOG
+    } else {
+        &HEARTBEAT_LOG
+    };
+    if let Some(held) = log.admit() {
+        tracing::warn!(endpoint, reason, status = e.status.as_u16(), error = %e.message,
+            suppressed = held, "ramdisk request refused");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +203,28 @@ pub async fn heartbeat(
     version: Version,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<StatusCode, ApiError> {
+    // An unknown node is a 404 whatever the body says (as in Ironic).
+    st.store.get_node(&NodeIdent::parse(&ident)).await?;
+    let hb = match heartbeat_request(version, body) {
+        Ok(hb) => hb,
+        Err(e) => {
+            refused(&st, "heartbeat", "invalid_request", &e);
+            return Err(e);
+        }
+    };
+    match st.conductor.heartbeat(&NodeIdent::parse(&ident), hb).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
+        Err(e) => {
+            let reason = refusal_reason(&e);
+            let e = ApiError::from(e);
+            refused(&st, "heartbeat", reason, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Checks a heartbeat's fields against the API version and each other.
+fn heartbeat_request(version: Version, body: HeartbeatBody) -> Result<Heartbeat, ApiError> {
     too_old(version)?;
     for (field, given, min) in [
         ("agent_version", body.agent_version.is_some(), 36),
@@ -165,24 +260,18 @@ pub async fn heartbeat(
             "agent_status {s:?} must be one of start, end, error"
         )));
     }
-    // An unknown node is a 404 whatever the body says (as in Ironic).
-    st.store.get_node(&NodeIdent::parse(&ident)).await?;
     if body.agent_version.is_none() && body.agent_status.is_none() {
         return Err(ApiError::bad_request(
             "the heartbeat carries neither agent_version nor agent_status: the agent is too \
              old for this conductor",
         ));
     }
-    let hb = Heartbeat {
+    Ok(Heartbeat {
         callback_url,
         agent_token: body.agent_token,
         agent_version: body.agent_version,
         agent_verify_ca: body.agent_verify_ca,
         agent_status: body.agent_status,
         agent_status_message: body.agent_status_message,
-    };
-    st.conductor
-        .heartbeat(&NodeIdent::parse(&ident), hb)
-        .await?;
-    Ok(StatusCode::ACCEPTED)
+    })
 }

@@ -29,6 +29,23 @@ pub struct ApiSettings {
     /// Handed to agents as `heartbeat_timeout` (Ironic's `[api] ramdisk_heartbeat_timeout`).
     #[serde(with = "secs")]
     pub ramdisk_heartbeat_timeout: Duration,
+    /// Connections served at once; past it, new ones get 503 with `Retry-After`. Lowered at
+    /// start if the open-file limit cannot hold it.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head, from connecting (or from the
+    /// first byte of its next request on a kept-alive connection).
+    #[serde(with = "secs")]
+    pub header_read_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[serde(with = "secs")]
+    pub keepalive_timeout: Duration,
+    /// Seconds a request may go without a byte moving while it waits on the client.
+    #[serde(with = "secs")]
+    pub stall_timeout: Duration,
+    /// Seconds a verified `http_basic` credential is remembered, so bcrypt's cost is paid
+    /// once per client rather than per request; 0 verifies every request.
+    #[serde(with = "secs")]
+    pub auth_cache_ttl: Duration,
 }
 
 impl Default for ApiSettings {
@@ -44,6 +61,11 @@ impl Default for ApiSettings {
             ],
             max_body_bytes: 4 * 1024 * 1024,
             ramdisk_heartbeat_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(60),
+            auth_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +86,16 @@ pub enum Auth {
 }
 
 impl ApiSettings {
+    /// The connection limits, with the cap the open-file budget allows.
+    pub fn limits(&self, max_connections: usize) -> crate::serve::limits::ConnLimits {
+        crate::serve::limits::ConnLimits {
+            max_connections,
+            header_read_timeout: self.header_read_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            stall_timeout: self.stall_timeout,
+        }
+    }
+
     /// Checks the section and returns its authentication.
     pub fn validate(&self) -> Result<Auth, SettingError> {
         if self.max_body_bytes < 1024 {
@@ -77,6 +109,34 @@ impl ApiSettings {
             "api.ramdisk_heartbeat_timeout",
             self.ramdisk_heartbeat_timeout,
         )?;
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(SettingError::new(
+                "api.max_connections",
+                self.max_connections,
+                "must be between 1 and 1000000",
+            ));
+        }
+        for (key, d) in [
+            ("api.header_read_timeout", self.header_read_timeout),
+            ("api.keepalive_timeout", self.keepalive_timeout),
+            ("api.stall_timeout", self.stall_timeout),
+        ] {
+            positive(key, d)?;
+            if d > Duration::from_secs(3600) {
+                return Err(SettingError::new(
+                    key,
+                    d.as_secs(),
+                    "must be at most 3600 seconds",
+                ));
+            }
+        }
+        if self.auth_cache_ttl > Duration::from_secs(3600) {
+            return Err(SettingError::new(
+                "api.auth_cache_ttl",
+                self.auth_cache_ttl.as_secs(),
+                "must be at most 3600 seconds",
+            ));
+        }
         match self.auth_strategy {
             AuthStrategy::Noauth if !self.listen.ip().is_loopback() => Err(SettingError::new(
                 "api.auth_strategy",

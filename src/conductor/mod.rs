@@ -192,14 +192,14 @@ impl Conductor {
             let Ok(mut task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
-            task.node.last_error = Some(format!(
+            let message = format!(
                 "ironboot on {} restarted while the node was {state}; the operation cannot be resumed, \
                  retry it (e.g. deploy again or undeploy)",
                 self.host
-            ));
-            if let Err(e) = task.process_event(Event::Fail).await {
-                tracing::error!(node = %node.uuid, error = %e, "cannot fail node stuck in {state}");
-            }
+            );
+            // Through fail_node, so a failed deploy's ramdisk boot (files, published media)
+            // is removed as after any failure.
+            self.fail_node(&mut task, Event::Fail, message).await;
             self.release(task).await;
         }
         periodic::spawn_builtin(self);

@@ -51,14 +51,12 @@ impl Conductor {
         };
         if task.node.provision_state.stuck_on_restart() {
             let state = task.node.provision_state;
-            task.node.last_error = Some(format!(
+            let message = format!(
                 "conductor {holder} died while the node was {state}; {} took the node over and \
                  cannot resume the operation: retry it (e.g. deploy again or undeploy)",
                 self.host()
-            ));
-            if let Err(e) = task.process_event(Event::Fail).await {
-                tracing::error!(node = %uuid, error = %e, "cannot fail a node interrupted by a conductor's death");
-            }
+            );
+            self.fail_node(&mut task, Event::Fail, message).await;
         }
         self.release(task).await;
     }

@@ -19,6 +19,26 @@ fn not_found() -> ConductorError {
     ))
 }
 
+/// Why a heartbeat was refused, in Ironic's words (agents and operators grep for them).
+const TOKEN_REQUIRED: &str = "Agent token is required for heartbeat processing.";
+const TOKEN_INVALID: &str = "Invalid or missing agent token received.";
+const CALLBACK_CHANGED: &str = "Detected change in ramdisk provided \"callback_url\"";
+
+/// A short label for why a lookup or heartbeat was refused (metrics, the API's log line):
+/// these endpoints are open, so their refusals are counted rather than logged one by one.
+pub fn refusal_reason(e: &ConductorError) -> &'static str {
+    match e {
+        ConductorError::InvalidParameter(m) if m == TOKEN_REQUIRED || m == TOKEN_INVALID => {
+            "invalid_token"
+        }
+        ConductorError::InvalidParameter(m) if m == CALLBACK_CHANGED => "callback_changed",
+        ConductorError::InvalidParameter(_) => "invalid_request",
+        ConductorError::Store(StoreError::NodeNotFound(_)) => "not_found",
+        ConductorError::Store(StoreError::NodeLocked { .. }) => "locked",
+        _ => "error",
+    }
+}
+
 /// What a heartbeat carries (already checked against the API version).
 #[derive(Debug, Clone, Default)]
 pub struct Heartbeat {
@@ -59,14 +79,14 @@ impl Conductor {
                     [one] => self.store().get_node(&NodeIdent::Uuid(*one)).await?,
                     [] => return Err(not_found()),
                     many => {
-                        tracing::warn!(nodes = ?many, ?addresses, "lookup matches several nodes");
+                        tracing::debug!(nodes = ?many, ?addresses, "lookup matches several nodes");
                         return Err(not_found());
                     }
                 }
             }
         };
         if !node.provision_state.lookup_allowed() {
-            tracing::info!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
+            tracing::debug!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
             return Err(not_found());
         }
         if AgentSession::read(&node).agent_secret_token.is_some() {
@@ -102,23 +122,23 @@ impl Conductor {
         let node = self.store().get_node(ident).await?;
         let session = AgentSession::read(&node);
         let invalid = |m: &str| ConductorError::InvalidParameter(m.to_string());
+        // Refusals are logged (bounded) and counted by the API; a client can repeat them
+        // at will, so nothing here logs per request above debug.
         if let Some(url) = session.agent_url.as_deref()
             && url != hb.callback_url
         {
-            tracing::error!(node = %node.uuid, stored = url, got = %hb.callback_url, "agent callback_url changed");
-            return Err(invalid(
-                "Detected change in ramdisk provided \"callback_url\"",
-            ));
+            tracing::debug!(node = %node.uuid, stored = url, got = %hb.callback_url, "agent callback_url changed");
+            return Err(invalid(CALLBACK_CHANGED));
         }
         if hb.agent_token.is_none() {
-            return Err(invalid("Agent token is required for heartbeat processing."));
+            return Err(invalid(TOKEN_REQUIRED));
         }
         if !token::matches(
             session.agent_secret_token.as_deref(),
             hb.agent_token.as_deref(),
         ) {
-            tracing::error!(node = %node.uuid, "invalid or missing agent token in heartbeat");
-            return Err(invalid("Invalid or missing agent token received."));
+            tracing::debug!(node = %node.uuid, "invalid or missing agent token in heartbeat");
+            return Err(invalid(TOKEN_INVALID));
         }
         if self.agent_settings().require_tls && !hb.callback_url.starts_with("https://") {
             return Err(invalid(
@@ -136,7 +156,7 @@ impl Conductor {
             ));
         }
         if !node.provision_state.heartbeat_allowed() {
-            tracing::info!(node = %node.uuid, state = %node.provision_state, "heartbeat ignored in this state");
+            tracing::debug!(node = %node.uuid, state = %node.provision_state, "heartbeat ignored in this state");
             return Ok(());
         }
         let mut task = match self.reserve(ident).await {

@@ -7,10 +7,7 @@
 //! last used = max(atime, mtime, ctime)). A `reclaim` amount keeps both stages going until that
 //! many bytes are freed.
 
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// The clock eviction reads; tests substitute their own.
@@ -99,22 +96,7 @@ pub fn last_used(meta: &std::fs::Metadata) -> SystemTime {
         .max(at(meta.ctime(), meta.ctime_nsec()))
 }
 
-/// Bytes an unprivileged writer can still use on the filesystem holding `dir`.
-pub fn free_bytes(dir: &Path) -> io::Result<u64> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable statvfs storage.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled the struct.
-    let st = unsafe { st.assume_init() };
-    // The field types differ between platforms (u32 on some 32-bit targets).
-    #[allow(clippy::unnecessary_cast)]
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-}
+pub use crate::fsutil::free_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -162,7 +144,7 @@ mod tests {
 
     #[test]
     fn free_space_of_tmp() {
-        assert!(free_bytes(Path::new("/tmp")).unwrap() > 0);
-        assert!(free_bytes(Path::new("/nonexistent/dir")).is_err());
+        assert!(free_bytes(std::path::Path::new("/tmp")).unwrap() > 0);
+        assert!(free_bytes(std::path::Path::new("/nonexistent/dir")).is_err());
     }
 }

@@ -302,7 +302,8 @@ pub fn mask_secrets(fields: &Fields) -> Fields {
     fields
         .iter()
         .map(|(k, v)| {
-            let masked = if is_secret_key(k) && !v.is_null() {
+            // A flag about a secret (`agent_secret_token_pregenerated`) is not one.
+            let masked = if is_secret_key(k) && !v.is_null() && !v.is_boolean() {
                 Value::String("******".into())
             } else if let Value::Object(inner) = v {
                 Value::Object(mask_secrets(inner))
@@ -402,11 +403,11 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_recursively() {
-        let f = json!({"redfish_password": "p", "user": "u", "nested": {"agent_secret_token": "t"}, "token": null});
+        let f = json!({"redfish_password": "p", "user": "u", "nested": {"agent_secret_token": "t"}, "token": null, "agent_secret_token_pregenerated": true});
         let m = mask_secrets(f.as_object().unwrap());
         assert_eq!(
             Value::Object(m),
-            json!({"redfish_password": "******", "user": "u", "nested": {"agent_secret_token": "******"}, "token": null})
+            json!({"redfish_password": "******", "user": "u", "nested": {"agent_secret_token": "******"}, "token": null, "agent_secret_token_pregenerated": true})
         );
     }
 

@@ -5,6 +5,10 @@
 //! served only if the real path lies under one of the allowed roots. The file is then opened
 //! without following a final symlink and the opened descriptor's real path is checked again,
 //! so a link swapped in between the check and the open is caught as well.
+//!
+//! Files being written carry a temporary name ([`crate::fsutil::TEMP_PREFIX`]) until they are
+//! complete and renamed; such a name, or a path resolving to one, is answered as missing, so
+//! a partial file (or one a crash left behind) is never served.
 
 use std::fs::File;
 use std::io;
@@ -111,6 +115,7 @@ impl Confinement {
         let mut parts = 0;
         for component in Path::new(&mapped).components() {
             match component {
+                Component::Normal(part) if is_temporary(part) => return Err(Refusal::NotFound),
                 Component::Normal(part) => {
                     path.push(part);
                     parts += 1;
@@ -136,6 +141,9 @@ impl Confinement {
         };
         if !self.is_allowed(&real) {
             return Err(Refusal::Outside);
+        }
+        if real.components().any(|c| is_temporary(c.as_os_str())) {
+            return Err(Refusal::NotFound);
         }
         let file = match std::fs::OpenOptions::new()
             .read(true)
@@ -176,6 +184,12 @@ impl Confinement {
     }
 }
 
+/// A name `fsutil` gives a file while it is being written.
+fn is_temporary(part: &std::ffi::OsStr) -> bool {
+    part.as_encoded_bytes()
+        .starts_with(crate::fsutil::TEMP_PREFIX.as_bytes())
+}
+
 fn is_missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
@@ -199,6 +213,9 @@ mod tests {
         symlink("/", root.join("slash")).unwrap();
         symlink("../cache/master", root.join("cached")).unwrap();
         symlink("sub/file.txt", root.join("inside")).unwrap();
+        std::fs::write(root.join(".ironboot-tmp-0a1b-vmlinuz"), b"partial").unwrap();
+        std::fs::write(root.join("sub/.ironboot-tmp-0a1b-file.txt"), b"partial").unwrap();
+        symlink(".ironboot-tmp-0a1b-vmlinuz", root.join("to-temp")).unwrap();
         let c = Confinement::new(&root, &[cache]).unwrap();
         (d, c)
     }
@@ -243,6 +260,9 @@ mod tests {
             ("/etc/passwd", "not_found"),
             ("sub", "not_found"),
             ("vmlinuz/x", "not_found"),
+            (".ironboot-tmp-0a1b-vmlinuz", "not_found"),
+            ("sub/.ironboot-tmp-0a1b-file.txt", "not_found"),
+            ("to-temp", "not_found"),
         ] {
             let got = c.open(name).expect_err(name);
             assert_eq!(got.label(), want, "{name:?}: {got}");

@@ -9,7 +9,7 @@
 use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +28,8 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 use super::confine::{Confinement, OpenedFile, Refusal};
+use super::limits::ConnLimits;
+use super::listener::{ConnMetrics, Listener, Refusals};
 use crate::metrics::Registry;
 
 /// The `[http]` section of the config file.
@@ -41,6 +43,19 @@ pub struct HttpSettings {
     /// Size of each file read while streaming, in KiB: larger means fewer thread hops per
     /// GiB, at this much memory per download in flight.
     pub read_chunk_kib: usize,
+    /// Connections served at once (each may hold a file open too); past it, new ones get
+    /// 503 with `Retry-After`. Lowered at start if the open-file limit cannot hold it.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head, from connecting (or from the
+    /// first byte of its next request on a kept-alive connection).
+    #[serde(with = "crate::settings::secs")]
+    pub header_read_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[serde(with = "crate::settings::secs")]
+    pub keepalive_timeout: Duration,
+    /// Seconds a transfer may go without a byte moving while it waits on the client.
+    #[serde(with = "crate::settings::secs")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -49,6 +64,10 @@ impl Default for HttpSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             enabled: true,
             read_chunk_kib: 512,
+            max_connections: 2048,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -56,14 +75,51 @@ impl Default for HttpSettings {
 impl HttpSettings {
     /// Checks every key; the error names the key, the value and the reason.
     pub fn validate(&self) -> Result<(), HttpError> {
+        let bad = |key: &str, value: String, reason: &str| {
+            Err(HttpError::Setting {
+                key: format!("http.{key}"),
+                value,
+                reason: reason.into(),
+            })
+        };
         if !(4..=16384).contains(&self.read_chunk_kib) {
-            return Err(HttpError::Setting {
-                key: "http.read_chunk_kib".into(),
-                value: self.read_chunk_kib.to_string(),
-                reason: "must be between 4 and 16384".into(),
-            });
+            return bad(
+                "read_chunk_kib",
+                self.read_chunk_kib.to_string(),
+                "must be between 4 and 16384",
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad(
+                "max_connections",
+                self.max_connections.to_string(),
+                "must be between 1 and 1000000",
+            );
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("stall_timeout", self.stall_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return bad(
+                    key,
+                    d.as_secs().to_string(),
+                    "must be between 1 and 3600 seconds",
+                );
+            }
         }
         Ok(())
+    }
+
+    /// The connection limits, with the cap the open-file budget allows.
+    pub fn limits(&self, max_connections: usize) -> ConnLimits {
+        ConnLimits {
+            max_connections,
+            header_read_timeout: self.header_read_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            stall_timeout: self.stall_timeout,
+        }
     }
 }
 
@@ -166,24 +222,25 @@ pub async fn bind(settings: &HttpSettings) -> Result<TcpListener, HttpError> {
     })
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in
-/// flight finish (downloads included) before returning.
+/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled, then lets
+/// requests in flight finish (downloads included) before returning.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnLimits,
+    metrics: ConnMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
-    let addr = listener.local_addr().map_err(HttpError::Serve)?;
-    tracing::info!(%addr, "boot http server listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .map_err(HttpError::Serve)?;
-    tracing::info!(%addr, "boot http server stopped");
-    Ok(())
+    let listener = Listener {
+        name: "boot_http",
+        tcp: listener,
+        limits,
+        refusals: Refusals::plain(),
+        metrics,
+    };
+    super::listener::serve(listener, router, shutdown)
+        .await
+        .map_err(HttpError::Serve)
 }
 
 async fn access_log(State(state): State<HttpState>, req: Request, next: Next) -> Response {

@@ -24,6 +24,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::confine::{Confinement, Refusal};
 use super::file_reader::CacheFirstReader;
 use crate::metrics::{Registry, duration_buckets};
+use crate::telemetry::LogThrottle;
 
 /// Read-ahead buffer per transfer: large enough to keep a window of blocks ready, small
 /// enough that hundreds of transfers stay cheap.
@@ -74,6 +76,10 @@ pub struct TftpSettings {
     /// Server instances sharing the port (SO_REUSEPORT), one thread each. More than one
     /// spreads many concurrent transfers over cores but slows each lock-step transfer.
     pub workers: usize,
+    /// Transfers in progress at once (each holds a UDP socket and a file); a request past it
+    /// gets an ERROR "server busy" and the client retries. Lowered at start if the open-file
+    /// limit cannot hold it.
+    pub max_transfers: usize,
 }
 
 impl Default for TftpSettings {
@@ -87,6 +93,7 @@ impl Default for TftpSettings {
             max_send_retries: 5,
             honour_client_timeout: false,
             workers: 1,
+            max_transfers: 512,
         }
     }
 }
@@ -141,6 +148,13 @@ impl TftpSettings {
                 "workers",
                 self.workers.to_string(),
                 "must be between 1 and 64",
+            );
+        }
+        if !(1..=100_000).contains(&self.max_transfers) {
+            return bad(
+                "max_transfers",
+                self.max_transfers.to_string(),
+                "must be between 1 and 100000",
             );
         }
         Ok(())
@@ -273,6 +287,11 @@ impl TftpMetrics {
 struct ConfinedHandler {
     confinement: Arc<Confinement>,
     metrics: TftpMetrics,
+    /// Transfers in progress across every worker, and the cap on them.
+    transfers: Arc<AtomicUsize>,
+    max_transfers: usize,
+    /// Refusals a client can repeat at will are logged at most once per period.
+    refused_log: Arc<LogThrottle>,
 }
 
 impl Handler for ConfinedHandler {
@@ -286,6 +305,19 @@ impl Handler for ConfinedHandler {
     ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
         // async-tftp drops non-UTF-8 names before calling us; to_string_lossy is for safety.
         let name = path.to_string_lossy();
+        // Counted before opening, so a burst of requests cannot overshoot the cap.
+        let slot = TransferSlot::take(&self.transfers, self.max_transfers);
+        let Some(slot) = slot else {
+            self.metrics.refused("read", "busy", 0);
+            if let Some(held) = self.refused_log.admit() {
+                tracing::warn!(%client, max_transfers = self.max_transfers, suppressed = held,
+                    "tftp: transfer cap reached, answering \"server busy\"");
+            }
+            return Err(packet::Error::Msg(format!(
+                "server busy ({} transfers in progress); retry",
+                self.max_transfers
+            )));
+        };
         // Opening is a handful of metadata syscalls on a local disk; it runs inline because
         // async-tftp serialises opens anyway and a thread hop would cost more than it saves.
         match self.confinement.open(&name) {
@@ -299,6 +331,7 @@ impl Handler for ConfinedHandler {
                     .inc();
                 tracing::debug!(%client, file = %name, size = opened.len, "tftp read request");
                 let reader = TransferReader {
+                    _slot: slot,
                     inner: CacheFirstReader::new(opened.file, READ_BUFFER),
                     client: *client,
                     name: name.into_owned(),
@@ -320,8 +353,9 @@ impl Handler for ConfinedHandler {
                 // Missing files are routine (pxelinux probes many names): debug, not warn.
                 if refusal == Refusal::NotFound {
                     tracing::debug!(%client, file = %name.escape_debug(), "tftp: no such file");
-                } else {
-                    tracing::warn!(%client, file = %name.escape_debug(), reason = %refusal, "tftp: refused");
+                } else if let Some(held) = self.refused_log.admit() {
+                    tracing::warn!(%client, file = %name.escape_debug(), reason = %refusal,
+                        suppressed = held, "tftp: refused");
                 }
                 Err(error)
             }
@@ -335,14 +369,38 @@ impl Handler for ConfinedHandler {
         _size: Option<u64>,
     ) -> Result<Self::Writer, packet::Error> {
         self.metrics.refused("write", "read_only", 4);
-        tracing::warn!(%client, file = %path.to_string_lossy().escape_debug(), "tftp: write refused (read-only server)");
+        if let Some(held) = self.refused_log.admit() {
+            tracing::warn!(%client, file = %path.to_string_lossy().escape_debug(),
+                suppressed = held, "tftp: write refused (read-only server)");
+        }
         Err(packet::Error::IllegalOperation)
+    }
+}
+
+/// One transfer's place under `max_transfers`, given back on drop.
+struct TransferSlot(Arc<AtomicUsize>);
+
+impl TransferSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<TransferSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| TransferSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for TransferSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// A file being sent: counts bytes, learns the block size, logs and records the outcome
 /// when async-tftp drops it at the end of the transfer.
 struct TransferReader {
+    _slot: TransferSlot,
     inner: CacheFirstReader,
     client: SocketAddr,
     name: String,
@@ -453,12 +511,18 @@ impl TftpService {
             metrics,
         } = self;
         tracing::info!(addr = %local_addr, root = %confinement.root().display(),
-            workers = sockets.len(), "tftp server listening");
+            workers = sockets.len(), max_transfers = settings.max_transfers,
+            "tftp server listening");
+        let transfers = Arc::new(AtomicUsize::new(0));
+        let refused_log = Arc::new(LogThrottle::new(Duration::from_secs(10)));
         let mut workers = Vec::new();
         for (worker, socket) in sockets.into_iter().enumerate() {
             let handler = ConfinedHandler {
                 confinement: Arc::clone(&confinement),
                 metrics: metrics.clone(),
+                transfers: Arc::clone(&transfers),
+                max_transfers: settings.max_transfers,
+                refused_log: Arc::clone(&refused_log),
             };
             let token = shutdown.clone();
             let settings = settings.clone();

@@ -7,9 +7,12 @@
 //! [`Store::release_node`], atomically in the database. Whoever holds a node's reservation is the
 //! only writer of its other fields ([`Store::save_node`] never touches `reservation`).
 
+mod located;
 pub mod schema;
 mod settings;
 pub mod sqlite;
+
+pub use located::Located;
 
 pub use settings::{Database, DatabaseSettings};
 
@@ -60,6 +63,78 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error(
+        "the filesystem holding the database {} is full ({} free): {source}; free at least \
+         {} there and ironboot resumes without a restart",
+        path.display(), crate::fsutil::human_bytes(*free), crate::fsutil::human_bytes(*needed)
+    )]
+    NoSpace {
+        path: std::path::PathBuf,
+        free: u64,
+        needed: u64,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the database {} cannot be written (read-only file, directory or filesystem, or a \
+         failing disk): {source}",
+        path.display()
+    )]
+    NotWritable {
+        path: std::path::PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Free space below which a database write is reported as a full disk, and what is asked
+/// to be freed: SQLite needs room for its write-ahead log and a checkpoint.
+pub const DB_MIN_FREE: u64 = 16 * 1024 * 1024;
+
+impl StoreError {
+    /// Names the database file in a storage failure (full disk, read-only, I/O error), which
+    /// SQLite reports without it; every other error is returned unchanged.
+    pub fn at(self, path: &std::path::Path) -> StoreError {
+        let StoreError::Db(source) = self else {
+            return self;
+        };
+        match storage_failure(&source) {
+            Some(Storage::Full) => StoreError::NoSpace {
+                free: crate::fsutil::free_bytes(path.parent().unwrap_or(path)).unwrap_or(0),
+                needed: DB_MIN_FREE,
+                path: path.to_path_buf(),
+                source,
+            },
+            Some(Storage::NotWritable) => StoreError::NotWritable {
+                path: path.to_path_buf(),
+                source,
+            },
+            None => StoreError::Db(source),
+        }
+    }
+}
+
+enum Storage {
+    Full,
+    NotWritable,
+}
+
+/// SQLite's primary result codes (the low byte of an extended code): SQLITE_READONLY,
+/// SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN; or the OS error behind an I/O error.
+fn storage_failure(e: &sqlx::Error) -> Option<Storage> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code: i64 = db.code()?.parse().ok()?;
+            match code & 0xff {
+                13 => Some(Storage::Full),
+                8 | 10 | 14 => Some(Storage::NotWritable),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Some(Storage::Full),
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(libc::EROFS) => Some(Storage::NotWritable),
+        _ => None,
+    }
 }
 
 /// How API clients name a node: its uuid or its name.

@@ -10,6 +10,8 @@ mod agent_ipa;
 mod api;
 mod boot_serving;
 mod e2e_deploy;
+mod faults;
+mod hostile;
 mod image_cache;
 mod ipmi_client;
 mod ipmi_hardware;

@@ -86,3 +86,25 @@ mod tests {
         assert!(Redfish::new(bad, None).is_err());
     }
 }
+
+/// Every parser of BMC answers in this module, on one document (the `fuzz/` targets call
+/// this; built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub fn fuzz_parse_answer(bytes: &[u8]) {
+    let _ = error::text_excerpt(bytes);
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let _ = error::redfish_messages(&doc);
+    for key in ["Systems", "Members", "VirtualMedia", "Manager", "@odata.id"] {
+        let _ = odata::link(&doc, key);
+        let _ = odata::links(doc.get(key));
+        let _ = odata::string(&doc, key);
+        let _ = odata::allowable(&doc, key);
+        let _ = odata::last_segment(key);
+    }
+    if let Some(id) = doc.get("@odata.id").and_then(serde_json::Value::as_str) {
+        let _ = odata::same_path(id, "/redfish/v1/Systems/1");
+        let _ = odata::last_segment(id);
+    }
+}

@@ -343,6 +343,18 @@ impl<F: Flavor> NetBootInterface<F> {
         .await
     }
 
+    /// Removes what a failed prepare placed: `files`, or the whole node (`None`). Its own
+    /// failure is logged; the prepare's error is the one the caller reports.
+    async fn undo(&self, node: &Node, files: Option<&'static [NodeFile]>) {
+        let undone = match files {
+            Some(files) => self.remove_files(node, files).await,
+            None => self.clean_up(node).await,
+        };
+        if let Err(e) = undone {
+            tracing::warn!(node = %node.uuid, error = %e, "cannot remove the files of a failed prepare");
+        }
+    }
+
     async fn clean_up(&self, node: &Node) -> Result<(), BootError> {
         let uuid = node.uuid;
         let report = self
@@ -374,13 +386,22 @@ impl<F: Flavor> NetBootInterface<F> {
             self.locations(node.uuid, boot.mode, Images::Deploy)
                 .map_err(|e| Self::failed(node, e))?,
         );
-        self.place_images(
-            node,
-            (&hrefs.0, &hrefs.1),
-            (NodeFile::DeployKernel, NodeFile::DeployRamdisk),
-        )
-        .await?;
-        self.install_config(node, ctx, macs).await?;
+        let placed = async {
+            self.place_images(
+                node,
+                (&hrefs.0, &hrefs.1),
+                (NodeFile::DeployKernel, NodeFile::DeployRamdisk),
+            )
+            .await?;
+            self.install_config(node, ctx, macs).await
+        }
+        .await;
+        if let Err(e) = placed {
+            // Nothing of a half-prepared deploy may stay reachable: images linked before the
+            // failure would be served until the node is undeployed.
+            self.undo(node, None).await;
+            return Err(e);
+        }
         Ok(BootTarget::once(BootDevice::Pxe))
     }
 
@@ -422,19 +443,32 @@ impl<F: Flavor> NetBootInterface<F> {
                 ctx.instance_params.extend(&Self::ramdisk_arguments(node)?);
             }
         }
-        if let Some((kernel, ramdisk)) = &images {
+        if images.is_some() {
             ctx.instance = Some(
                 self.locations(node.uuid, boot.mode, Images::Instance)
                     .map_err(|e| Self::failed(node, e))?,
             );
-            self.place_images(
-                node,
-                (kernel, ramdisk),
-                (NodeFile::Kernel, NodeFile::Ramdisk),
-            )
-            .await?;
         }
-        self.install_config(node, ctx, macs).await?;
+        let placed = async {
+            if let Some((kernel, ramdisk)) = &images {
+                self.place_images(
+                    node,
+                    (kernel, ramdisk),
+                    (NodeFile::Kernel, NodeFile::Ramdisk),
+                )
+                .await?;
+            }
+            self.install_config(node, ctx, macs).await
+        }
+        .await;
+        if let Err(e) = placed {
+            // The instance images this call linked must not outlive its failure.
+            if images.is_some() {
+                self.undo(node, Some(&[NodeFile::Kernel, NodeFile::Ramdisk]))
+                    .await;
+            }
+            return Err(e);
+        }
         // The config no longer names the deploy ramdisk; a whole-disk config needs no images.
         // A whole-disk node with the fallback config still boots over the network first; the
         // config hands it to the disk.

@@ -364,6 +364,52 @@ async fn a_failed_fetch_or_bad_parameter_leaves_no_config() {
     assert!(metrics.contains("outcome=\"error\"} 2"), "{metrics}");
 }
 
+/// Makes the node's config impossible to write: a non-empty directory where it goes.
+fn block_config(lab: &Lab, iface: NetBoot, node: Uuid) {
+    let config = lab.layout.node_file(iface, node, NodeFile::Config);
+    let _ = std::fs::remove_file(&config);
+    std::fs::create_dir_all(config.join("blocker")).unwrap();
+}
+
+#[tokio::test]
+async fn a_prepare_that_cannot_write_its_config_removes_the_images_it_linked() {
+    let lab = Lab::new(PxeSettings::default()).await;
+    let pxe = lab.pxe();
+    let mut task = lab.task("pxe", |_| {}).await;
+    block_config(&lab, NetBoot::Pxe, task.node.uuid);
+    let e = err_text(pxe.prepare_ramdisk(&mut task, &ipa_params()).await);
+    assert!(e.contains("config"), "{e}");
+    let tree = lab.tree(lab.layout.tftp_root());
+    assert!(
+        !tree
+            .iter()
+            .any(|p| p.contains("deploy_") || p.contains("pxelinux.cfg")),
+        "a failed prepare_ramdisk left files to serve: {tree:#?}"
+    );
+
+    let ipxe = lab.ipxe();
+    let (k, r) = (lab.file_url("os.vmlinuz"), lab.file_url("os.initrd"));
+    let mut task = deployed(&lab, &ipxe, |n| {
+        n.instance_info.insert("kernel".into(), json!(k));
+        n.instance_info.insert("ramdisk".into(), json!(r));
+    })
+    .await;
+    let u = task.node.uuid;
+    task.node
+        .driver_internal_info
+        .insert("is_whole_disk_image".into(), json!(false));
+    task.node
+        .driver_internal_info
+        .insert("root_uuid_or_disk_id".into(), json!(ROOT_UUID));
+    block_config(&lab, NetBoot::Ipxe, u);
+    err_text(ipxe.prepare_instance(&mut task).await);
+    let dir = lab.layout.node_dir(NetBoot::Ipxe, u);
+    assert!(
+        !dir.join("kernel").exists() && !dir.join("ramdisk").exists(),
+        "a failed prepare_instance left the instance kernel and ramdisk to serve"
+    );
+}
+
 /// A node that went through prepare_ramdisk and then had its deploy recorded.
 async fn deployed(
     lab: &Lab,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ironboot::metrics::Registry;
 use ironboot::serve::confine::Confinement;
 use ironboot::serve::http::{self, HttpMetrics, HttpSettings};
+use ironboot::serve::listener::ListenerMetrics;
 use ironboot::serve::tftp::{TftpMetrics, TftpService, TftpSettings};
 use md5::{Digest, Md5};
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,15 @@ impl BootServers {
                 &http_settings,
                 http_metrics,
             );
-            tokio::spawn(http::serve(listener, router, token.clone()));
+            let limits = http_settings.limits(http_settings.max_connections);
+            let conn_metrics = ListenerMetrics::register(&mut registry).for_listener("boot_http");
+            tokio::spawn(http::serve(
+                listener,
+                router,
+                limits,
+                conn_metrics,
+                token.clone(),
+            ));
             (tftp, addr)
         });
         Self {

@@ -209,6 +209,7 @@ pub mod bmc_board;
 pub mod bootserve;
 pub mod deploy_lab;
 pub mod fake_agent;
+pub mod faultlab;
 pub mod guest;
 pub mod ipa;
 pub mod ipmi_sim;
@@ -221,6 +222,7 @@ pub mod redfish_proxy;
 pub mod server;
 pub mod sushy;
 pub mod swift;
+pub mod tmpfs;
 pub mod vmedia_lab;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).

@@ -61,9 +61,31 @@ impl Server {
     /// comes back as `Err(log)` for the caller to retry on other ports.
     pub fn try_start(
         data_dir: &Path,
+        ports: (u16, u16, u16),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        Self::try_start_limited(data_dir, ports, args, env, None)
+    }
+
+    /// Starts a server in a fresh data directory whose process gets the open-file limit
+    /// `(soft, hard)`, as a service manager would set it (`LimitNOFILE=`).
+    pub fn start_with_nofile(nofile: (u64, u64), args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::try_start_limited(&data_dir, (0, 0, 0), args, env, Some(nofile))
+            .unwrap_or_else(|log| panic!("ironboot did not start:\n{log}"));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`Server::try_start`] with an optional open-file limit `(soft, hard)` for the process.
+    pub fn try_start_limited(
+        data_dir: &Path,
         (api_port, http_port, tftp_port): (u16, u16, u16),
         args: &[&str],
         env: &[(&str, &str)],
+        nofile: Option<(u64, u64)>,
     ) -> Result<Server, String> {
         std::fs::create_dir_all(data_dir).unwrap();
         let log_path = data_dir.with_extension("log");
@@ -95,6 +117,23 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if let Some((soft, hard)) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches no shared state.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                })
+            };
+        }
         let child = cmd.spawn().expect("spawn ironboot serve");
         let mut s = Server {
             child: Some(child),
@@ -115,6 +154,44 @@ impl Server {
 
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.api_port))
+    }
+
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    pub fn tftp_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.tftp_port))
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server stopped").id()
+    }
+
+    /// Kills the server with SIGKILL (no clean-up of any kind) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The value of one sample line of `/metrics` (`name{labels}`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "10"])
+            .arg(format!("{}/metrics", self.api_url()))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn log(&self) -> String {
