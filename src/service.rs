@@ -682,6 +682,7 @@ fn interfaces(
         &mut interfaces,
         crate::conductor::agent_deploy::AgentDeployConfig {
             settings: config.agent.clone(),
+            clean_priorities: config.clean_priorities,
             api_url: config.api_public_url.clone(),
             http_url: config.http_url.clone(),
             http_root: config.http_root.clone(),

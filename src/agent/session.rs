@@ -32,6 +32,9 @@ pub struct AgentSession {
     /// The agent's step list (`get_deploy_steps`/`get_clean_steps`), as it reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_cached_deploy_steps: Option<Value>,
+    /// The agent's clean step list (`get_clean_steps`), as it reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_cached_clean_steps: Option<Value>,
     /// Present once the conductor has listed the agent's steps (sent back with each step).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hardware_manager_version: Option<Value>,
@@ -54,6 +57,7 @@ const KEYS: &[&str] = &[
     "agent_version",
     "agent_last_heartbeat",
     "agent_cached_deploy_steps",
+    "agent_cached_clean_steps",
     "hardware_manager_version",
     "deploy_step_index",
     "deploy_steps",
@@ -147,6 +151,7 @@ impl AgentSession {
             agent_version,
             agent_last_heartbeat,
             agent_cached_deploy_steps,
+            agent_cached_clean_steps,
             hardware_manager_version,
             deploy_step_index,
             deploy_steps,

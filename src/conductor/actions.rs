@@ -144,10 +144,11 @@ impl Conductor {
             Event::Deploy | Event::Rebuild => self.run_deploy(&mut task).await,
             Event::Delete => self.run_tear_down(&mut task).await,
             Event::Manage => self.run_manage(&mut task).await,
-            Event::Provide => self.run_clean(&mut task).await,
+            Event::Provide => self.run_clean(&mut task, false).await,
             Event::Adopt => self.run_adopt(&mut task).await,
             Event::Abort => self.run_abort(&mut task).await,
-            Event::Inspect | Event::Clean | Event::Rescue | Event::Unrescue => {
+            Event::Clean => self.run_manual_clean(&mut task).await,
+            Event::Inspect | Event::Rescue | Event::Unrescue => {
                 self.run_verb(&mut task, event).await
             }
             _ => Ok(()),
@@ -192,30 +193,53 @@ impl Conductor {
             .map_err(op.fail())?;
         task.node.last_error = None;
         task.process_event(Event::Clean).await.map_err(op.fail())?;
-        // The deploy interface may clean through the agent (it then waits for its heartbeats).
-        let cleaning = Operation::Cleaning;
+        // `[agent] erase_metadata_on_undeploy` (older than automated cleaning) still asks for
+        // a cleaning after undeploy when automated cleaning is off.
+        let erase = self.agent_settings().erase_metadata_on_undeploy;
+        self.run_clean(task, erase).await
+    }
+
+    /// Automated cleaning (the node is `cleaning`, after provide or undeploy), when the node's
+    /// `automated_clean` (else `[conductor] automated_clean`) or `force` asks for it: the deploy
+    /// interface boots the agent and cleaning continues on its heartbeats, or it has no clean
+    /// steps and the node is `available` at once.
+    async fn run_clean(&self, task: &mut Task, force: bool) -> Result<(), StepFailure> {
+        let op = Operation::Cleaning;
+        verbs::wipe_cleaning_info(&mut task.node);
+        let wanted = task
+            .node
+            .automated_clean
+            .unwrap_or(self.settings().automated_clean);
+        if !wanted && !force {
+            tracing::info!(node = %task.node.uuid, "automated cleaning disabled for this node");
+            return task.process_event(Event::Done).await.map_err(op.fail());
+        }
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
         match ifaces
             .deploy
             .prepare_cleaning(task, ifaces.deploy_context())
             .await
-            .map_err(cleaning.fail())?
+            .map_err(op.fail())?
         {
-            StepOutcome::Wait => task
-                .process_event(Event::Wait)
-                .await
-                .map_err(cleaning.fail()),
-            StepOutcome::Done => self.run_clean(task).await,
+            StepOutcome::Wait => task.process_event(Event::Wait).await.map_err(op.fail()),
+            StepOutcome::Done => task.process_event(Event::Done).await.map_err(op.fail()),
         }
     }
 
-    /// Automated cleaning. No clean steps exist yet, so cleaning passes straight through.
-    async fn run_clean(&self, task: &mut Task) -> Result<(), StepFailure> {
-        if self.settings().automated_clean {
-            tracing::info!(node = %task.node.uuid, "automated cleaning: no clean steps are enabled");
-        }
-        task.process_event(Event::Done)
+    /// Manual cleaning (from `manageable`, steps staged by [`verbs::stage`]): through the agent
+    /// when the deploy interface cleans there, else the fake interfaces' answer ([`verbs::run`]).
+    async fn run_manual_clean(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::Cleaning;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
+        match ifaces
+            .deploy
+            .prepare_cleaning(task, ifaces.deploy_context())
             .await
-            .map_err(Operation::Cleaning.fail())
+            .map_err(op.fail())?
+        {
+            StepOutcome::Wait => task.process_event(Event::Wait).await.map_err(op.fail()),
+            StepOutcome::Done => self.run_verb(task, Event::Clean).await,
+        }
     }
 
     async fn run_manage(&self, task: &mut Task) -> Result<(), StepFailure> {
@@ -260,14 +284,30 @@ impl Conductor {
     /// After `abort` moved a waiting node to a failed state: undo what booting the ramdisk did.
     async fn run_abort(&self, task: &mut Task) -> Result<(), StepFailure> {
         let what = task.node.provision_state;
-        task.node.last_error = Some(format!(
-            "{} aborted by request",
-            if what == ProvisionState::DeployFailed {
-                "deploy"
-            } else {
-                "operation"
+        task.node.last_error = Some(match what {
+            ProvisionState::DeployFailed => "deploy aborted by request".to_string(),
+            ProvisionState::CleanFailed => {
+                let step = task
+                    .node
+                    .driver_internal_info
+                    .get("clean_step")
+                    .and_then(|s| {
+                        Some(format!(
+                            "{}.{}",
+                            s.get("interface")?.as_str()?,
+                            s.get("step")?.as_str()?
+                        ))
+                    });
+                match step {
+                    Some(s) => format!(
+                        "By request, the clean operation was aborted during or after the \
+                         completion of step \"{s}\""
+                    ),
+                    None => "By request, the clean operation was aborted".to_string(),
+                }
             }
-        ));
+            _ => "operation aborted by request".to_string(),
+        });
         if let Ok(ifaces) = self.interfaces().for_node(&task.node) {
             if let Err(e) = ifaces.boot.clean_up_ramdisk(task.ctx()).await {
                 tracing::warn!(node = %task.node.uuid, error = %e, "clean-up after abort failed");
@@ -281,6 +321,7 @@ impl Conductor {
             }
         }
         wipe_deploy_info(task);
+        verbs::wipe_cleaning_info(&mut task.node);
         task.save().await.map_err(Operation::Abort.fail())
     }
 

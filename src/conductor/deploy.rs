@@ -108,8 +108,9 @@ pub trait DeployInterface: Send + Sync {
     ) -> Result<(), DeployError> {
         Ok(())
     }
-    /// Starts cleaning after an undeploy (the node is `cleaning`): `Done` when there is nothing
-    /// to clean, `Wait` when an agent was booted and cleaning continues on its heartbeats.
+    /// Starts cleaning (the node is `cleaning`; automated after provide or undeploy, or a manual
+    /// clean whose steps are staged in `driver_internal_info`): `Done` when this interface has
+    /// no clean steps, `Wait` when an agent was booted and cleaning continues on its heartbeats.
     async fn prepare_cleaning(
         &self,
         _task: &mut Task,

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod agent_deploy;
 pub mod allocations;
+pub mod clean_plan;
 pub mod deploy;
 pub mod interfaces;
 pub mod management;

@@ -157,6 +157,7 @@ impl Conductor {
                     }
                 }
                 super::actions::wipe_deploy_info(&mut task);
+                super::verbs::wipe_cleaning_info(&mut task.node);
                 if let Err(e) = task.save().await {
                     tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after callback timeout");
                 }

@@ -249,7 +249,11 @@ impl Conductor {
                 format!("{what} failed: {e}"),
             )
             .await;
-            AgentSession::wipe(&mut task.node);
+            if cleaning {
+                super::verbs::wipe_cleaning_info(&mut task.node);
+            } else {
+                AgentSession::wipe(&mut task.node);
+            }
             if let Err(e) = task.save().await {
                 tracing::error!(node = %task.node.uuid, error = %e, "cannot save node after a failed deploy");
             }

@@ -29,7 +29,9 @@ pub struct ConductorSettings {
     /// How long a node may stay in `clean wait` without progress (0: forever).
     #[serde(with = "secs")]
     pub clean_callback_timeout: Duration,
-    /// Run cleaning on provide/undeploy.
+    /// Run automated cleaning on provide and after undeploy (a node's own `automated_clean`
+    /// wins when set). Nodes whose deploy interface has no clean steps (`fake`) pass straight
+    /// through; the `direct` interface boots the agent and runs its steps.
     pub automated_clean: bool,
     /// Most deploy/undeploy/power operations running at once.
     pub max_concurrent_operations: usize,
@@ -66,7 +68,7 @@ impl Default for ConductorSettings {
             check_provision_state_interval: Duration::from_secs(60),
             deploy_callback_timeout: Duration::from_secs(1800),
             clean_callback_timeout: Duration::from_secs(1800),
-            automated_clean: false,
+            automated_clean: true,
             max_concurrent_operations: 64,
             power_off_after_deploy_failure: true,
             cache_clean_up_interval: Duration::from_secs(3600),

@@ -3,8 +3,9 @@
 //!
 //! ironboot implements the `fake` interfaces of these kinds, with Ironic's `fake` semantics:
 //! record the call and succeed at once. A `no-*` interface is the kind's absence, refused before
-//! anything changes. Real inspection, cleaning and rescue run through the agent; they are a
-//! later issue, and these functions are where they plug in (a `Wait` outcome, as deploy has).
+//! anything changes. A manual clean of a node whose deploy interface cleans through the agent
+//! (`direct`) runs there instead (`agent_deploy::clean_steps`); these functions check and stage
+//! its steps.
 
 use serde_json::Value;
 
@@ -12,8 +13,12 @@ use super::{ConductorError, Task};
 use crate::driver::NodeContext;
 use crate::model::{Event, InterfaceKind, Node};
 
-/// Where the clean steps of a manual clean wait for the background part.
+/// Where the clean steps of a manual clean wait for the background part; once the agent has
+/// listed its steps, the plan of the cleaning (manual or automated).
 pub const CLEAN_STEPS_KEY: &str = "clean_steps";
+/// Set (true) while a manual clean runs: its steps are the operator's, run in the given order,
+/// and it ends in `manageable` (Ironic's key for steps given rather than generated).
+pub const MANUAL_CLEAN_KEY: &str = "declarative_cleaning";
 
 /// What a verb needs besides the node.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +72,10 @@ pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), Conductor
                 "\"clean_steps\" is required when setting target provision state to clean".into(),
             ))
         }
+        Event::Clean => crate::conductor::clean_plan::check_requested(
+            args.clean_steps.as_deref().unwrap_or_default(),
+        )
+        .map_err(|m| ConductorError::InvalidParameter(format!("Invalid clean_steps: {m}"))),
         Event::Rescue if args.rescue_password.as_deref().is_none_or(str::is_empty) => {
             Err(ConductorError::InvalidParameter(
                 "A non-empty \"rescue_password\" is required when setting target provision \
@@ -83,9 +92,9 @@ pub fn stage(ctx: &mut NodeContext, event: Event, args: VerbArgs) {
     match event {
         Event::Clean => {
             let steps = args.clean_steps.unwrap_or_default();
-            ctx.node
-                .driver_internal_info
-                .insert(CLEAN_STEPS_KEY.into(), Value::Array(steps));
+            let dii = &mut ctx.node.driver_internal_info;
+            dii.insert(CLEAN_STEPS_KEY.into(), Value::Array(steps));
+            dii.insert(MANUAL_CLEAN_KEY.into(), Value::Bool(true));
         }
         Event::Rescue => {
             let pw = args.rescue_password.unwrap_or_default();
@@ -128,6 +137,7 @@ pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
                 .remove(CLEAN_STEPS_KEY)
                 .and_then(|v| v.as_array().cloned())
                 .unwrap_or_default();
+            task.node.driver_internal_info.remove(MANUAL_CLEAN_KEY);
             // ironboot's interfaces offer no manual clean steps yet: any step named fails the
             // clean, as an unknown step fails it in Ironic.
             if let Some(step) = steps.first() {
@@ -152,4 +162,16 @@ pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
         }
         _ => Ok(Event::Done),
     }
+}
+
+/// Forgets one cleaning: the agent session, the plan, the current step and the manual flag.
+/// Returns whether it was a manual clean.
+pub fn wipe_cleaning_info(node: &mut Node) -> bool {
+    crate::agent::AgentSession::wipe(node);
+    let dii = &mut node.driver_internal_info;
+    dii.remove(CLEAN_STEPS_KEY);
+    dii.remove("clean_step");
+    dii.remove(MANUAL_CLEAN_KEY)
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }

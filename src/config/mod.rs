@@ -118,6 +118,8 @@ pub struct Config {
     pub api: ApiSettings,
     pub conductor: ConductorSettings,
     pub agent: AgentSettings,
+    /// `[deploy] erase_devices_priority` / `erase_devices_metadata_priority`.
+    pub clean_priorities: crate::conductor::clean_plan::CleanPriorities,
     pub log: LogSettings,
     pub pxe: crate::boot::PxeSettings,
     pub tftp: crate::serve::tftp::TftpSettings,

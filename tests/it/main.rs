@@ -7,6 +7,7 @@ mod support;
 
 mod agent_client;
 mod agent_ipa;
+mod agent_ipa_clean;
 mod api;
 mod boot_serving;
 mod e2e_deploy;

@@ -1,39 +1,73 @@
-//! Cleaning through the agent on its heartbeats: `erase_devices_metadata` when a node is
-//! undeployed with `[agent] erase_metadata_on_undeploy`.
+//! Cleaning through the agent, on its heartbeats.
+//!
+//! `prepare_cleaning` boots the agent (`clean wait`). On the first heartbeat ironboot lists the
+//! agent's clean steps (`clean.get_clean_steps`) and makes the plan ([`clean_plan`]): the
+//! automated steps by priority, or the operator's steps of a manual clean checked against the
+//! agent's. The plan is stored in `driver_internal_info.clean_steps` and its position in
+//! `clean_step_index`, so a restarted conductor continues it. Each step runs with
+//! `clean.execute_clean_step` (asynchronous on the agent); later heartbeats read the agent's
+//! command list: running → wait, failed → `clean failed` naming the step, succeeded → the next
+//! step, or, after the last, power off, ramdisk boot removed → `available` (automated) or
+//! `manageable` (manual).
 
 use serde_json::{Value, json};
 
 use super::AgentDeploy;
-use super::deploy_steps::AgentStepFailure;
 use crate::agent::{AgentClient, AgentError, AgentSession, CommandStatus};
+use crate::conductor::clean_plan::{self, CleanStep};
 use crate::conductor::deploy::{DeployContext, DeployError};
 use crate::conductor::task::Task;
+use crate::conductor::verbs::{CLEAN_STEPS_KEY, MANUAL_CLEAN_KEY, wipe_cleaning_info};
 use crate::model::{Event, PowerState};
 
-/// The clean step run through the agent.
-const ERASE_METADATA: &str = "erase_devices_metadata";
+/// What went wrong with a clean step on the agent.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CleanStepFailure {
+    #[error("Clean step {step} failed: {detail}")]
+    Failed { step: String, detail: String },
+    #[error("Clean step {step} ended in unexpected status {status:?} on the agent")]
+    UnknownStatus { step: String, status: String },
+    #[error(
+        "the agent lists no clean step although {step} was sent (did the agent restart?); \
+         clean again"
+    )]
+    Lost { step: String },
+    #[error("Node failed to start the first cleaning step: {0}")]
+    Plan(#[from] clean_plan::PlanError),
+}
 
 impl AgentDeploy {
-    /// Cleaning on a heartbeat: list the clean steps, run `erase_devices_metadata`, and when
-    /// the agent reports it done, power the node off and drop the ramdisk boot.
+    /// One heartbeat's worth of cleaning progress.
     pub(super) async fn continue_clean_steps(
         &self,
         task: &mut Task,
         ctx: &DeployContext<'_>,
     ) -> Result<(), DeployError> {
         let client = self.client(task)?;
-        if !AgentSession::read(&task.node).steps_listed()
-            && !self.list_clean_steps(task, &client).await?
+        if AgentSession::read(&task.node)
+            .agent_cached_clean_steps
+            .is_none()
         {
-            return Ok(());
+            if !self.list_clean_steps(task, &client).await? {
+                return Ok(());
+            }
+            if stored_plan(task).is_empty() {
+                tracing::info!(node = %task.node.uuid, "no clean steps to run");
+                return self.finish_cleaning(task, ctx).await;
+            }
         }
-        if AgentSession::read(&task.node).clean_step_index.is_none() {
-            return self.start_erase(task, &client).await;
-        }
-        let commands = client
-            .list_commands()
-            .await
-            .map_err(|e| Self::failed(task, e))?;
+        let plan = stored_plan(task);
+        let Some(index) = AgentSession::read(&task.node).clean_step_index else {
+            return self.start_clean_step(task, &client, &plan, 0).await;
+        };
+        let index = usize::try_from(index).unwrap_or(usize::MAX);
+        let Some(step) = plan.get(index) else {
+            return self.finish_cleaning(task, ctx).await;
+        };
+        let commands = match client.list_commands().await {
+            Err(AgentError::Busy { .. }) => return Ok(()),
+            other => other.map_err(|e| Self::failed(task, e))?,
+        };
         let Some(last) = commands
             .iter()
             .rev()
@@ -41,33 +75,38 @@ impl AgentDeploy {
         else {
             return Err(Self::failed(
                 task,
-                "the agent lists no clean step although one was sent (restarted?)",
+                CleanStepFailure::Lost { step: step.name() },
             ));
         };
         match &last.command_status {
             CommandStatus::Running => Ok(()),
             CommandStatus::Succeeded => {
-                task.process_event(Event::Resume).await?;
-                ctx.power
-                    .set_power_state(task.ctx(), PowerState::Off)
-                    .await?;
-                ctx.boot.clean_up_ramdisk(task.ctx()).await?;
-                AgentSession::wipe(&mut task.node);
-                task.process_event(Event::Done).await?;
-                tracing::info!(node = %task.node.uuid, "disk metadata erased; node available");
-                Ok(())
+                tracing::info!(node = %task.node.uuid, step = %step.name(), "clean step done");
+                if index + 1 < plan.len() {
+                    self.start_clean_step(task, &client, &plan, index + 1).await
+                } else {
+                    self.finish_cleaning(task, ctx).await
+                }
             }
-            _ => Err(Self::failed(
+            CommandStatus::Failed => Err(Self::failed(
                 task,
-                AgentStepFailure::Command {
-                    command: ERASE_METADATA,
+                CleanStepFailure::Failed {
+                    step: step.name(),
                     detail: last.error_text(),
+                },
+            )),
+            CommandStatus::VersionMismatch(s) | CommandStatus::Other(s) => Err(Self::failed(
+                task,
+                CleanStepFailure::UnknownStatus {
+                    step: step.name(),
+                    status: s.clone(),
                 },
             )),
         }
     }
 
-    /// `clean.get_clean_steps`; false when the agent was busy (retried next heartbeat).
+    /// `clean.get_clean_steps`, then the plan; false when the agent was busy (retried on the
+    /// next heartbeat).
     async fn list_clean_steps(
         &self,
         task: &mut Task,
@@ -79,24 +118,52 @@ impl AgentDeploy {
             Err(AgentError::Busy { .. }) => return Ok(false),
             other => other.map_err(|e| Self::failed(task, e))?,
         };
+        let result = r.command_result.unwrap_or(Value::Null);
+        let offered = clean_plan::offered(&result)
+            .map_err(|e| Self::failed(task, CleanStepFailure::Plan(e)))?;
+        let dii = &task.node.driver_internal_info;
+        let plan = if dii.get(MANUAL_CLEAN_KEY).and_then(Value::as_bool) == Some(true) {
+            let requested = dii
+                .get(CLEAN_STEPS_KEY)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            clean_plan::manual(&requested, &offered)
+        } else {
+            clean_plan::automated(&offered, &self.config.clean_priorities)
+        }
+        .map_err(|e| Self::failed(task, CleanStepFailure::Plan(e)))?;
         let mut session = AgentSession::read(&task.node);
+        session.agent_cached_clean_steps = result.get("clean_steps").cloned();
         session.hardware_manager_version = Some(
-            r.command_result
-                .as_ref()
-                .and_then(|r| r.get("hardware_manager_version"))
+            result
+                .get("hardware_manager_version")
                 .cloned()
                 .unwrap_or_else(|| json!({})),
         );
+        session.clean_step_index = None;
         session.write(&mut task.node);
+        task.node
+            .driver_internal_info
+            .insert(CLEAN_STEPS_KEY.into(), json!(plan));
         task.save().await?;
+        let names: Vec<String> = plan.iter().map(CleanStep::name).collect();
+        tracing::info!(node = %task.node.uuid, steps = ?names, "clean steps planned");
         Ok(true)
     }
 
-    async fn start_erase(&self, task: &mut Task, client: &AgentClient) -> Result<(), DeployError> {
+    /// Sends step `index` of `plan` to the agent and records it as the current one.
+    async fn start_clean_step(
+        &self,
+        task: &mut Task,
+        client: &AgentClient,
+        plan: &[CleanStep],
+        index: usize,
+    ) -> Result<(), DeployError> {
+        let step = &plan[index];
         let mut session = AgentSession::read(&task.node);
         let params = json!({
-            "step": {"step": ERASE_METADATA, "priority": 99, "interface": "deploy",
-                     "reboot_requested": false, "abortable": true},
+            "step": step.for_agent(),
             "node": Self::node_for_agent(task),
             "ports": Self::ports_for_agent(task),
             "clean_version": session.hardware_manager_version.clone().unwrap_or(Value::Null),
@@ -110,18 +177,50 @@ impl AgentDeploy {
             Ok(r) if r.command_status == CommandStatus::Failed => {
                 return Err(Self::failed(
                     task,
-                    AgentStepFailure::Command {
-                        command: ERASE_METADATA,
+                    CleanStepFailure::Failed {
+                        step: step.name(),
                         detail: r.error_text(),
                     },
                 ));
             }
             Ok(_) => {}
         }
-        session.clean_step_index = Some(0);
+        session.clean_step_index = Some(index as u64);
         session.write(&mut task.node);
+        task.node
+            .driver_internal_info
+            .insert("clean_step".into(), step.for_agent());
         task.save().await?;
-        tracing::info!(node = %task.node.uuid, "disk metadata erase started on the agent");
+        tracing::info!(node = %task.node.uuid, step = %step.name(), index, "clean step started on the agent");
         Ok(())
     }
+
+    /// After the last step: power off, remove the ramdisk boot, end the session → `available`
+    /// (automated cleaning) or `manageable` (manual).
+    async fn finish_cleaning(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        task.process_event(Event::Resume).await?;
+        ctx.power
+            .set_power_state(task.ctx(), PowerState::Off)
+            .await?;
+        ctx.boot.clean_up_ramdisk(task.ctx()).await?;
+        let manual = wipe_cleaning_info(&mut task.node);
+        task.process_event(if manual { Event::Manage } else { Event::Done })
+            .await?;
+        tracing::info!(node = %task.node.uuid, state = %task.node.provision_state, "cleaning done");
+        Ok(())
+    }
+}
+
+/// The plan stored by [`AgentDeploy::list_clean_steps`] (empty when there is none).
+fn stored_plan(task: &Task) -> Vec<CleanStep> {
+    task.node
+        .driver_internal_info
+        .get(CLEAN_STEPS_KEY)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }

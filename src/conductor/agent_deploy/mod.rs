@@ -13,10 +13,12 @@
 //!    the boot config for partition images, `image.install_bootloader` when asked), tear the
 //!    agent down (`standby.power_off`, then the power interface), boot the instance → `active`.
 //!
-//! Where the image comes from is [`image`]; config drives are [`configdrive`]; the metadata
-//! erase at undeploy is [`clean_steps`].
+//! Where the image comes from is [`image`]; config drives are [`configdrive`]; cleaning
+//! (automated and manual) is [`clean_steps`].
 
 mod clean_steps;
+#[cfg(test)]
+mod clean_tests;
 mod configdrive;
 mod deploy_steps;
 mod image;
@@ -45,6 +47,8 @@ const NAME: &str = "direct";
 #[derive(Debug, Clone)]
 pub struct AgentDeployConfig {
     pub settings: AgentSettings,
+    /// Priority overrides for automated cleaning.
+    pub clean_priorities: crate::conductor::clean_plan::CleanPriorities,
     /// `ipa-api-url` for the ramdisk.
     pub api_url: String,
     /// `http_url` (no trailing slash): where nodes fetch `<http_root>` files.
@@ -213,12 +217,12 @@ impl DeployInterface for AgentDeploy {
         task: &mut Task,
         ctx: DeployContext<'_>,
     ) -> Result<StepOutcome, DeployError> {
-        if !self.config.settings.erase_metadata_on_undeploy {
-            return Ok(StepOutcome::Done);
-        }
+        // The steps are the agent's: boot it and plan on its first heartbeat. A new session
+        // (fresh lookup and token); the staged steps of a manual clean are kept.
         AgentSession::wipe(&mut task.node);
+        task.node.driver_internal_info.remove("clean_step");
         self.boot_agent(task, &ctx).await?;
-        tracing::info!(node = %task.node.uuid, "agent booting to erase disk metadata");
+        tracing::info!(node = %task.node.uuid, "agent booting for cleaning");
         Ok(StepOutcome::Wait)
     }
 

@@ -20,14 +20,14 @@ use crate::model::{HardwareType, MacAddress, Node, Port, ProvisionState};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NodeIdent, Store, StoreError};
 
-const MAC: &str = "52:54:00:aa:bb:01";
+pub(super) const MAC: &str = "52:54:00:aa:bb:01";
 
 /// What the fake agent answers: its command list and the POST answers by command name.
 #[derive(Clone, Default)]
-struct Script {
-    listed: Arc<Mutex<Value>>,
-    posted: Arc<Mutex<Vec<String>>>,
-    busy: Arc<Mutex<bool>>,
+pub(super) struct Script {
+    pub(super) listed: Arc<Mutex<Value>>,
+    pub(super) posted: Arc<Mutex<Vec<String>>>,
+    pub(super) busy: Arc<Mutex<bool>>,
     /// What `get_partition_uuids` returns; Null: a whole-disk image's MBR disk id.
     partition_uuids: Arc<Mutex<Value>>,
 }
@@ -53,6 +53,17 @@ async fn fake_post(
             json!({"deploy_steps": {"Fake": []},
             "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
         ),
+        "get_clean_steps" => (
+            "SUCCEEDED",
+            json!({"clean_steps": {"Fake": [
+                {"step": "erase_devices", "priority": 10, "interface": "deploy",
+                 "reboot_requested": false, "abortable": true},
+                {"step": "erase_devices_metadata", "priority": 99, "interface": "deploy",
+                 "reboot_requested": false, "abortable": true},
+                {"step": "erase_pstore", "priority": 0, "interface": "deploy",
+                 "reboot_requested": false, "abortable": true}]},
+            "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
+        ),
         "get_partition_uuids" => {
             let uuids = s.partition_uuids.lock().unwrap().clone();
             if uuids.is_null() {
@@ -74,7 +85,7 @@ async fn fake_list(State(s): State<Script>) -> axum::Json<Value> {
     axum::Json(json!({"commands": s.listed.lock().unwrap().clone()}))
 }
 
-async fn fake_agent(script: Script) -> String {
+pub(super) async fn fake_agent(script: Script) -> String {
     let app = Router::new()
         .route("/v1/commands/", post(fake_post).get(fake_list))
         .with_state(script);
@@ -86,7 +97,7 @@ async fn fake_agent(script: Script) -> String {
 
 /// A conductor with the `direct` deploy over a scripted agent; the returned directory holds
 /// the HTTP root and the (unused: the agent downloads directly) image cache.
-async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
+pub(super) async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let mut reg = crate::metrics::Registry::default();
@@ -103,6 +114,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
         &mut interfaces,
         AgentDeployConfig {
             settings: settings.clone(),
+            clean_priorities: Default::default(),
             api_url: "http://127.0.0.1:6385".into(),
             http_url: "http://127.0.0.1:8080".into(),
             http_root: dir.path().join("httpboot"),
@@ -154,7 +166,7 @@ async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::TempDir) {
     (c, store, n, dir)
 }
 
-async fn settled(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
+pub(super) async fn settled(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
     for _ in 0..300 {
         let n = store.get_node(&NodeIdent::Uuid(uuid)).await.unwrap();
         if n.reservation.is_none() {
@@ -192,7 +204,7 @@ async fn booted(c: &Arc<Conductor>, store: &Arc<dyn Store>, n: &Node) -> String 
     token
 }
 
-fn hb(url: &str, token: &str) -> Heartbeat {
+pub(super) fn hb(url: &str, token: &str) -> Heartbeat {
     Heartbeat {
         callback_url: url.into(),
         agent_token: Some(token.into()),

@@ -470,6 +470,9 @@ pub struct LabOptions {
     pub disk_size: &'static str,
     /// `[agent] erase_metadata_on_undeploy`.
     pub erase_on_undeploy: bool,
+    /// `[conductor] automated_clean` (ironboot's default is on; the lab's is off, so nodes
+    /// reach `available` without an agent boot unless a test is about cleaning).
+    pub automated_clean: bool,
     /// `[agent] image_download_source`: `http` (ironboot caches the image and serves it from
     /// its own HTTP server) or `direct` (the agent downloads from the lab's image origin).
     pub image_download_source: &'static str,
@@ -487,6 +490,7 @@ impl Default for LabOptions {
             callback_timeout: 600,
             disk_size: "2G",
             erase_on_undeploy: false,
+            automated_clean: false,
             image_download_source: "http",
             hold_heartbeats: false,
             agent_args: Vec::new(),
@@ -620,6 +624,14 @@ impl Lab {
             .env(
                 "IRONBOOT_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT",
                 opts.callback_timeout.to_string(),
+            )
+            .env(
+                "IRONBOOT_CONDUCTOR__CLEAN_CALLBACK_TIMEOUT",
+                opts.callback_timeout.to_string(),
+            )
+            .env(
+                "IRONBOOT_CONDUCTOR__AUTOMATED_CLEAN",
+                opts.automated_clean.to_string(),
             )
             .env("IRONBOOT_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "2")
             .env("IRONBOOT_CONDUCTOR__ENABLE_SCRIPT_POWER", "true")
@@ -817,6 +829,19 @@ impl Lab {
 
     /// Creates an `available` node with the direct deploy and script power, and its port.
     pub fn create_node(&self, name: &str, instance_info: Value, api_url: Option<&str>) -> String {
+        let uuid = self.create_manageable_node(name, instance_info, api_url);
+        self.provision(&uuid, "provide");
+        self.wait_state(&uuid, &["available"], Duration::from_secs(30));
+        uuid
+    }
+
+    /// [`Lab::create_node`] up to `manageable` (before provide, which may clean).
+    pub fn create_manageable_node(
+        &self,
+        name: &str,
+        instance_info: Value,
+        api_url: Option<&str>,
+    ) -> String {
         let (s, n) = self.api(
             "POST",
             "/v1/nodes",
@@ -836,10 +861,8 @@ impl Lab {
             Some(&json!({"address": AGENT_MAC, "node_uuid": uuid})),
         );
         assert_eq!(s, 201, "{p}");
-        for (verb, state) in [("manage", "manageable"), ("provide", "available")] {
-            self.provision(&uuid, verb);
-            self.wait_state(&uuid, &[state], Duration::from_secs(30));
-        }
+        self.provision(&uuid, "manage");
+        self.wait_state(&uuid, &["manageable"], Duration::from_secs(30));
         uuid
     }
 

@@ -110,6 +110,10 @@ impl Server {
             .arg(format!("127.0.0.1:{tftp_port}"))
             .args(args)
             .env("RUST_LOG", "info")
+            // Automated cleaning (on by default) boots the agent for `direct` nodes on provide
+            // and undeploy; tests that play no agent for it start without it, the cleaning
+            // tests turn it back on through `env`. Fake-deploy nodes clean at once either way.
+            .env("IRONBOOT_CONDUCTOR__AUTOMATED_CLEAN", "false")
             .env_remove("IRONBOOT_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
