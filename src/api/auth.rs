@@ -1,7 +1,8 @@
 //! HTTP basic authentication against a bcrypt htpasswd file (Ironic's `http_basic`).
 //!
 //! Version discovery, the ramdisk endpoints (`/v1/lookup`, `/v1/heartbeat/...`, which agent
-//! tokens protect) and `/healthz` stay open, as in Ironic.
+//! tokens protect, and `/v1/continue_inspection`, which only a node in `inspect wait` with a
+//! matching port accepts) and `/healthz` stay open, as in Ironic.
 //!
 //! bcrypt is slow on purpose (~250 ms of CPU at cost 12), which made every request pay it and
 //! made an unknown user (no hash to check, 0 ms) easy to tell from a known one. So:
@@ -239,6 +240,7 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
 fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/v1" | "/v1/" | "/healthz" | "/v1/lookup")
         || path.starts_with("/v1/heartbeat/")
+        || super::inspection::is_callback(path)
 }
 
 fn unauthorized(msg: &str) -> Response {

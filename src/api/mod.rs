@@ -9,6 +9,7 @@ pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod forward;
+pub mod inspection;
 pub mod links;
 pub mod local_link;
 pub mod management;
@@ -241,6 +242,10 @@ pub fn router(state: AppState, opts: ApiOptions) -> Router {
         .route("/v1/conductors", get(conductors::list))
         .route("/v1/conductors/{host}", get(conductors::show))
         .route("/v1/lookup", get(ramdisk::lookup))
+        .route(
+            crate::conductor::inspection::CALLBACK_PATH,
+            axum::routing::post(inspection::continue_inspection),
+        )
         .route(
             "/v1/heartbeat/{ident}",
             axum::routing::post(ramdisk::heartbeat),

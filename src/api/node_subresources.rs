@@ -40,13 +40,8 @@ pub async fn get(
     version: Version,
     Base(base): Base,
 ) -> Result<axum::Json<Value>, ApiError> {
-    if sub == "inventory" && version >= Version(81) {
-        // ironboot does not inspect hardware, so no node has an inventory record.
-        let node = st.store.get_node(&node_ident(&ident, version)?).await?;
-        return Err(ApiError::not_found(format!(
-            "Node inventory record for node {} could not be found.",
-            node.uuid
-        )));
+    if sub == "inventory" {
+        return super::inspection::inventory(&st, &ident, version).await;
     }
     if NOT_IMPLEMENTED.contains(&sub.as_str()) {
         return Err(ApiError::no_route());

@@ -422,6 +422,12 @@ const OPERATIONS: &[Op] = &[
     ("/v1/{collection}/{id}/{sub}", "get", &[404], None),
     ("/v1/lookup", "get", &[200, 400, 404, 409], Some("Object")),
     ("/v1/heartbeat/{node}", "post", &[202, 400, 404, 409], None),
+    (
+        "/v1/continue_inspection",
+        "post",
+        &[202, 400, 404, 409, 413],
+        Some("Object"),
+    ),
 ];
 
 /// The operations, for the test that checks live answers against them.

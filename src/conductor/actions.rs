@@ -148,6 +148,10 @@ impl Conductor {
             Event::Adopt => self.run_adopt(&mut task).await,
             Event::Abort => self.run_abort(&mut task).await,
             Event::Clean => self.run_manual_clean(&mut task).await,
+            Event::Inspect if task.node.inspect_interface == super::inspection::AGENT => self
+                .boot_inspection_ramdisk(&mut task)
+                .await
+                .map_err(Operation::Inspection.fail()),
             Event::Inspect | Event::Rescue | Event::Unrescue => {
                 self.run_verb(&mut task, event).await
             }
@@ -286,6 +290,7 @@ impl Conductor {
         let what = task.node.provision_state;
         task.node.last_error = Some(match what {
             ProvisionState::DeployFailed => "deploy aborted by request".to_string(),
+            ProvisionState::InspectFailed => "Inspection was aborted by request.".to_string(),
             ProvisionState::CleanFailed => {
                 let step = task
                     .node

@@ -10,6 +10,7 @@ pub mod agent_deploy;
 pub mod allocations;
 pub mod clean_plan;
 pub mod deploy;
+pub mod inspection;
 pub mod interfaces;
 pub mod management;
 pub mod membership;
@@ -348,7 +349,9 @@ impl Conductor {
         let state = task.node.provision_state;
         if !matches!(
             state,
-            ProvisionState::DeployFailed | ProvisionState::CleanFailed
+            ProvisionState::DeployFailed
+                | ProvisionState::CleanFailed
+                | ProvisionState::InspectFailed
         ) {
             return;
         }

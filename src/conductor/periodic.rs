@@ -102,6 +102,7 @@ impl Conductor {
         for (state, timeout) in [
             (ProvisionState::DeployWait, s.deploy_callback_timeout),
             (ProvisionState::CleanWait, s.clean_callback_timeout),
+            (ProvisionState::InspectWait, s.inspect_wait_timeout),
         ] {
             if !timeout.is_zero() {
                 self.fail_late_nodes(state, timeout).await;
@@ -150,7 +151,7 @@ impl Conductor {
                 if let Ok(ifaces) = c.interfaces().for_node(&task.node) {
                     // fail_node powers off failed deploys; a failed cleaning must not keep
                     // running its ramdisk either.
-                    if task.node.provision_state == ProvisionState::CleanFailed
+                    if matches!(task.node.provision_state, ProvisionState::CleanFailed | ProvisionState::InspectFailed)
                         && let Err(e) = ifaces.power.set_power_state(&mut task, crate::model::PowerState::Off).await
                     {
                         tracing::warn!(node = %task.node.uuid, error = %e, "power off after cleaning timeout failed");

@@ -13,7 +13,7 @@ use crate::store::{NodeIdent, PortQuery, StoreError};
 
 /// The one answer for "no such node" and "not in a lookup state", so lookup reveals nothing
 /// about nodes that are not deploying.
-fn not_found() -> ConductorError {
+pub(super) fn not_found() -> ConductorError {
     ConductorError::Store(StoreError::NodeNotFound(
         "matching the lookup request (or it is not in a state that allows lookup)".into(),
     ))
@@ -58,7 +58,25 @@ impl Conductor {
         addresses: &[MacAddress],
         node_uuid: Option<Uuid>,
     ) -> Result<(Node, String), ConductorError> {
-        let node = match node_uuid {
+        let node = self.node_of_agent(addresses, node_uuid).await?;
+        if !node.provision_state.lookup_allowed() {
+            tracing::debug!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
+            return Err(not_found());
+        }
+        if AgentSession::read(&node).agent_secret_token.is_some() {
+            return Ok((node, token::MASK.to_string()));
+        }
+        self.issue_token(node).await
+    }
+
+    /// The node an agent means: `node_uuid`, else the one node owning a port with one of
+    /// `addresses`; every miss is the same "not found".
+    pub(super) async fn node_of_agent(
+        &self,
+        addresses: &[MacAddress],
+        node_uuid: Option<Uuid>,
+    ) -> Result<Node, ConductorError> {
+        Ok(match node_uuid {
             Some(u) => match self.store().get_node(&NodeIdent::Uuid(u)).await {
                 Ok(n) => n,
                 Err(StoreError::NodeNotFound(_)) => return Err(not_found()),
@@ -84,14 +102,10 @@ impl Conductor {
                     }
                 }
             }
-        };
-        if !node.provision_state.lookup_allowed() {
-            tracing::debug!(node = %node.uuid, state = %node.provision_state, "lookup refused: wrong state");
-            return Err(not_found());
-        }
-        if AgentSession::read(&node).agent_secret_token.is_some() {
-            return Ok((node, token::MASK.to_string()));
-        }
+        })
+    }
+
+    async fn issue_token(&self, node: Node) -> Result<(Node, String), ConductorError> {
         // Issue the token under the reservation, so two racing lookups cannot both get one.
         let mut task = self.reserve(&NodeIdent::Uuid(node.uuid)).await?;
         let issued = async {

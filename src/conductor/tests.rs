@@ -318,3 +318,119 @@ fn follow_up_failures_with_a_known_cause_are_not_repeated() {
         "powering off failed: power interface failed: BMC c: refused"
     );
 }
+
+#[tokio::test]
+async fn agent_inspection_stores_the_inventory_sets_properties_and_adds_ports() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut n = node_in(&store, ProvisionState::Manageable).await;
+    n.inspect_interface = "agent".into();
+    store.save_node(&n).await.unwrap();
+    let known = crate::model::MacAddress::parse("52:54:00:00:00:01").unwrap();
+    let mut port =
+        crate::model::Port::new(Uuid::new_v4(), n.uuid, known.clone(), crate::model::now());
+    port.pxe_enabled = false;
+    store.create_port(&port).await.unwrap();
+    let id = NodeIdent::Uuid(n.uuid);
+    c.provision(&id, "inspect", None).await.unwrap();
+    let node = settle(&store, n.uuid).await;
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::InspectWait,
+        "{:?}",
+        node.last_error
+    );
+    let calls = node.driver_internal_info["fake_calls"].to_string();
+    assert!(
+        calls.contains("ipa-inspection-callback-url=http://127.0.0.1:6385/v1/continue_inspection"),
+        "{calls}"
+    );
+
+    // Not a node waiting for inspection, or no such MAC: the same "not found".
+    let report = serde_json::json!({
+        "inventory": {
+            "cpu": {"architecture": "x86_64", "count": 4},
+            "memory": {"physical_mb": 2048},
+            "disks": [{"name": "/dev/vda", "size": 21_474_836_480u64}],
+            "interfaces": [
+                {"name": "eth0", "mac_address": "52:54:00:00:00:01"},
+                {"name": "eth1", "mac_address": "52:54:00:00:00:02"}],
+        },
+        "boot_interface": "01-52-54-00-00-00-01",
+        "logs": "H4sI...",
+    });
+    let report = report.as_object().unwrap().clone();
+    let stranger = crate::model::MacAddress::parse("52:54:00:99:99:99").unwrap();
+    assert!(
+        c.continue_inspection(&[stranger], None, report.clone())
+            .await
+            .is_err()
+    );
+
+    let got = c
+        .continue_inspection(std::slice::from_ref(&known), None, report)
+        .await
+        .unwrap();
+    assert_eq!(got, n.uuid);
+    let node = settle(&store, n.uuid).await;
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::Manageable,
+        "{:?}",
+        node.last_error
+    );
+    assert_eq!(node.properties["cpu_arch"], "x86_64");
+    assert_eq!(node.properties["memory_mb"], 2048);
+    assert_eq!(node.properties["local_gb"], 19);
+    assert!(node.inspection_finished_at.is_some() && node.inspection_started_at.is_none());
+    assert_eq!(node.power_state, Some(crate::model::PowerState::Off));
+    let ports = store.list_ports(&PortQuery::of_node(n.uuid)).await.unwrap();
+    let pxe: Vec<(String, bool)> = ports
+        .iter()
+        .map(|p| (p.address.as_str().to_string(), p.pxe_enabled))
+        .collect();
+    assert_eq!(pxe.len(), 2, "{pxe:?}");
+    assert!(
+        pxe.contains(&("52:54:00:00:00:01".into(), true)),
+        "the booting NIC: {pxe:?}"
+    );
+    assert!(
+        pxe.contains(&("52:54:00:00:00:02".into(), false)),
+        "{pxe:?}"
+    );
+    let record = store.get_inventory(n.uuid).await.unwrap().unwrap();
+    assert_eq!(record.inventory["cpu"]["count"], 4);
+    assert!(record.plugin_data.get("logs").is_none(), "logs not stored");
+    assert_eq!(record.plugin_data["boot_interface"], "01-52-54-00-00-00-01");
+
+    // A second report for a node no longer waiting: not found, nothing changes.
+    let again = serde_json::json!({"inventory": {"interfaces": []}});
+    assert!(
+        c.continue_inspection(&[known], None, again.as_object().unwrap().clone())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_inventory_without_an_architecture_fails_the_inspection() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut n = node_in(&store, ProvisionState::Manageable).await;
+    n.inspect_interface = "agent".into();
+    store.save_node(&n).await.unwrap();
+    c.provision(&NodeIdent::Uuid(n.uuid), "inspect", None)
+        .await
+        .unwrap();
+    settle(&store, n.uuid).await;
+    let report = serde_json::json!({"inventory": {"cpu": {}, "interfaces": [
+        {"name": "eth0", "mac_address": "52:54:00:00:00:07"}]}});
+    c.continue_inspection(&[], Some(n.uuid), report.as_object().unwrap().clone())
+        .await
+        .unwrap();
+    let node = settle(&store, n.uuid).await;
+    assert_eq!(node.provision_state, ProvisionState::InspectFailed);
+    assert_eq!(
+        node.last_error.as_deref(),
+        Some("Failed to finish inspection: the inventory has no cpu.architecture")
+    );
+    assert!(store.get_inventory(n.uuid).await.unwrap().is_none());
+}

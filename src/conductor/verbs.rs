@@ -58,7 +58,8 @@ pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), Conductor
                 kind.as_str()
             )));
         }
-        if iface != "fake" {
+        let agent = event == Event::Inspect && iface == crate::conductor::inspection::AGENT;
+        if iface != "fake" && !agent {
             return Err(ConductorError::Unsupported(format!(
                 "{} through the {iface} {} interface is not supported by ironboot yet",
                 event.as_str(),

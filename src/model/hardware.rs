@@ -203,7 +203,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             },
             inspect: InterfaceSet {
                 default: "fake",
-                enabled: &["fake", "no-inspect"],
+                enabled: &["fake", "agent", "no-inspect"],
             },
             network: InterfaceSet::only("noop"),
             raid: InterfaceSet {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::{
-    AllocationIdent, AllocationQuery, ConductorRecord, ConductorRegistration, NodeIdent, NodeQuery,
-    PortQuery, Store, StoreError,
+    AllocationIdent, AllocationQuery, ConductorRecord, ConductorRegistration, InventoryRecord,
+    NodeIdent, NodeQuery, PortQuery, Store, StoreError,
 };
 use crate::model::{Allocation, Node, Port};
 
@@ -122,6 +122,17 @@ impl<S: Store> Store for Located<S> {
             .delete_allocation(uuid)
             .await
             .map_err(|e| self.at(e))
+    }
+
+    async fn save_inventory(&self, record: &InventoryRecord) -> Result<(), StoreError> {
+        self.inner
+            .save_inventory(record)
+            .await
+            .map_err(|e| self.at(e))
+    }
+
+    async fn get_inventory(&self, node: Uuid) -> Result<Option<InventoryRecord>, StoreError> {
+        self.inner.get_inventory(node).await.map_err(|e| self.at(e))
     }
 
     async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError> {

@@ -478,4 +478,19 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_conductor(&self, host: &str) -> Result<(), StoreError>;
     async fn unregister_conductor(&self, host: &str) -> Result<(), StoreError>;
     async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError>;
+
+    /// Stores what inspection found for a node, replacing an earlier record (Ironic's
+    /// `database` inventory backend); removed with the node.
+    async fn save_inventory(&self, record: &InventoryRecord) -> Result<(), StoreError>;
+    /// The node's inventory record, if it was ever inspected.
+    async fn get_inventory(&self, node: Uuid) -> Result<Option<InventoryRecord>, StoreError>;
+}
+
+/// What an agent reported at inspection: its `inventory`, and everything else it sent
+/// (`plugin_data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryRecord {
+    pub node_uuid: Uuid,
+    pub inventory: serde_json::Value,
+    pub plugin_data: serde_json::Value,
 }

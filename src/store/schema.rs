@@ -150,6 +150,16 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX allocations_node_uuid ON allocations (node_uuid)",
         ],
     ),
+    (
+        6,
+        "node inventories",
+        &["CREATE TABLE node_inventory (
+            node_uuid TEXT PRIMARY KEY REFERENCES nodes (uuid) ON DELETE CASCADE,
+            inventory TEXT NOT NULL,
+            plugin_data TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )"],
+    ),
 ];
 
 /// The newest schema version this build knows.

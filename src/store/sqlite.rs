@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::schema::{self, format_ts, parse_ts};
 use super::{
-    AllocationIdent, AllocationQuery, ConductorRecord, ConductorRegistration, NodeIdent, NodeQuery,
-    NodeSortKey, PortQuery, SortAs, Store, StoreError,
+    AllocationIdent, AllocationQuery, ConductorRecord, ConductorRegistration, InventoryRecord,
+    NodeIdent, NodeQuery, NodeSortKey, PortQuery, SortAs, Store, StoreError,
 };
 use crate::model::{Allocation, Node, Port};
 
@@ -525,6 +525,42 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn save_inventory(&self, record: &InventoryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO node_inventory (node_uuid, inventory, plugin_data, created_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_uuid) DO UPDATE SET inventory = excluded.inventory, \
+             plugin_data = excluded.plugin_data, created_at = excluded.created_at",
+        )
+        .bind(record.node_uuid.to_string())
+        .bind(record.inventory.to_string())
+        .bind(record.plugin_data.to_string())
+        .bind(format_ts(&Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_inventory(&self, node: Uuid) -> Result<Option<InventoryRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT inventory, plugin_data FROM node_inventory WHERE node_uuid = $1")
+                .bind(node.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let text = |col: &str| -> Result<serde_json::Value, StoreError> {
+            let s: String = row.try_get(col)?;
+            Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::Null))
+        };
+        Ok(Some(InventoryRecord {
+            node_uuid: node,
+            inventory: text("inventory")?,
+            plugin_data: text("plugin_data")?,
+        }))
     }
 
     async fn unregister_conductor(&self, host: &str) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ mod support;
 mod agent_client;
 mod agent_ipa;
 mod agent_ipa_clean;
+mod agent_ipa_inspect;
 mod api;
 mod boot_serving;
 mod e2e_deploy;

@@ -1,0 +1,116 @@
+//! `POST /v1/continue_inspection`: where an agent booted for inspection posts what it found,
+//! and `GET /v1/nodes/{node}/inventory`, where it can be read back.
+//!
+//! The callback is open like the other ramdisk endpoints (the agent posts before it has looked
+//! its node up, so it holds no token yet): only a node waiting in `inspect wait` whose port
+//! matches one of the reported MACs takes the report; everything else is the same 404. The
+//! body is bounded by `[api] max_body_bytes` like every request.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams};
+use super::nodes::node_ident;
+use super::version::Version;
+use crate::model::MacAddress;
+
+/// The callback exists at 1.1 (what an agent sending no version header gets, as
+/// ironic-inspector's drop-in) and from 1.84 on.
+const CALLBACK_SINCE: Version = Version(84);
+/// The inventory endpoint's version.
+const INVENTORY_SINCE: Version = Version(81);
+
+/// `POST /v1/continue_inspection[?node_uuid=]` → 202 `{"uuid": <node>}`.
+pub async fn continue_inspection(
+    State(st): State<AppState>,
+    version: Version,
+    q: QueryParams,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    if version != Version(1) && version < CALLBACK_SINCE {
+        return Err(ApiError::not_found(format!(
+            "API version {CALLBACK_SINCE} or newer is required"
+        )));
+    }
+    q.only(&["node_uuid"])?;
+    let node_uuid = q.uuid("node_uuid")?;
+    if node_uuid.is_some() && version < CALLBACK_SINCE {
+        return Err(ApiError::bad_request(format!(
+            "node_uuid needs API version {CALLBACK_SINCE} or newer"
+        )));
+    }
+    let Value::Object(report) = body else {
+        return Err(ApiError::bad_request(
+            "Invalid inspection data: the body must be a JSON object",
+        ));
+    };
+    let macs = check_report(&report)?;
+    if macs.is_empty() && node_uuid.is_none() {
+        return Err(ApiError::bad_request("No lookup information provided"));
+    }
+    let uuid = st
+        .conductor
+        .continue_inspection(&macs, node_uuid, report)
+        .await?;
+    tracing::info!(node = %uuid, "inventory received from the agent");
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"uuid": uuid}))))
+}
+
+/// Checks the report's shape (Ironic's schema: `inventory` an object whose `interfaces` list
+/// has at least one entry, each with a string `mac_address`); returns its valid MACs
+/// (invalid ones are dropped, as Ironic does).
+fn check_report(report: &Map<String, Value>) -> Result<Vec<MacAddress>, ApiError> {
+    let invalid = |m: &str| ApiError::bad_request(format!("Invalid inspection data: {m}"));
+    let inventory = match report.get("inventory") {
+        Some(Value::Object(i)) => i,
+        Some(_) => return Err(invalid("'inventory' is not of type 'object'")),
+        None => return Err(invalid("'inventory' is a required property")),
+    };
+    let interfaces = match inventory.get("interfaces") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => return Err(invalid("inventory.interfaces should be non-empty")),
+        Some(_) => return Err(invalid("inventory.interfaces is not of type 'array'")),
+        None => return Err(invalid("'interfaces' is a required property of inventory")),
+    };
+    let mut macs = Vec::new();
+    for nic in interfaces {
+        match nic.get("mac_address") {
+            Some(Value::String(m)) => {
+                if let Ok(mac) = MacAddress::parse(m) {
+                    macs.push(mac);
+                }
+            }
+            _ => return Err(invalid("every interface needs a string mac_address")),
+        }
+    }
+    Ok(macs)
+}
+
+/// `GET /v1/nodes/{node}/inventory` → `{"inventory": ..., "plugin_data": ...}`.
+pub async fn inventory(
+    st: &AppState,
+    ident: &str,
+    version: Version,
+) -> Result<axum::Json<Value>, ApiError> {
+    if version < INVENTORY_SINCE {
+        return Err(ApiError::no_route());
+    }
+    let node = st.store.get_node(&node_ident(ident, version)?).await?;
+    match st.store.get_inventory(node.uuid).await? {
+        Some(r) => Ok(axum::Json(
+            json!({"inventory": r.inventory, "plugin_data": r.plugin_data}),
+        )),
+        None => Err(ApiError::not_found(format!(
+            "Node inventory record for node {} could not be found.",
+            node.uuid
+        ))),
+    }
+}
+
+/// The path of the callback, open like lookup and heartbeat.
+pub fn is_callback(path: &str) -> bool {
+    path == crate::conductor::inspection::CALLBACK_PATH
+}

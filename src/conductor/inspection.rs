@@ -1,0 +1,343 @@
+//! In-band inspection through the agent (`inspect_interface = agent`).
+//!
+//! `inspect` boots the agent's ramdisk with `ipa-inspection-callback-url` → `inspect wait`. The
+//! agent posts what it found to `POST /v1/continue_inspection` before it looks its node up
+//! ([`Conductor::continue_inspection`]): the node moves to `inspecting` and, in the background,
+//! its inventory is stored (`GET /v1/nodes/{id}/inventory`), `properties` get `cpu_arch`,
+//! `memory_mb` and `local_gb`, ports are created for the MACs the node does not have (PXE-enabled
+//! for the NIC it booted from, when the agent says which), the ramdisk boot is removed and the
+//! node powered off → `manageable`.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::deploy::DeployError;
+use super::task::TaskError;
+use super::{Conductor, ConductorError, Task};
+use crate::agent::AgentSession;
+use crate::model::{Event, MacAddress, Port, PowerState, ProvisionState};
+use crate::store::{InventoryRecord, NodeIdent, StoreError};
+
+/// The inspect interface that boots the agent.
+pub const AGENT: &str = "agent";
+/// Where the agent posts its inventory, below the API's public URL.
+pub const CALLBACK_PATH: &str = "/v1/continue_inspection";
+
+const GIB: u64 = 1 << 30;
+/// The smallest disk the agent (and Ironic) consider for the root disk.
+const MIN_ROOT_DISK: u64 = 4 * GIB;
+
+/// Why inspection failed (becomes `last_error`, the node `inspect failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum InspectionError {
+    #[error("Ramdisk reported error: {0}")]
+    Ramdisk(String),
+    #[error("the inventory has no cpu.architecture")]
+    NoArchitecture,
+    #[error(transparent)]
+    Conductor(#[from] ConductorError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+impl Conductor {
+    /// Boots the agent for inspection (the node is `inspecting`) → `inspect wait`.
+    pub(super) async fn boot_inspection_ramdisk(
+        &self,
+        task: &mut Task,
+    ) -> Result<(), InspectionError> {
+        let ifaces = self.interfaces().for_node(&task.node)?;
+        // A new agent: a fresh lookup and token.
+        AgentSession::wipe(&mut task.node);
+        task.save().await?;
+        let api = self.api_public_url().trim_end_matches('/').to_string();
+        let params = vec![
+            ("ipa-api-url".to_string(), api.clone()),
+            (
+                "ipa-inspection-callback-url".to_string(),
+                format!("{api}{CALLBACK_PATH}"),
+            ),
+        ];
+        let target = ifaces
+            .boot
+            .prepare_ramdisk(task.ctx(), &params)
+            .await
+            .map_err(DeployError::from)?;
+        ifaces.deploy_context().boot_into(task, target).await?;
+        task.process_event(Event::Wait).await?;
+        tracing::info!(node = %task.node.uuid, "agent booting for inspection");
+        Ok(())
+    }
+
+    /// `POST /v1/continue_inspection`: the node in `inspect wait` owning one of `addresses` (or
+    /// `node_uuid`) moves to `inspecting` and `report` is processed in the background. Any
+    /// other node, or none, is the lookup's "not found".
+    pub async fn continue_inspection(
+        self: &Arc<Self>,
+        addresses: &[MacAddress],
+        node_uuid: Option<Uuid>,
+        report: Map<String, Value>,
+    ) -> Result<Uuid, ConductorError> {
+        let node = self.node_of_agent(addresses, node_uuid).await?;
+        if node.provision_state != ProvisionState::InspectWait {
+            tracing::debug!(node = %node.uuid, state = %node.provision_state, "inventory refused: not waiting for inspection");
+            return Err(super::ramdisk::not_found());
+        }
+        let mut task = self.reserve(&NodeIdent::Uuid(node.uuid)).await?;
+        let moved = if task.node.provision_state == ProvisionState::InspectWait {
+            task.process_event(Event::Resume)
+                .await
+                .map_err(ConductorError::from)
+        } else {
+            Err(super::ramdisk::not_found())
+        };
+        if let Err(e) = moved {
+            self.release(task).await;
+            return Err(e);
+        }
+        let uuid = task.node.uuid;
+        self.spawn_operation("inspection", task, move |c, mut task| async move {
+            if let Err(e) = c.finish_inspection(&mut task, report).await {
+                c.fail_node(
+                    &mut task,
+                    Event::Fail,
+                    format!("Failed to finish inspection: {e}"),
+                )
+                .await;
+            }
+            task
+        })?;
+        Ok(uuid)
+    }
+
+    async fn finish_inspection(
+        &self,
+        task: &mut Task,
+        mut report: Map<String, Value>,
+    ) -> Result<(), InspectionError> {
+        if let Some(err) = report
+            .get("error")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+        {
+            return Err(InspectionError::Ramdisk(err.to_string()));
+        }
+        let inventory = report.remove("inventory").unwrap_or(Value::Null);
+        // The agent's logs are large and belong in a log store, not the node's record.
+        report.remove("logs");
+        let plugin_data = Value::Object(report);
+        let found = properties_from(&inventory, &plugin_data)?;
+        self.store()
+            .save_inventory(&InventoryRecord {
+                node_uuid: task.node.uuid,
+                inventory: inventory.clone(),
+                plugin_data: plugin_data.clone(),
+            })
+            .await?;
+        task.node.properties.extend(found);
+        self.add_ports(task, &inventory, &plugin_data).await?;
+        let ifaces = self.interfaces().for_node(&task.node)?;
+        ifaces
+            .boot
+            .clean_up_ramdisk(task.ctx())
+            .await
+            .map_err(DeployError::from)?;
+        ifaces
+            .power
+            .set_power_state(task.ctx(), PowerState::Off)
+            .await
+            .map_err(DeployError::from)?;
+        AgentSession::wipe(&mut task.node);
+        task.node.inspection_started_at = None;
+        task.node.inspection_finished_at = Some(crate::model::now());
+        task.process_event(Event::Done).await?;
+        tracing::info!(node = %task.node.uuid, properties = ?task.node.properties, "inspection finished");
+        Ok(())
+    }
+
+    /// Ports for the inventory's NICs the node does not have; the booting NIC's port (when the
+    /// agent names it) PXE-enabled, the others not. A MAC another node owns is left to it.
+    async fn add_ports(
+        &self,
+        task: &mut Task,
+        inventory: &Value,
+        plugin_data: &Value,
+    ) -> Result<(), InspectionError> {
+        let boot_mac = boot_mac(inventory, plugin_data);
+        for mac in nic_macs(inventory) {
+            let pxe = boot_mac.as_ref() == Some(&mac);
+            if let Some(port) = task.ports.iter_mut().find(|p| p.address == mac) {
+                if boot_mac.is_some() && port.pxe_enabled != pxe {
+                    port.pxe_enabled = pxe;
+                    *port = self.store().save_port(port).await?;
+                }
+                continue;
+            }
+            let mut port = Port::new(Uuid::new_v4(), task.node.uuid, mac, crate::model::now());
+            port.pxe_enabled = pxe;
+            match self.store().create_port(&port).await {
+                Ok(()) => {
+                    tracing::info!(node = %task.node.uuid, address = %port.address.as_str(), pxe, "port created by inspection");
+                    task.ports.push(port);
+                }
+                Err(StoreError::DuplicateMac(m)) => {
+                    tracing::warn!(node = %task.node.uuid, address = %m, "inspection: the MAC belongs to another node's port; not added");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `cpu_arch`, `memory_mb` and `local_gb` from an agent's inventory: the architecture is
+/// required (as Ironic's `architecture` hook requires it); memory when reported; the root disk
+/// is the agent's `root_disk` guess, else the smallest disk of at least 4 GiB, and `local_gb`
+/// its size in GiB minus one (room for partitioning, as Ironic's default), 0 without one.
+pub fn properties_from(
+    inventory: &Value,
+    plugin_data: &Value,
+) -> Result<Map<String, Value>, InspectionError> {
+    let mut props = Map::new();
+    let arch = inventory
+        .pointer("/cpu/architecture")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .ok_or(InspectionError::NoArchitecture)?;
+    props.insert("cpu_arch".into(), json!(arch));
+    if let Some(mb) = inventory
+        .pointer("/memory/physical_mb")
+        .and_then(Value::as_u64)
+        .filter(|mb| *mb > 0)
+    {
+        props.insert("memory_mb".into(), json!(mb));
+    }
+    let root_size = plugin_data
+        .pointer("/root_disk/size")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            inventory
+                .get("disks")
+                .and_then(Value::as_array)?
+                .iter()
+                .filter_map(|d| d.get("size").and_then(Value::as_u64))
+                .filter(|s| *s >= MIN_ROOT_DISK)
+                .min()
+        });
+    let local_gb = match root_size.map(|s| s / GIB) {
+        Some(gb) if gb > 0 => gb - 1,
+        _ => 0,
+    };
+    props.insert("local_gb".into(), json!(local_gb));
+    Ok(props)
+}
+
+/// The valid MACs of the inventory's NICs (loopback and nameless ones left out).
+pub fn nic_macs(inventory: &Value) -> Vec<MacAddress> {
+    let mut macs: Vec<MacAddress> = inventory
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|i| {
+            i.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty() && n != "lo")
+        })
+        .filter_map(|i| i.get("mac_address").and_then(Value::as_str))
+        .filter_map(|m| MacAddress::parse(m).ok())
+        .filter(|m| m.as_str() != "00:00:00:00:00:00")
+        .collect();
+    macs.dedup();
+    macs
+}
+
+/// The MAC of the NIC the node booted from: the agent's `boot_interface` (`BOOTIF`, often
+/// `01-aa-bb-...`) or `inventory.boot.pxe_interface`.
+fn boot_mac(inventory: &Value, plugin_data: &Value) -> Option<MacAddress> {
+    let raw = plugin_data
+        .get("boot_interface")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            inventory
+                .pointer("/boot/pxe_interface")
+                .and_then(Value::as_str)
+        })?;
+    let raw = raw.strip_prefix("01-").unwrap_or(raw).replace('-', ":");
+    MacAddress::parse(&raw).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory() -> Value {
+        json!({
+            "cpu": {"architecture": "x86_64", "count": 2},
+            "memory": {"total": 4_294_967_296u64, "physical_mb": 4096},
+            "disks": [
+                {"name": "/dev/sda", "size": 2 * GIB},
+                {"name": "/dev/sdb", "size": 40 * GIB},
+                {"name": "/dev/sdc", "size": 10 * GIB}
+            ],
+            "interfaces": [
+                {"name": "lo", "mac_address": "00:00:00:00:00:00"},
+                {"name": "eth0", "mac_address": "52:54:00:00:00:01"},
+                {"name": "eth1", "mac_address": "52:54:00:00:00:02"},
+                {"name": "bad", "mac_address": "not-a-mac"}
+            ],
+        })
+    }
+
+    #[test]
+    fn properties_come_from_the_inventory_as_ironic_sets_them() {
+        let p = properties_from(&inventory(), &json!({})).unwrap();
+        assert_eq!(p["cpu_arch"], "x86_64");
+        assert_eq!(p["memory_mb"], 4096);
+        assert_eq!(
+            p["local_gb"], 9,
+            "smallest disk of 4 GiB or more, minus one"
+        );
+        let with_guess = json!({"root_disk": {"name": "/dev/sdb", "size": 40 * GIB}});
+        assert_eq!(
+            properties_from(&inventory(), &with_guess).unwrap()["local_gb"],
+            39
+        );
+        let mut small = inventory();
+        small["disks"] = json!([{"name": "/dev/sda", "size": GIB}]);
+        assert_eq!(properties_from(&small, &json!({})).unwrap()["local_gb"], 0);
+        let mut no_arch = inventory();
+        no_arch["cpu"] = json!({"count": 1});
+        assert!(matches!(
+            properties_from(&no_arch, &json!({})),
+            Err(InspectionError::NoArchitecture)
+        ));
+    }
+
+    #[test]
+    fn nics_and_the_boot_nic_are_read_from_the_report() {
+        let macs: Vec<String> = nic_macs(&inventory())
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect();
+        assert_eq!(macs, ["52:54:00:00:00:01", "52:54:00:00:00:02"]);
+        let bootif = json!({"boot_interface": "01-52-54-00-00-00-02"});
+        assert_eq!(
+            boot_mac(&inventory(), &bootif).unwrap().as_str(),
+            "52:54:00:00:00:02"
+        );
+        let mut inv = inventory();
+        inv["boot"] = json!({"pxe_interface": "52:54:00:00:00:01"});
+        assert_eq!(
+            boot_mac(&inv, &json!({})).unwrap().as_str(),
+            "52:54:00:00:00:01"
+        );
+        assert!(boot_mac(&inventory(), &json!({})).is_none());
+    }
+}
