@@ -152,6 +152,12 @@ impl Conductor {
                 .boot_inspection_ramdisk(&mut task)
                 .await
                 .map_err(Operation::Inspection.fail()),
+            Event::Rescue if task.node.rescue_interface == super::inspection::AGENT => {
+                self.run_agent_rescue(&mut task).await
+            }
+            Event::Unrescue if task.node.rescue_interface == super::inspection::AGENT => {
+                self.run_agent_unrescue(&mut task).await
+            }
             Event::Inspect | Event::Rescue | Event::Unrescue => {
                 self.run_verb(&mut task, event).await
             }
@@ -274,6 +280,48 @@ impl Conductor {
         task.process_event(Event::Done).await.map_err(op.fail())
     }
 
+    /// Rescue through the agent: the deploy interface boots it → `rescue wait`; the password
+    /// is handed over on its heartbeat.
+    async fn run_agent_rescue(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::Rescue;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
+        ifaces
+            .deploy
+            .prepare_rescue(task, ifaces.deploy_context())
+            .await
+            .map_err(op.fail())?;
+        task.process_event(Event::Wait).await.map_err(op.fail())
+    }
+
+    /// Unrescue of an agent-rescued node: the rescue ramdisk is powered off and its boot
+    /// removed, the instance boot prepared again and the node booted → `active`.
+    async fn run_agent_unrescue(&self, task: &mut Task) -> Result<(), StepFailure> {
+        let op = Operation::Unrescue;
+        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
+        ifaces
+            .power
+            .set_power_state(task.ctx(), PowerState::Off)
+            .await
+            .map_err(op.fail())?;
+        ifaces
+            .boot
+            .clean_up_ramdisk(task.ctx())
+            .await
+            .map_err(op.fail())?;
+        AgentSession::wipe(&mut task.node);
+        let target = ifaces
+            .boot
+            .prepare_instance(task.ctx())
+            .await
+            .map_err(op.fail())?;
+        ifaces
+            .deploy_context()
+            .boot_into(task, target)
+            .await
+            .map_err(op.fail())?;
+        task.process_event(Event::Done).await.map_err(op.fail())
+    }
+
     /// Inspection, manual cleaning, rescue and unrescue ([`verbs`]).
     async fn run_verb(&self, task: &mut Task, event: Event) -> Result<(), StepFailure> {
         let op = match event {
@@ -291,6 +339,12 @@ impl Conductor {
         task.node.last_error = Some(match what {
             ProvisionState::DeployFailed => "deploy aborted by request".to_string(),
             ProvisionState::InspectFailed => "Inspection was aborted by request.".to_string(),
+            ProvisionState::RescueFailed => {
+                for key in ["rescue_password", "hashed_rescue_password"] {
+                    task.node.instance_info.remove(key);
+                }
+                "Rescue was aborted by request.".to_string()
+            }
             ProvisionState::CleanFailed => {
                 let step = task
                     .node
@@ -404,6 +458,7 @@ enum Operation {
     Abort,
     Inspection,
     Rescue,
+    Unrescue,
 }
 
 impl Operation {
@@ -417,6 +472,7 @@ impl Operation {
             Operation::Abort => "abort",
             Operation::Inspection => "inspection",
             Operation::Rescue => "rescue",
+            Operation::Unrescue => "unrescue",
         }
     }
 

@@ -126,6 +126,28 @@ pub trait DeployInterface: Send + Sync {
     ) -> Result<(), DeployError> {
         Ok(())
     }
+    /// Boots the agent as a rescue ramdisk (the node is `rescuing`, `rescue_interface =
+    /// agent`); rescue continues on its heartbeats ([`Self::continue_rescue`]). Only
+    /// interfaces that talk to the agent can.
+    async fn prepare_rescue(
+        &self,
+        _task: &mut Task,
+        _ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        Err(DeployError::Invalid {
+            interface: self.name(),
+            reason: "the agent rescue interface needs deploy_interface direct".into(),
+        })
+    }
+    /// Acts on an agent heartbeat of a node in `rescue wait`: hands the agent the hashed
+    /// rescue password (`rescue.finalize_rescue`) and moves the node to `rescue`.
+    async fn continue_rescue(
+        &self,
+        _task: &mut Task,
+        _ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        Ok(())
+    }
 }
 
 /// Ironic's `fake` deploy: the node is "deployed" as soon as it is asked, through the node's

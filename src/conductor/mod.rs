@@ -352,6 +352,7 @@ impl Conductor {
             ProvisionState::DeployFailed
                 | ProvisionState::CleanFailed
                 | ProvisionState::InspectFailed
+                | ProvisionState::RescueFailed
         ) {
             return;
         }

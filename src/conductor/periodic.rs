@@ -103,6 +103,7 @@ impl Conductor {
             (ProvisionState::DeployWait, s.deploy_callback_timeout),
             (ProvisionState::CleanWait, s.clean_callback_timeout),
             (ProvisionState::InspectWait, s.inspect_wait_timeout),
+            (ProvisionState::RescueWait, s.rescue_callback_timeout),
         ] {
             if !timeout.is_zero() {
                 self.fail_late_nodes(state, timeout).await;
@@ -151,7 +152,7 @@ impl Conductor {
                 if let Ok(ifaces) = c.interfaces().for_node(&task.node) {
                     // fail_node powers off failed deploys; a failed cleaning must not keep
                     // running its ramdisk either.
-                    if matches!(task.node.provision_state, ProvisionState::CleanFailed | ProvisionState::InspectFailed)
+                    if matches!(task.node.provision_state, ProvisionState::CleanFailed | ProvisionState::InspectFailed | ProvisionState::RescueFailed)
                         && let Err(e) = ifaces.power.set_power_state(&mut task, crate::model::PowerState::Off).await
                     {
                         tracing::warn!(node = %task.node.uuid, error = %e, "power off after cleaning timeout failed");

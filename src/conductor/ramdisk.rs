@@ -209,7 +209,7 @@ impl Conductor {
         }
         let waiting = matches!(
             task.node.provision_state,
-            ProvisionState::DeployWait | ProvisionState::CleanWait
+            ProvisionState::DeployWait | ProvisionState::CleanWait | ProvisionState::RescueWait
         );
         if waiting {
             // Progress: resets the callback timeout.
@@ -235,8 +235,13 @@ impl Conductor {
     /// Lets the node's deploy interface act on the heartbeat just recorded; a failure fails
     /// the deploy (or cleaning) and ends the agent session.
     async fn continue_after_heartbeat(&self, task: &mut super::Task) {
-        let cleaning = task.node.provision_state == ProvisionState::CleanWait;
-        let what = if cleaning { "cleaning" } else { "deploy" };
+        let state = task.node.provision_state;
+        let cleaning = state == ProvisionState::CleanWait;
+        let what = match state {
+            ProvisionState::CleanWait => "cleaning",
+            ProvisionState::RescueWait => "rescue",
+            _ => "deploy",
+        };
         let ifaces = match self.interfaces().for_node(&task.node) {
             Ok(i) => i,
             Err(e) => {
@@ -249,6 +254,11 @@ impl Conductor {
             ifaces
                 .deploy
                 .continue_cleaning(task, ifaces.deploy_context())
+                .await
+        } else if state == ProvisionState::RescueWait {
+            ifaces
+                .deploy
+                .continue_rescue(task, ifaces.deploy_context())
                 .await
         } else {
             ifaces

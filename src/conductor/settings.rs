@@ -32,6 +32,9 @@ pub struct ConductorSettings {
     /// How long a node may stay in `inspect wait` for the agent's inventory (0: forever).
     #[serde(with = "secs")]
     pub inspect_wait_timeout: Duration,
+    /// How long a node may stay in `rescue wait` for the rescue agent (0: forever).
+    #[serde(with = "secs")]
+    pub rescue_callback_timeout: Duration,
     /// Run automated cleaning on provide and after undeploy (a node's own `automated_clean`
     /// wins when set). Nodes whose deploy interface has no clean steps (`fake`) pass straight
     /// through; the `direct` interface boots the agent and runs its steps.
@@ -72,6 +75,7 @@ impl Default for ConductorSettings {
             deploy_callback_timeout: Duration::from_secs(1800),
             clean_callback_timeout: Duration::from_secs(1800),
             inspect_wait_timeout: Duration::from_secs(1800),
+            rescue_callback_timeout: Duration::from_secs(1800),
             automated_clean: true,
             max_concurrent_operations: 64,
             power_off_after_deploy_failure: true,

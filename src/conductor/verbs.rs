@@ -58,7 +58,10 @@ pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), Conductor
                 kind.as_str()
             )));
         }
-        let agent = event == Event::Inspect && iface == crate::conductor::inspection::AGENT;
+        let agent = iface == crate::conductor::inspection::AGENT;
+        if agent && kind == InterfaceKind::Rescue {
+            check_agent_rescue(node)?;
+        }
         if iface != "fake" && !agent {
             return Err(ConductorError::Unsupported(format!(
                 "{} through the {iface} {} interface is not supported by ironboot yet",
@@ -88,6 +91,27 @@ pub fn check(node: &Node, event: Event, args: &VerbArgs) -> Result<(), Conductor
     }
 }
 
+/// The agent rescue interface boots the agent through the `direct` deploy interface (its agent
+/// client), with `driver_info.rescue_kernel` + `rescue_ramdisk` when given (both or neither).
+fn check_agent_rescue(node: &Node) -> Result<(), ConductorError> {
+    if node.deploy_interface != "direct" {
+        return Err(ConductorError::InvalidParameter(format!(
+            "rescue_interface agent needs deploy_interface direct (node {} has {})",
+            node.ident(),
+            node.deploy_interface
+        )));
+    }
+    let has = |k: &str| node.driver_info.get(k).is_some_and(|v| !v.is_null());
+    if has("rescue_kernel") != has("rescue_ramdisk") {
+        return Err(ConductorError::InvalidParameter(format!(
+            "node {}: driver_info.rescue_kernel and rescue_ramdisk must be given together; \
+             the rescue ramdisk configuration is ambiguous",
+            node.ident()
+        )));
+    }
+    Ok(())
+}
+
 /// Records what the background part needs, in the same save as the first transition.
 pub fn stage(ctx: &mut NodeContext, event: Event, args: VerbArgs) {
     match event {
@@ -112,13 +136,23 @@ pub fn stage(ctx: &mut NodeContext, event: Event, args: VerbArgs) {
     }
 }
 
-/// A salted SHA-256 of the rescue password, as a rescue ramdisk would be given it.
-fn hash_password(pw: &str) -> String {
-    use sha2::Digest;
-    let salt = uuid::Uuid::new_v4().simple().to_string();
-    let digest = sha2::Sha256::digest(format!("{salt}{pw}").as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("$sha256${salt}${hex}")
+/// The rescue password as the rescue ramdisk's login takes it: SHA-512 crypt (`$6$<salt>$...`,
+/// 5000 rounds, a random 16-character salt), Ironic's `rescue_password_hash_algorithm`
+/// `sha512`. Empty when no randomness is available (the verb then fails on the agent).
+pub fn hash_password(pw: &str) -> String {
+    const SALT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        return String::new();
+    }
+    let salt: String = random
+        .iter()
+        .map(|b| SALT_CHARS[usize::from(*b) % SALT_CHARS.len()] as char)
+        .collect();
+    match sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &Default::default()) {
+        Ok(hash) => format!("$6${salt}${hash}"),
+        Err(_) => String::new(),
+    }
 }
 
 /// The background part: the event that ends the verb, or why it failed.
@@ -175,4 +209,19 @@ pub fn wipe_cleaning_info(node: &mut Node) -> bool {
     dii.remove(MANUAL_CLEAN_KEY)
         .and_then(|v| v.as_bool())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rescue_passwords_are_sha512_crypt_with_a_fresh_salt() {
+        let a = super::hash_password("pw");
+        let b = super::hash_password("pw");
+        assert!(a.starts_with("$6$") && a.len() == 3 + 16 + 1 + 86, "{a}");
+        assert_ne!(a, b, "a new salt each time");
+        // The same salt gives the same hash (checked against openssl in agent_ipa_rescue).
+        let salt = &a[3..19];
+        let again = sha_crypt::sha512_crypt_b64(b"pw", salt.as_bytes(), &Default::default());
+        assert_eq!(a, format!("$6${salt}${}", again.unwrap()));
+    }
 }

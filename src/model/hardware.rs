@@ -212,7 +212,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             },
             rescue: InterfaceSet {
                 default: "fake",
-                enabled: &["fake", "no-rescue"],
+                enabled: &["fake", "agent", "no-rescue"],
             },
             storage: InterfaceSet {
                 default: "noop",

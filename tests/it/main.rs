@@ -9,6 +9,7 @@ mod agent_client;
 mod agent_ipa;
 mod agent_ipa_clean;
 mod agent_ipa_inspect;
+mod agent_ipa_rescue;
 mod api;
 mod boot_serving;
 mod e2e_deploy;

@@ -170,13 +170,24 @@ impl<F: Flavor> NetBootInterface<F> {
         Ok(NodeBoot { mode, arch, append })
     }
 
-    /// `driver_info.deploy_kernel` and `deploy_ramdisk`, checked as image sources.
+    /// `driver_info.deploy_kernel` and `deploy_ramdisk`, checked as image sources; while the
+    /// node is being rescued, `rescue_kernel` and `rescue_ramdisk` when given (else the deploy
+    /// ramdisk, which is an agent too).
     fn deploy_hrefs(node: &Node) -> Result<(String, String), BootError> {
+        let rescuing = matches!(
+            node.provision_state,
+            crate::model::ProvisionState::Rescuing | crate::model::ProvisionState::RescueWait
+        );
+        let (kernel, ramdisk) = if rescuing && text(&node.driver_info, "rescue_kernel").is_some() {
+            ("rescue_kernel", "rescue_ramdisk")
+        } else {
+            ("deploy_kernel", "deploy_ramdisk")
+        };
         let get = |key: &str| {
             let href = text(&node.driver_info, key).ok_or_else(|| {
                 Self::invalid_driver_info(format!(
                     "{key} is required (http(s) URL, file:// URL or absolute path of the deploy {})",
-                    if key == "deploy_kernel" {
+                    if key.ends_with("kernel") {
                         "kernel"
                     } else {
                         "ramdisk"
@@ -187,7 +198,7 @@ impl<F: Flavor> NetBootInterface<F> {
                 .map_err(|e| Self::invalid_driver_info(format!("{key}: {e}")))?;
             Ok::<_, BootError>(href.to_string())
         };
-        Ok((get("deploy_kernel")?, get("deploy_ramdisk")?))
+        Ok((get(kernel)?, get(ramdisk)?))
     }
 
     /// What the node boots once deployed (see `boot::instance`).

@@ -591,3 +591,47 @@ async fn take_over_regenerates_active_nodes_and_clean_up_removes_only_the_node()
         .collect();
     assert!(!masters.is_empty());
 }
+
+#[tokio::test]
+async fn a_node_being_rescued_boots_its_rescue_kernel_and_ramdisk() {
+    let lab = Lab::new(PxeSettings::default()).await;
+    let pxe = lab.pxe();
+    std::fs::write(lab.dir.path().join("rescue.kernel"), b"rescue kernel").unwrap();
+    std::fs::write(lab.dir.path().join("rescue.initramfs"), b"rescue ramdisk").unwrap();
+    let rescue = |n: &mut Node| {
+        n.provision_state = crate::model::ProvisionState::Rescuing;
+        n.driver_info
+            .insert("rescue_kernel".into(), json!(lab.file_url("rescue.kernel")));
+        n.driver_info.insert(
+            "rescue_ramdisk".into(),
+            json!(lab.dir.path().join("rescue.initramfs")),
+        );
+    };
+    let mut task = lab.task("pxe", rescue).await;
+    let u = task.node.uuid;
+    pxe.prepare_ramdisk(&mut task, &ipa_params()).await.unwrap();
+    let file = |f| std::fs::read(lab.layout.node_file(NetBoot::Pxe, u, f)).unwrap();
+    assert_eq!(file(NodeFile::DeployKernel), b"rescue kernel");
+    assert_eq!(file(NodeFile::DeployRamdisk), b"rescue ramdisk");
+
+    // Without rescue images, and outside the rescue states, the deploy ramdisk boots.
+    let mut task = lab
+        .task("pxe", |n| {
+            n.provision_state = crate::model::ProvisionState::Rescuing
+        })
+        .await;
+    let u = task.node.uuid;
+    pxe.prepare_ramdisk(&mut task, &ipa_params()).await.unwrap();
+    let file = |f| std::fs::read(lab.layout.node_file(NetBoot::Pxe, u, f)).unwrap();
+    assert_eq!(file(NodeFile::DeployKernel), b"deploy kernel");
+    let mut task = lab
+        .task("pxe", |n| {
+            n.driver_info
+                .insert("rescue_kernel".into(), json!("file:///nonexistent"));
+        })
+        .await;
+    let u = task.node.uuid;
+    pxe.prepare_ramdisk(&mut task, &ipa_params()).await.unwrap();
+    let file = |f| std::fs::read(lab.layout.node_file(NetBoot::Pxe, u, f)).unwrap();
+    assert_eq!(file(NodeFile::DeployKernel), b"deploy kernel");
+}

@@ -23,6 +23,7 @@ mod configdrive;
 mod deploy_steps;
 mod image;
 pub mod plan;
+mod rescue;
 #[cfg(test)]
 mod tests;
 
@@ -232,6 +233,22 @@ impl DeployInterface for AgentDeploy {
         ctx: DeployContext<'_>,
     ) -> Result<(), DeployError> {
         self.continue_clean_steps(task, &ctx).await
+    }
+
+    async fn prepare_rescue(
+        &self,
+        task: &mut Task,
+        ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        self.boot_rescue_agent(task, &ctx).await
+    }
+
+    async fn continue_rescue(
+        &self,
+        task: &mut Task,
+        ctx: DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        self.finalize_rescue(task, &ctx).await
     }
 
     async fn tear_down(&self, task: &mut Task, ctx: DeployContext<'_>) -> Result<(), DeployError> {

@@ -38,6 +38,8 @@
 //!   looked its node up (its token handed out) and its first heartbeat waits at the gate: the
 //!   node is then in `wait call-back` and ironboot has not yet heard from the agent, for as
 //!   long as the test needs (the gate answers 503 after [`GATE_MAX_HOLD`]).
+//! - `/etc` in the sandbox is an overlay whose writes land in `<lab>/etc-upper` (a rescue
+//!   agent's password file, [`Lab::etc_written`]).
 //! - Logs: [`Lab::ironboot_log`], [`Lab::agent_logs`] (every boot), [`Lab::log_tails`] (all of
 //!   them, tails, for failure messages); `IRONBOOT_KEEP_LAB=1` keeps the work dir.
 //! - The API through curl in the sandbox's network namespace ([`Lab::api`]), and commands in
@@ -320,6 +322,11 @@ threading.Event().wait()
 const SANDBOX_INIT: &str = r#"
 set -e
 ip link set lo up
+# /etc is an overlay here: what the agent writes there (a rescue agent writes the password
+# hash under /etc/ipa-rescue-config, as a rescue ramdisk has it) lands in the lab, not the host.
+mkdir -p "$LAB/etc-upper" "$LAB/etc-work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$LAB/etc-upper,workdir=$LAB/etc-work" /etc
+mkdir -p /etc/ipa-rescue-config
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs "$LAB/scratch"
@@ -901,6 +908,11 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// A file the sandbox wrote under `/etc` (`rel` below it), if any.
+    pub fn etc_written(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("etc-upper").join(rel)).ok()
     }
 
     pub fn ironboot_log(&self) -> String {
