@@ -172,24 +172,21 @@ fn manual_cleaning_runs_the_chosen_step_and_refuses_what_the_agent_lacks() {
     lab.wait_state(&uuid, &["manageable"], Duration::from_secs(30));
 
     // The chosen step through python-ironicclient, waiting for the end.
-    let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let (ok, out, err) = support::run(
-        lab.in_netns(cli.to_str().unwrap())
-            .args(["node", "clean", &uuid, "--clean-steps"])
-            .arg(erase.to_string())
-            .args(["--wait", "240"])
-            .env("OS_AUTH_TYPE", "none")
-            .env("OS_ENDPOINT", lab.api_url())
-            .env("HOME", home.path())
-            .env_remove("OS_CLOUD"),
+    let steps = erase.to_string();
+    lab.baremetal(
+        &cli,
+        &[
+            "node",
+            "clean",
+            &uuid,
+            "--clean-steps",
+            &steps,
+            "--wait",
+            "240",
+        ],
     );
     let took = started.elapsed();
-    assert!(
-        ok,
-        "baremetal node clean:\n{out}\n{err}\n{}",
-        lab.log_tails()
-    );
     eprintln!("agent_ipa_clean: manual erase_devices_metadata clean: {took:.1?}");
     let node = lab.node(&uuid);
     assert_eq!(node["provision_state"], "manageable", "{node}");

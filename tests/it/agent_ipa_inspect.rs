@@ -1,7 +1,8 @@
 //! Inspection through the REAL ironic-python-agent 13.0.0, sandboxed (tests/it/support/ipa.rs):
 //! `inspect` boots the agent, which posts its inventory to `/v1/continue_inspection`; ironboot
 //! stores it, sets `cpu_arch`, `memory_mb` and `local_gb` from what the sandbox really has, and
-//! the node is `manageable` again with the agent powered off. Malformed, oversized and
+//! the node is `manageable` again with the agent powered off (`baremetal node inspect --wait`).
+//! Malformed, oversized and
 //! unwanted reports are refused and change nothing.
 
 use crate::support;
@@ -52,6 +53,14 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
         agent_args: vec!["--inspection_callback_url", CALLBACK_URL],
         ..Default::default()
     };
+    let Some(cli) = support::pyenv::venv_tool(
+        "agent_ipa_inspect",
+        "ironicclient",
+        &["python-ironicclient==6.3.0"],
+        "baremetal",
+    ) else {
+        return;
+    };
     let Some(lab) = Lab::start("agent_ipa_inspect", opts) else {
         return;
     };
@@ -79,7 +88,7 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
     );
 
     let started = Instant::now();
-    lab.provision(&uuid, "inspect");
+    lab.baremetal(&cli, &["node", "inspect", &uuid, "--wait", "180"]);
     let done = lab.wait_state(&uuid, &["manageable", "inspect failed"], INSPECT_TIMEOUT);
     let took = started.elapsed();
     assert_eq!(

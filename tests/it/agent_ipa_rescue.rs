@@ -2,8 +2,8 @@
 //! active node is rescued (`rescue_interface = agent`): the agent boots, ironboot hands it the
 //! SHA-512 crypt hash of the rescue password (`rescue.finalize_rescue`), which the agent writes
 //! where a rescue ramdisk's login reads it (checked against openssl's hash of the password),
-//! and the node is `rescue`; unrescue boots the instance again → `active`. Bad requests are
-//! refused with nothing changed.
+//! and the node is `rescue`; unrescue boots the instance again → `active` (both through
+//! python-ironicclient's `--wait`). Bad requests are refused with nothing changed.
 
 use crate::support;
 
@@ -48,6 +48,14 @@ fn rescue_hands_the_password_hash_to_the_agent_and_unrescue_returns_to_active() 
     if !support::require_peer("agent_ipa_rescue", &["openssl"]) {
         return;
     }
+    let Some(cli) = support::pyenv::venv_tool(
+        "agent_ipa_rescue",
+        "ironicclient",
+        &["python-ironicclient==6.3.0"],
+        "baremetal",
+    ) else {
+        return;
+    };
     let Some(lab) = Lab::start("agent_ipa_rescue", LabOptions::default()) else {
         return;
     };
@@ -91,9 +99,17 @@ fn rescue_hands_the_password_hash_to_the_agent_and_unrescue_returns_to_active() 
     assert_eq!(lab.boots(), 0);
 
     let started = Instant::now();
-    lab.provision_with(
-        &uuid,
-        json!({"target": "rescue", "rescue_password": PASSWORD}),
+    lab.baremetal(
+        &cli,
+        &[
+            "node",
+            "rescue",
+            &uuid,
+            "--rescue-password",
+            PASSWORD,
+            "--wait",
+            "180",
+        ],
     );
     let rescued = lab.wait_state(&uuid, &["rescue", "rescue failed"], RESCUE_TIMEOUT);
     let took = started.elapsed();
@@ -143,7 +159,7 @@ fn rescue_hands_the_password_hash_to_the_agent_and_unrescue_returns_to_active() 
         .collect();
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{calls}");
 
-    lab.provision(&uuid, "unrescue");
+    lab.baremetal(&cli, &["node", "unrescue", &uuid, "--wait", "180"]);
     let back = lab.wait_state(&uuid, &["active", "unrescue failed"], RESCUE_TIMEOUT);
     assert_eq!(back["provision_state"], "active", "{}", back["last_error"]);
     assert_eq!(back["power_state"], "power on");

@@ -910,6 +910,25 @@ impl Lab {
         }
     }
 
+    /// python-ironicclient's `baremetal` (`cli`) against the lab's ironboot, run in the
+    /// sandbox's network namespace; panics with its output and the logs when it fails.
+    pub fn baremetal(&self, cli: &Path, args: &[&str]) -> String {
+        let home = self.dir.join("home");
+        let (ok, out, err) = run(self
+            .in_netns(&cli.display().to_string())
+            .args(args)
+            .env("OS_AUTH_TYPE", "none")
+            .env("OS_ENDPOINT", self.api_url())
+            .env("HOME", home)
+            .env_remove("OS_CLOUD"));
+        assert!(
+            ok,
+            "baremetal {args:?}:\n{out}\n{err}\n{}",
+            self.log_tails()
+        );
+        out
+    }
+
     /// A file the sandbox wrote under `/etc` (`rel` below it), if any.
     pub fn etc_written(&self, rel: &str) -> Option<String> {
         std::fs::read_to_string(self.dir.join("etc-upper").join(rel)).ok()
