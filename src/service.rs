@@ -683,6 +683,7 @@ fn interfaces(
         crate::conductor::agent_deploy::AgentDeployConfig {
             settings: config.agent.clone(),
             clean_priorities: config.clean_priorities,
+            erase_params: config.erase_params,
             api_url: config.api_public_url.clone(),
             http_url: config.http_url.clone(),
             http_root: config.http_root.clone(),

@@ -97,6 +97,78 @@ impl CleanPriorities {
     }
 }
 
+/// How the agent's `erase_devices` erases (`[deploy]`), handed to it in the node's
+/// `driver_internal_info` under the keys the agent reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EraseParams {
+    /// Random passes of shred (`agent_erase_devices_iterations`).
+    pub shred_random_overwrite_iterations: u32,
+    /// A final pass of zeros (`agent_erase_devices_zeroize`).
+    pub shred_final_overwrite_with_zeros: bool,
+    /// Shred when a secure erase fails (`agent_continue_if_secure_erase_failed`).
+    pub continue_if_disk_secure_erase_fails: bool,
+    pub enable_ata_secure_erase: bool,
+    pub enable_nvme_secure_erase: bool,
+    /// Disks erased at once (`disk_erasure_concurrency`).
+    pub disk_erasure_concurrency: u32,
+    /// Skip read-only disks instead of failing (`agent_erase_skip_read_only`).
+    pub erase_skip_read_only: bool,
+}
+
+impl Default for EraseParams {
+    /// Ironic's defaults.
+    fn default() -> Self {
+        EraseParams {
+            shred_random_overwrite_iterations: 1,
+            shred_final_overwrite_with_zeros: true,
+            continue_if_disk_secure_erase_fails: false,
+            enable_ata_secure_erase: true,
+            enable_nvme_secure_erase: true,
+            disk_erasure_concurrency: 4,
+            erase_skip_read_only: false,
+        }
+    }
+}
+
+impl EraseParams {
+    /// The `driver_internal_info` keys (the agent's names) and values.
+    pub fn agent_keys(&self) -> Vec<(&'static str, Value)> {
+        let continue_shred = Value::Bool(self.continue_if_disk_secure_erase_fails);
+        vec![
+            (
+                "agent_erase_devices_iterations",
+                self.shred_random_overwrite_iterations.into(),
+            ),
+            (
+                "agent_erase_devices_zeroize",
+                self.shred_final_overwrite_with_zeros.into(),
+            ),
+            (
+                "agent_continue_if_secure_erase_failed",
+                continue_shred.clone(),
+            ),
+            // The older name, still read by older agents.
+            ("agent_continue_if_ata_erase_failed", continue_shred),
+            (
+                "agent_enable_ata_secure_erase",
+                self.enable_ata_secure_erase.into(),
+            ),
+            (
+                "agent_enable_nvme_secure_erase",
+                self.enable_nvme_secure_erase.into(),
+            ),
+            (
+                "disk_erasure_concurrency",
+                self.disk_erasure_concurrency.into(),
+            ),
+            (
+                "agent_erase_skip_read_only",
+                self.erase_skip_read_only.into(),
+            ),
+        ]
+    }
+}
+
 /// Why no plan could be made (becomes the node's `last_error`, the node `clean failed`).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

@@ -21,6 +21,20 @@ pub struct DeploySettings {
     /// Priority of the agent's `erase_devices_metadata` clean step in automated cleaning (0
     /// disables it; unset keeps the agent's own, 99).
     pub erase_devices_metadata_priority: Option<u32>,
+    /// Random passes when `erase_devices` falls back to shred.
+    pub shred_random_overwrite_iterations: u32,
+    /// A final pass of zeros after shred's random passes.
+    pub shred_final_overwrite_with_zeros: bool,
+    /// Shred a disk whose ATA/NVMe secure erase failed, instead of failing the step.
+    pub continue_if_disk_secure_erase_fails: bool,
+    /// Try ATA secure erase first (disks that offer it).
+    pub enable_ata_secure_erase: bool,
+    /// Try NVMe format first (NVMe disks).
+    pub enable_nvme_secure_erase: bool,
+    /// Disks the agent erases at once.
+    pub disk_erasure_concurrency: u32,
+    /// Skip read-only disks instead of failing the erase.
+    pub erase_skip_read_only: bool,
 }
 
 impl Default for DeploySettings {
@@ -31,6 +45,13 @@ impl Default for DeploySettings {
             external_http_url: None,
             erase_devices_priority: Some(0),
             erase_devices_metadata_priority: None,
+            shred_random_overwrite_iterations: 1,
+            shred_final_overwrite_with_zeros: true,
+            continue_if_disk_secure_erase_fails: false,
+            enable_ata_secure_erase: true,
+            enable_nvme_secure_erase: true,
+            disk_erasure_concurrency: 4,
+            erase_skip_read_only: false,
         }
     }
 }

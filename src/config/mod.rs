@@ -120,6 +120,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// `[deploy] erase_devices_priority` / `erase_devices_metadata_priority`.
     pub clean_priorities: crate::conductor::clean_plan::CleanPriorities,
+    /// `[deploy]` shred and secure-erase settings handed to the agent's `erase_devices`.
+    pub erase_params: crate::conductor::clean_plan::EraseParams,
     pub log: LogSettings,
     pub pxe: crate::boot::PxeSettings,
     pub tftp: crate::serve::tftp::TftpSettings,

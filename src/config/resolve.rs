@@ -67,6 +67,15 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
             erase_devices: file.deploy.erase_devices_priority,
             erase_devices_metadata: file.deploy.erase_devices_metadata_priority,
         },
+        erase_params: crate::conductor::clean_plan::EraseParams {
+            shred_random_overwrite_iterations: file.deploy.shred_random_overwrite_iterations,
+            shred_final_overwrite_with_zeros: file.deploy.shred_final_overwrite_with_zeros,
+            continue_if_disk_secure_erase_fails: file.deploy.continue_if_disk_secure_erase_fails,
+            enable_ata_secure_erase: file.deploy.enable_ata_secure_erase,
+            enable_nvme_secure_erase: file.deploy.enable_nvme_secure_erase,
+            disk_erasure_concurrency: file.deploy.disk_erasure_concurrency,
+            erase_skip_read_only: file.deploy.erase_skip_read_only,
+        },
         log: file.log.clone(),
         pxe: file.pxe.clone(),
         tftp: file.tftp.clone(),
@@ -85,6 +94,9 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
 /// Each section's own checks, its error kept as the cause.
 fn validate_sections(file: &ConfigFile) -> Result<(), ConfigError> {
     file.conductor.validate()?;
+    if file.deploy.disk_erasure_concurrency == 0 {
+        return Err(SettingError::new("deploy.disk_erasure_concurrency", 0, "must be > 0").into());
+    }
     file.agent.validate()?;
     file.log.validate()?;
     file.pxe.validate()?;

@@ -2,7 +2,8 @@
 //! only disk (tests/it/support/ipa.rs): automated cleaning on provide erases the metadata of a
 //! partitioned disk (checked on the loop device), a manual clean through python-ironicclient
 //! does the same from `manageable`, an unknown step ends in `clean failed` naming it, bad steps
-//! are refused with 400 and change nothing, and abort in `clean wait` stops the agent.
+//! are refused with 400 and change nothing, and abort in `clean wait` stops the agent;
+//! `erase_devices` shreds a small disk to zeros, or to random data as configured.
 
 use crate::support;
 
@@ -210,4 +211,122 @@ fn manual_cleaning_runs_the_chosen_step_and_refuses_what_the_agent_lacks() {
     assert_eq!(gpt_headers(&lab.disk), (true, true, true), "nothing erased");
     lab.provision(&uuid, "manage");
     lab.wait_state(&uuid, &["manageable"], Duration::from_secs(30));
+}
+
+/// Fills `dev` with a repeating non-zero pattern.
+fn fill_pattern(dev: &str) {
+    use std::io::Write;
+    let size = dev_size(dev);
+    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    let mut f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+}
+
+/// (zero bytes, bytes equal to the pattern at their offset) over the whole of `dev`.
+fn survey(dev: &str) -> (u64, u64) {
+    let size = dev_size(dev);
+    let mut f = std::fs::File::open(dev).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut zeros, mut pattern, mut offset) = (0u64, 0u64, 0u64);
+    while offset < size {
+        let n = (size - offset).min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).unwrap();
+        for (i, b) in buf[..n].iter().enumerate() {
+            zeros += u64::from(*b == 0);
+            pattern += u64::from(*b == ((i % 251) as u8 | 1));
+        }
+        offset += n as u64;
+    }
+    (zeros, pattern)
+}
+
+#[test]
+fn manual_erase_devices_shreds_the_disk_to_zeros() {
+    let opts = LabOptions {
+        disk_size: "64M",
+        // A loop device has no ATA security feature set: straight to shred.
+        env: vec![("IRONBOOT_DEPLOY__ENABLE_ATA_SECURE_ERASE", "false")],
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa_clean shred", opts) else {
+        return;
+    };
+    fill_pattern(&lab.disk);
+    let size = dev_size(&lab.disk);
+    assert_eq!(survey(&lab.disk), (0, size), "pattern written");
+    let uuid = lab.create_manageable_node("shred-zero", node_body(&lab), None);
+    let started = Instant::now();
+    lab.provision_with(
+        &uuid,
+        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+    );
+    let done = lab.wait_state(&uuid, &["manageable", "clean failed"], CLEAN_TIMEOUT);
+    let took = started.elapsed();
+    assert_eq!(
+        done["provision_state"],
+        "manageable",
+        "last_error: {}\n{}",
+        done["last_error"],
+        lab.log_tails()
+    );
+    eprintln!("agent_ipa_clean: erase_devices (shred, 1 pass + zeros) of 64 MiB: {took:.1?}");
+    let dii = &done["driver_internal_info"];
+    assert_eq!(dii["agent_erase_devices_iterations"], 1, "{dii}");
+    assert_eq!(dii["agent_erase_devices_zeroize"], true, "{dii}");
+    assert_eq!(survey(&lab.disk).0, size, "every byte zero");
+    assert!(
+        lab.agent_logs().contains("shred"),
+        "{}",
+        support::ipa::tail(&lab.agent_logs(), 40)
+    );
+}
+
+#[test]
+fn automated_cleaning_with_erase_devices_enabled_leaves_random_data() {
+    let opts = LabOptions {
+        disk_size: "64M",
+        automated_clean: true,
+        env: vec![
+            ("IRONBOOT_DEPLOY__ENABLE_ATA_SECURE_ERASE", "false"),
+            ("IRONBOOT_DEPLOY__ERASE_DEVICES_PRIORITY", "10"),
+            ("IRONBOOT_DEPLOY__SHRED_FINAL_OVERWRITE_WITH_ZEROS", "false"),
+        ],
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa_clean shred random", opts) else {
+        return;
+    };
+    fill_pattern(&lab.disk);
+    let size = dev_size(&lab.disk);
+    let uuid = lab.create_manageable_node("shred-random", node_body(&lab), None);
+    lab.provision(&uuid, "provide");
+    let done = lab.wait_state(&uuid, &["available", "clean failed"], CLEAN_TIMEOUT);
+    assert_eq!(
+        done["provision_state"],
+        "available",
+        "last_error: {}\n{}",
+        done["last_error"],
+        lab.log_tails()
+    );
+    let log = lab.ironboot_log();
+    assert!(
+        log.lines().any(|l| l.contains("clean steps planned")
+            && l.contains(r#"steps=["deploy.erase_devices_metadata", "deploy.erase_devices"]"#)),
+        "{}",
+        support::ipa::tail(&log, 40)
+    );
+    // One random pass, no zeros: about 1/256 of the bytes are zero, and as many happen to
+    // match the pattern; nothing like the whole disk.
+    let (zeros, pattern) = survey(&lab.disk);
+    assert!(zeros < size / 100, "{zeros} of {size} bytes zero");
+    assert!(
+        pattern < size / 100,
+        "{pattern} of {size} bytes still the pattern"
+    );
 }

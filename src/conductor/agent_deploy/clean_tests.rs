@@ -70,6 +70,11 @@ async fn provide_runs_the_automated_plan_and_ends_available() {
     assert_eq!(dii["clean_steps"][0]["step"], "erase_devices_metadata");
     assert_eq!(dii["clean_step_index"], 0);
     assert_eq!(dii["clean_step"]["step"], "erase_devices_metadata");
+    // How erase_devices would erase, for the agent (Ironic's defaults).
+    assert_eq!(dii["agent_erase_devices_iterations"], 1);
+    assert_eq!(dii["agent_erase_devices_zeroize"], true);
+    assert_eq!(dii["agent_continue_if_secure_erase_failed"], false);
+    assert_eq!(dii["disk_erasure_concurrency"], 4);
     assert_eq!(
         *script.posted.lock().unwrap(),
         ["clean.get_clean_steps", "clean.execute_clean_step"]

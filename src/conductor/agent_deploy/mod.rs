@@ -50,6 +50,8 @@ pub struct AgentDeployConfig {
     pub settings: AgentSettings,
     /// Priority overrides for automated cleaning.
     pub clean_priorities: crate::conductor::clean_plan::CleanPriorities,
+    /// How `erase_devices` erases (handed to the agent in `driver_internal_info`).
+    pub erase_params: crate::conductor::clean_plan::EraseParams,
     /// `ipa-api-url` for the ramdisk.
     pub api_url: String,
     /// `http_url` (no trailing slash): where nodes fetch `<http_root>` files.
@@ -221,7 +223,11 @@ impl DeployInterface for AgentDeploy {
         // The steps are the agent's: boot it and plan on its first heartbeat. A new session
         // (fresh lookup and token); the staged steps of a manual clean are kept.
         AgentSession::wipe(&mut task.node);
-        task.node.driver_internal_info.remove("clean_step");
+        let dii = &mut task.node.driver_internal_info;
+        dii.remove("clean_step");
+        for (key, value) in self.config.erase_params.agent_keys() {
+            dii.insert(key.into(), value);
+        }
         self.boot_agent(task, &ctx).await?;
         tracing::info!(node = %task.node.uuid, "agent booting for cleaning");
         Ok(StepOutcome::Wait)

@@ -115,6 +115,7 @@ pub(super) async fn lab() -> (Arc<Conductor>, Arc<dyn Store>, Node, tempfile::Te
         AgentDeployConfig {
             settings: settings.clone(),
             clean_priorities: Default::default(),
+            erase_params: Default::default(),
             api_url: "http://127.0.0.1:6385".into(),
             http_url: "http://127.0.0.1:8080".into(),
             http_root: dir.path().join("httpboot"),

@@ -188,11 +188,11 @@ class LoopDiskManager(hardware.GenericHardwareManager):
         return TEST_DISK
 
     def erase_block_device(self, node, block_device):
+        # The generic manager's erase (secure erase or shred, as the conductor's parameters
+        # say), on the lab's disk only.
         if block_device.name != TEST_DISK:
             raise errors.BlockDeviceEraseError('only %s may be erased' % TEST_DISK)
-        from ironic_python_agent import disk_utils
-        disk_utils.destroy_disk_metadata(TEST_DISK, node.get('uuid', ''))
-        return 'metadata erased'
+        return super().erase_block_device(node, block_device)
 
     def _get_system_lshw_dict(self):
         return {}
@@ -488,6 +488,8 @@ pub struct LabOptions {
     pub hold_heartbeats: bool,
     /// Extra `ironic-python-agent` arguments for every agent start (shell words, no quoting).
     pub agent_args: Vec<&'static str>,
+    /// Extra environment for ironboot (`IRONBOOT_<SECTION>__<KEY>` settings).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for LabOptions {
@@ -501,6 +503,7 @@ impl Default for LabOptions {
             image_download_source: "http",
             hold_heartbeats: false,
             agent_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -658,6 +661,7 @@ impl Lab {
                 opts.erase_on_undeploy.to_string(),
             )
             .env_remove("IRONBOOT_CONFIG")
+            .envs(opts.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(w.join("sandbox.err")).unwrap())
