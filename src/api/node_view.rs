@@ -182,7 +182,14 @@ pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Val
         "protected_reason" => opt_str(&node.protected_reason),
         "retired" => json!(node.retired),
         "retired_reason" => opt_str(&node.retired_reason),
-        "clean_step" | "deploy_step" | "service_step" => json!({}),
+        // The clean step the agent runs (recorded by cleaning through the agent).
+        "clean_step" => node
+            .driver_internal_info
+            .get("clean_step")
+            .filter(|s| s.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+        "deploy_step" | "service_step" => json!({}),
         "traits" => {
             let mut t = node.traits.clone();
             t.sort();
