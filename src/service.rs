@@ -629,6 +629,7 @@ fn api_app(
             permitted_image_formats: config.agent.permitted_image_formats.clone(),
             enable_bios_bootloader_install: config.agent.enable_bios_bootloader_install,
             refused: metrics.ramdisk_refused(),
+            discovery_driver: config.auto_discovery.driver_if_enabled(),
         }),
     };
     Ok(api::service(

@@ -15,7 +15,9 @@ use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams};
 use super::nodes::node_ident;
 use super::version::Version;
+use crate::conductor::ConductorError;
 use crate::model::MacAddress;
+use crate::store::StoreError;
 
 /// The callback exists at 1.1 (what an agent sending no version header gets, as
 /// ironic-inspector's drop-in) and from 1.84 on.
@@ -51,10 +53,22 @@ pub async fn continue_inspection(
     if macs.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let uuid = st
+    let discovery = st
+        .ramdisk
+        .discovery_driver
+        .as_deref()
+        .filter(|_| node_uuid.is_none());
+    let uuid = match st
         .conductor
-        .continue_inspection(&macs, node_uuid, report)
-        .await?;
+        .continue_inspection(&macs, node_uuid, report.clone())
+        .await
+    {
+        Err(ConductorError::Store(StoreError::NodeNotFound(_))) if discovery.is_some() => {
+            let driver = discovery.unwrap_or_default();
+            st.conductor.discover(&macs, driver, report).await?
+        }
+        other => other?,
+    };
     tracing::info!(node = %uuid, "inventory received from the agent");
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"uuid": uuid}))))
 }

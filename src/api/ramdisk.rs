@@ -40,6 +40,8 @@ pub struct RamdiskConfig {
     pub enable_bios_bootloader_install: bool,
     /// Where refusals are counted.
     pub refused: RamdiskRefusals,
+    /// `[auto_discovery]`: the hardware type unknown machines are enrolled with, when on.
+    pub discovery_driver: Option<String>,
 }
 
 impl RamdiskConfig {

@@ -116,6 +116,60 @@ impl Conductor {
         Ok(uuid)
     }
 
+    /// `[auto_discovery]`: enrolls the machine behind `report`, none of whose `addresses` is a
+    /// known port, as a new node of hardware type `driver` in `enroll`, with the properties,
+    /// ports and inventory an inspection would give it (`plugin_data.auto_discovered`).
+    /// A machine with a known MAC is the usual "not found".
+    pub async fn discover(
+        &self,
+        addresses: &[MacAddress],
+        driver: &str,
+        mut report: Map<String, Value>,
+    ) -> Result<Uuid, ConductorError> {
+        let known = self
+            .store()
+            .list_ports(&crate::store::PortQuery {
+                addresses: addresses.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        if !known.is_empty() || addresses.is_empty() {
+            return Err(super::ramdisk::not_found());
+        }
+        let hw = crate::model::HardwareType::find(driver).ok_or_else(|| {
+            ConductorError::InvalidParameter(format!("auto_discovery.driver {driver:?} is unknown"))
+        })?;
+        let inventory = report.remove("inventory").unwrap_or(Value::Null);
+        report.remove("logs");
+        report.insert("auto_discovered".into(), Value::Bool(true));
+        let plugin_data = Value::Object(report);
+        let found = properties_from(&inventory, &plugin_data).map_err(|e| {
+            ConductorError::InvalidParameter(format!("Invalid inspection data: {e}"))
+        })?;
+        let now = crate::model::now();
+        let mut node = crate::model::Node::new(Uuid::new_v4(), hw, now);
+        node.properties.extend(found);
+        node.inspection_finished_at = Some(now);
+        self.store().create_node(&node).await?;
+        let boot = boot_mac(&inventory, &plugin_data);
+        for mac in nic_macs(&inventory) {
+            let mut port = Port::new(Uuid::new_v4(), node.uuid, mac, now);
+            port.pxe_enabled = boot.as_ref() == Some(&port.address);
+            if let Err(e) = self.store().create_port(&port).await {
+                tracing::warn!(node = %node.uuid, address = %port.address.as_str(), error = %e, "discovery: port not added");
+            }
+        }
+        self.store()
+            .save_inventory(&InventoryRecord {
+                node_uuid: node.uuid,
+                inventory,
+                plugin_data,
+            })
+            .await?;
+        tracing::info!(node = %node.uuid, driver, "unknown machine enrolled by auto-discovery");
+        Ok(node.uuid)
+    }
+
     async fn finish_inspection(
         &self,
         task: &mut Task,

@@ -434,3 +434,39 @@ async fn an_inventory_without_an_architecture_fails_the_inspection() {
     );
     assert!(store.get_inventory(n.uuid).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn discovery_enrolls_an_unknown_machine_with_its_ports_and_inventory() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let report = serde_json::json!({
+        "inventory": {
+            "cpu": {"architecture": "aarch64"},
+            "memory": {"physical_mb": 1024},
+            "disks": [{"name": "/dev/nvme0n1", "size": 8_589_934_592u64}],
+            "interfaces": [{"name": "enp1s0", "mac_address": "52:54:00:ab:cd:01"}],
+        },
+        "boot_interface": "52:54:00:ab:cd:01",
+    });
+    let report = report.as_object().unwrap().clone();
+    let mac = crate::model::MacAddress::parse("52:54:00:ab:cd:01").unwrap();
+    let uuid = c
+        .discover(std::slice::from_ref(&mac), "fake-hardware", report.clone())
+        .await
+        .unwrap();
+    let node = store.get_node(&NodeIdent::Uuid(uuid)).await.unwrap();
+    assert_eq!(node.provision_state, ProvisionState::Enroll);
+    assert_eq!(node.driver, "fake-hardware");
+    assert_eq!(node.properties["cpu_arch"], "aarch64");
+    assert_eq!(node.properties["local_gb"], 7);
+    let ports = store.list_ports(&PortQuery::of_node(uuid)).await.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert!(ports[0].pxe_enabled);
+    let record = store.get_inventory(uuid).await.unwrap().unwrap();
+    assert_eq!(record.plugin_data["auto_discovered"], true);
+    // The same machine again: it is known now, so it is not enrolled twice.
+    assert!(c.discover(&[mac], "fake-hardware", report).await.is_err());
+    assert_eq!(
+        store.list_nodes(&NodeQuery::default()).await.unwrap().len(),
+        1
+    );
+}

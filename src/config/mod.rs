@@ -14,6 +14,7 @@
 //! fills in derived values ([`resolve`]) and keeps each section's own error as the cause.
 //! A bad value is refused at start with the key, the value and the reason.
 
+mod auto_discovery;
 mod deploy;
 mod env;
 mod resolve;
@@ -29,6 +30,7 @@ pub use crate::conductor::ConductorSettings;
 pub use crate::model::BootMode;
 pub use crate::store::{Database, DatabaseSettings};
 pub use crate::telemetry::{LogFormat, LogSettings};
+pub use auto_discovery::AutoDiscoverySettings;
 pub use deploy::DeploySettings;
 
 /// A configuration problem, naming the key, the value and why it is refused.
@@ -84,6 +86,7 @@ pub struct ConfigFile {
     pub vmedia: crate::publish::PublishSettings,
     pub redfish: crate::bmc::redfish::RedfishSettings,
     pub ipmi: crate::bmc::ipmi::IpmiSettings,
+    pub auto_discovery: AutoDiscoverySettings,
 }
 
 /// Values given on the command line; they override the file and the environment.
@@ -136,6 +139,8 @@ pub struct Config {
     pub deprecations: Vec<String>,
     /// How ipmitool is run for `ipmi` nodes.
     pub ipmi: crate::bmc::ipmi::IpmiSettings,
+    /// `[auto_discovery]`: enrolling unknown machines at inspection.
+    pub auto_discovery: AutoDiscoverySettings,
     /// The merged file with every derived value filled in (what `config show` prints).
     file: ConfigFile,
     /// Whether `api_public_url` / `http_url` were derived from the listen addresses (and so

@@ -86,6 +86,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         redfish: file.redfish.clone(),
         deprecations,
         ipmi: file.ipmi.clone(),
+        auto_discovery: file.auto_discovery.clone(),
         file,
         derived_urls,
     })
@@ -94,6 +95,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
 /// Each section's own checks, its error kept as the cause.
 fn validate_sections(file: &ConfigFile) -> Result<(), ConfigError> {
     file.conductor.validate()?;
+    file.auto_discovery.validate()?;
     if file.deploy.disk_erasure_concurrency == 0 {
         return Err(SettingError::new("deploy.disk_erasure_concurrency", 0, "must be > 0").into());
     }

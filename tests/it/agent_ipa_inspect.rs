@@ -174,3 +174,57 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
     let (_, again) = inventory();
     assert_eq!(again["inventory"], body["inventory"]);
 }
+
+#[test]
+fn an_unknown_machine_is_enrolled_by_auto_discovery() {
+    let opts = LabOptions {
+        agent_args: vec!["--inspection_callback_url", CALLBACK_URL],
+        env: vec![
+            ("IRONBOOT_AUTO_DISCOVERY__ENABLED", "true"),
+            ("IRONBOOT_AUTO_DISCOVERY__DRIVER", "fake-hardware"),
+        ],
+        ..Default::default()
+    };
+    let Some(lab) = Lab::start("agent_ipa_inspect discovery", opts) else {
+        return;
+    };
+    let (_, nodes) = lab.api("GET", "/v1/nodes", None);
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 0);
+    // A machine nobody enrolled boots the agent.
+    lab.power_on_by_hand();
+    let deadline = Instant::now() + INSPECT_TIMEOUT;
+    let port = loop {
+        let (_, ports) = lab.api(
+            "GET",
+            &format!("/v1/ports?address={AGENT_MAC}&detail=True"),
+            None,
+        );
+        if let Some(p) = ports["ports"].as_array().and_then(|p| p.first()).cloned() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node discovered\n{}",
+            lab.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    lab.stop_agent();
+    let uuid = port["node_uuid"].as_str().unwrap().to_string();
+    let node = lab.node(&uuid);
+    assert_eq!(node["provision_state"], "enroll", "{node}");
+    assert_eq!(node["driver"], "fake-hardware");
+    assert_eq!(node["properties"]["cpu_arch"], std::env::consts::ARCH);
+    assert_eq!(node["properties"]["memory_mb"], mem_total_mb());
+    let (s, body) = lab.api_with_version(
+        "GET",
+        &format!("/v1/nodes/{uuid}/inventory"),
+        None,
+        Some("1.81"),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["plugin_data"]["auto_discovered"], true);
+    assert_eq!(body["inventory"]["cpu"]["count"], lscpu_count());
+    let (_, nodes) = lab.api("GET", "/v1/nodes", None);
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 1, "enrolled once");
+}

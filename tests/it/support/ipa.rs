@@ -991,6 +991,16 @@ impl Lab {
         assert!(ok, "power.sh on: {err}");
     }
 
+    /// Starts an agent as a machine powered on by hand would (`power.sh on`), pointed at
+    /// ironboot with no token: a machine ironboot did not boot.
+    pub fn power_on_by_hand(&self) {
+        let (ok, _, err) = run(self
+            .in_sandbox("bash")
+            .arg(self.dir.join("power.sh"))
+            .arg("on"));
+        assert!(ok, "power.sh on: {err}");
+    }
+
     /// Stops the agent as a powered-off machine would (`power.sh off`).
     pub fn stop_agent(&self) {
         let (ok, _, err) = run(self
