@@ -463,7 +463,17 @@ fn baremetal_cli_deploys_through_the_real_agent() {
         set.push(format!("{k}={}", v.as_str().unwrap()));
     }
     bm(&set.iter().map(String::as_str).collect::<Vec<_>>());
-    bm(&["port", "create", AGENT_MAC, "--node", "cli-agent-node"]);
+    // A port names its node by UUID (as with Ironic, a name is refused).
+    let node_uuid = bm(&[
+        "node",
+        "show",
+        "cli-agent-node",
+        "-f",
+        "value",
+        "-c",
+        "uuid",
+    ]);
+    bm(&["port", "create", AGENT_MAC, "--node", node_uuid.trim()]);
     bm(&["node", "manage", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "provide", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "deploy", "cli-agent-node", "--wait", "240"]);
