@@ -58,7 +58,10 @@ impl AgentDeploy {
         }
         let plan = stored_plan(task);
         let Some(index) = AgentSession::read(&task.node).clean_step_index else {
-            return self.start_clean_step(task, &client, &plan, 0).await;
+            return match plan.first() {
+                Some(first) => self.start_clean_step(task, &client, first, 0).await,
+                None => self.finish_cleaning(task, ctx).await,
+            };
         };
         let index = usize::try_from(index).unwrap_or(usize::MAX);
         let Some(step) = plan.get(index) else {
@@ -82,10 +85,9 @@ impl AgentDeploy {
             CommandStatus::Running => Ok(()),
             CommandStatus::Succeeded => {
                 tracing::info!(node = %task.node.uuid, step = %step.name(), "clean step done");
-                if index + 1 < plan.len() {
-                    self.start_clean_step(task, &client, &plan, index + 1).await
-                } else {
-                    self.finish_cleaning(task, ctx).await
+                match plan.get(index + 1) {
+                    Some(next) => self.start_clean_step(task, &client, next, index + 1).await,
+                    None => self.finish_cleaning(task, ctx).await,
                 }
             }
             CommandStatus::Failed => Err(Self::failed(
@@ -152,15 +154,14 @@ impl AgentDeploy {
         Ok(true)
     }
 
-    /// Sends step `index` of `plan` to the agent and records it as the current one.
+    /// Sends `step` (number `index` of the plan) to the agent and records it as the current one.
     async fn start_clean_step(
         &self,
         task: &mut Task,
         client: &AgentClient,
-        plan: &[CleanStep],
+        step: &CleanStep,
         index: usize,
     ) -> Result<(), DeployError> {
-        let step = &plan[index];
         let mut session = AgentSession::read(&task.node);
         let params = json!({
             "step": step.for_agent(),
