@@ -16,6 +16,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::nodes::node_ident;
 use super::version::Version;
 use crate::conductor::ConductorError;
+use crate::conductor::ramdisk::refusal_reason;
 use crate::model::MacAddress;
 use crate::store::StoreError;
 
@@ -25,13 +26,61 @@ const CALLBACK_SINCE: Version = Version(84);
 /// The inventory endpoint's version.
 const INVENTORY_SINCE: Version = Version(81);
 
-/// `POST /v1/continue_inspection[?node_uuid=]` → 202 `{"uuid": <node>}`.
+/// `POST /v1/continue_inspection[?node_uuid=]` → 202 `{"uuid": <node>}`. Refusals are
+/// counted and logged like lookup's and heartbeat's (endpoint `continue_inspection`).
 pub async fn continue_inspection(
     State(st): State<AppState>,
     version: Version,
     q: QueryParams,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    match take_report(&st, version, &q, body).await {
+        Ok(uuid) => {
+            tracing::info!(node = %uuid, "inventory received from the agent");
+            Ok((StatusCode::ACCEPTED, axum::Json(json!({"uuid": uuid}))))
+        }
+        Err((reason, e)) => {
+            super::ramdisk::refused(&st, "continue_inspection", reason, &e);
+            Err(e)
+        }
+    }
+}
+
+/// The checks, then the conductor; a refusal with its reason label.
+async fn take_report(
+    st: &AppState,
+    version: Version,
+    q: &QueryParams,
+    body: Value,
+) -> Result<uuid::Uuid, (&'static str, ApiError)> {
+    let invalid = |e: ApiError| ("invalid_request", e);
+    let (macs, node_uuid, report) = check_request(version, q, body).map_err(invalid)?;
+    let discovery = st
+        .ramdisk
+        .discovery_driver
+        .as_deref()
+        .filter(|_| node_uuid.is_none());
+    let conductor = |e: ConductorError| (refusal_reason(&e), ApiError::from(e));
+    match st
+        .conductor
+        .continue_inspection(&macs, node_uuid, report.clone())
+        .await
+    {
+        Err(ConductorError::Store(StoreError::NodeNotFound(_))) if discovery.is_some() => {
+            let driver = discovery.unwrap_or_default();
+            st.conductor
+                .discover(&macs, driver, report)
+                .await
+                .map_err(conductor)
+        }
+        other => other.map_err(conductor),
+    }
+}
+
+/// The version, query and body checks: the report's MACs, the `node_uuid` and the report.
+type Checked = (Vec<MacAddress>, Option<uuid::Uuid>, Map<String, Value>);
+
+fn check_request(version: Version, q: &QueryParams, body: Value) -> Result<Checked, ApiError> {
     if version != Version(1) && version < CALLBACK_SINCE {
         return Err(ApiError::not_found(format!(
             "API version {CALLBACK_SINCE} or newer is required"
@@ -53,24 +102,7 @@ pub async fn continue_inspection(
     if macs.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let discovery = st
-        .ramdisk
-        .discovery_driver
-        .as_deref()
-        .filter(|_| node_uuid.is_none());
-    let uuid = match st
-        .conductor
-        .continue_inspection(&macs, node_uuid, report.clone())
-        .await
-    {
-        Err(ConductorError::Store(StoreError::NodeNotFound(_))) if discovery.is_some() => {
-            let driver = discovery.unwrap_or_default();
-            st.conductor.discover(&macs, driver, report).await?
-        }
-        other => other?,
-    };
-    tracing::info!(node = %uuid, "inventory received from the agent");
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"uuid": uuid}))))
+    Ok((macs, node_uuid, report))
 }
 
 /// Checks the report's shape (Ironic's schema: `inventory` an object whose `interfaces` list

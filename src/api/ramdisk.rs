@@ -175,7 +175,7 @@ fn lookup_request(
 }
 
 /// Counts a refused ramdisk request and logs it, at most once per period per endpoint.
-fn refused(st: &AppState, endpoint: &'static str, reason: &'static str, e: &ApiError) {
+pub(super) fn refused(st: &AppState, endpoint: &'static str, reason: &'static str, e: &ApiError) {
     st.ramdisk.count(endpoint, reason, 1);
     let log = if endpoint == "lookup" {
         &LOOKUP_LOG
