@@ -470,3 +470,40 @@ async fn discovery_enrolls_an_unknown_machine_with_its_ports_and_inventory() {
         1
     );
 }
+
+#[tokio::test]
+async fn abort_in_inspect_wait_fails_the_inspection_and_powers_off() {
+    let (c, store) = conductor(ConductorSettings::default()).await;
+    let mut n = node_in(&store, ProvisionState::Manageable).await;
+    n.inspect_interface = "agent".into();
+    store.save_node(&n).await.unwrap();
+    let id = NodeIdent::Uuid(n.uuid);
+    c.provision(&id, "inspect", None).await.unwrap();
+    assert_eq!(
+        settle(&store, n.uuid).await.provision_state,
+        ProvisionState::InspectWait
+    );
+    c.provision(&id, "abort", None).await.unwrap();
+    let node = settle(&store, n.uuid).await;
+    assert_eq!(node.provision_state, ProvisionState::InspectFailed);
+    assert_eq!(
+        node.last_error.as_deref(),
+        Some("Inspection was aborted by request.")
+    );
+    assert_eq!(node.power_state, Some(crate::model::PowerState::Off));
+    let calls = node.driver_internal_info["fake_calls"].to_string();
+    assert!(calls.contains("boot.clean_up_ramdisk"), "{calls}");
+    // A report arriving now is refused: the node no longer waits.
+    let report = serde_json::json!({"inventory": {"cpu": {"architecture": "x86_64"},
+        "interfaces": [{"name": "eth0", "mac_address": "52:54:00:00:00:09"}]}});
+    assert!(
+        c.continue_inspection(&[], Some(n.uuid), report.as_object().unwrap().clone())
+            .await
+            .is_err()
+    );
+    c.provision(&id, "manage", None).await.unwrap();
+    assert_eq!(
+        settle(&store, n.uuid).await.provision_state,
+        ProvisionState::Manageable
+    );
+}

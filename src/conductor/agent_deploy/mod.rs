@@ -25,6 +25,8 @@ mod image;
 pub mod plan;
 mod rescue;
 #[cfg(test)]
+mod rescue_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

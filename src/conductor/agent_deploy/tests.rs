@@ -28,6 +28,10 @@ pub(super) struct Script {
     pub(super) listed: Arc<Mutex<Value>>,
     pub(super) posted: Arc<Mutex<Vec<String>>>,
     pub(super) busy: Arc<Mutex<bool>>,
+    /// The parameters of every POST, by command name (the last one kept).
+    pub(super) params: Arc<Mutex<std::collections::BTreeMap<String, Value>>>,
+    /// `rescue.finalize_rescue` answers FAILED.
+    pub(super) rescue_fails: Arc<Mutex<bool>>,
     /// What `get_partition_uuids` returns; Null: a whole-disk image's MBR disk id.
     partition_uuids: Arc<Mutex<Value>>,
 }
@@ -39,6 +43,10 @@ async fn fake_post(
     use axum::response::IntoResponse;
     let name = cmd["name"].as_str().unwrap_or_default().to_string();
     s.posted.lock().unwrap().push(name.clone());
+    s.params
+        .lock()
+        .unwrap()
+        .insert(name.clone(), cmd["params"].clone());
     if *s.busy.lock().unwrap() {
         return (
             axum::http::StatusCode::CONFLICT,
@@ -64,6 +72,8 @@ async fn fake_post(
                  "reboot_requested": false, "abortable": true}]},
             "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
         ),
+        "finalize_rescue" if *s.rescue_fails.lock().unwrap() => ("FAILED", Value::Null),
+        "finalize_rescue" => ("SUCCEEDED", Value::Null),
         "get_partition_uuids" => {
             let uuids = s.partition_uuids.lock().unwrap().clone();
             if uuids.is_null() {
