@@ -228,7 +228,6 @@ pub fn automated(
         .filter(|s| s.priority > 0)
         .collect();
     plan.sort_by_key(|s| std::cmp::Reverse(s.priority));
-    refuse_reboots(&plan)?;
     Ok(plan)
 }
 
@@ -286,21 +285,7 @@ pub fn manual(requested: &[Value], offered: &[CleanStep]) -> Result<Vec<CleanSte
     if !errors.is_empty() {
         return Err(PlanError::Unsupported(errors.join("; ")));
     }
-    refuse_reboots(&plan)?;
     Ok(plan)
-}
-
-/// ironboot does not reboot the node between clean steps yet; a step that asks for it is
-/// refused before anything runs rather than run without the reboot it needs.
-fn refuse_reboots(plan: &[CleanStep]) -> Result<(), PlanError> {
-    match plan.iter().find(|s| s.reboot_requested) {
-        Some(s) => Err(PlanError::Unsupported(format!(
-            "clean step {} requests a reboot after it, which ironboot does not do yet; \
-             disable it (priority 0) or leave it out of a manual clean",
-            s.name()
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Checks the shape of a manual clean's steps (Ironic's API schema), before the node moves.
@@ -464,21 +449,12 @@ mod tests {
     }
 
     #[test]
-    fn steps_that_need_a_reboot_are_refused() {
+    fn steps_that_need_a_reboot_keep_their_flag() {
         let mut steps = offered(&ipa_result()).unwrap();
         steps[1].reboot_requested = true;
-        let err = automated(&steps, &CleanPriorities::default()).unwrap_err();
-        assert!(
-            manual(
-                &[json!({"interface": "deploy", "step": "erase_devices_metadata"})],
-                &steps
-            )
-            .is_err()
-        );
-        assert!(
-            err.to_string()
-                .contains("deploy.erase_devices_metadata requests a reboot")
-        );
+        let plan = automated(&steps, &CleanPriorities::default()).unwrap();
+        assert!(plan[0].reboot_requested);
+        assert_eq!(plan[0].for_agent()["reboot_requested"], true);
     }
 
     #[test]

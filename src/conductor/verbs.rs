@@ -206,6 +206,7 @@ pub fn wipe_cleaning_info(node: &mut Node) -> bool {
     let dii = &mut node.driver_internal_info;
     dii.remove(CLEAN_STEPS_KEY);
     dii.remove("clean_step");
+    dii.remove("cleaning_reboot");
     dii.remove(MANUAL_CLEAN_KEY)
         .and_then(|v| v.as_bool())
         .unwrap_or(false)

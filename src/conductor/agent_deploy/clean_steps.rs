@@ -7,8 +7,8 @@
 //! `clean_step_index`, so a restarted conductor continues it. Each step runs with
 //! `clean.execute_clean_step` (asynchronous on the agent); later heartbeats read the agent's
 //! command list: running → wait, failed → `clean failed` naming the step, succeeded → the next
-//! step, or, after the last, power off, ramdisk boot removed → `available` (automated) or
-//! `manageable` (manual).
+//! step (after a reboot into a new agent when the step asked for one), or, after the last,
+//! power off, ramdisk boot removed → `available` (automated) or `manageable` (manual).
 
 use serde_json::{Value, json};
 
@@ -19,6 +19,9 @@ use crate::conductor::deploy::{DeployContext, DeployError};
 use crate::conductor::task::Task;
 use crate::conductor::verbs::{CLEAN_STEPS_KEY, MANUAL_CLEAN_KEY, wipe_cleaning_info};
 use crate::model::{Event, PowerState};
+
+/// Set while the node reboots after a step that asked for it (Ironic's key).
+const CLEANING_REBOOT_KEY: &str = "cleaning_reboot";
 
 /// What went wrong with a clean step on the agent.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,19 @@ impl AgentDeploy {
         let Some(step) = plan.get(index) else {
             return self.finish_cleaning(task, ctx).await;
         };
+        if task
+            .node
+            .driver_internal_info
+            .remove(CLEANING_REBOOT_KEY)
+            .is_some()
+        {
+            // The agent that ran `step` asked for a reboot; this heartbeat is the new one's.
+            tracing::info!(node = %task.node.uuid, step = %step.name(), "agent back after the reboot the step asked for");
+            return match plan.get(index + 1) {
+                Some(next) => self.start_clean_step(task, &client, next, index + 1).await,
+                None => self.finish_cleaning(task, ctx).await,
+            };
+        }
         let commands = match client.list_commands().await {
             Err(AgentError::Busy { .. }) => return Ok(()),
             other => other.map_err(|e| Self::failed(task, e))?,
@@ -85,6 +101,9 @@ impl AgentDeploy {
             CommandStatus::Running => Ok(()),
             CommandStatus::Succeeded => {
                 tracing::info!(node = %task.node.uuid, step = %step.name(), "clean step done");
+                if step.reboot_requested {
+                    return self.reboot_after_step(task, ctx).await;
+                }
                 match plan.get(index + 1) {
                     Some(next) => self.start_clean_step(task, &client, next, index + 1).await,
                     None => self.finish_cleaning(task, ctx).await,
@@ -193,6 +212,33 @@ impl AgentDeploy {
             .insert("clean_step".into(), step.for_agent());
         task.save().await?;
         tracing::info!(node = %task.node.uuid, step = %step.name(), index, "clean step started on the agent");
+        Ok(())
+    }
+
+    /// A step that asked for a reboot is done: the node reboots into the agent again (its
+    /// ramdisk boot is still in place). The next agent looks up for a new token and calls back
+    /// from a new URL; its first heartbeat starts the next step.
+    async fn reboot_after_step(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+    ) -> Result<(), DeployError> {
+        let mut session = AgentSession::read(&task.node);
+        session.agent_url = None;
+        session.agent_verify_ca = None;
+        if session.agent_secret_token_pregenerated != Some(true) {
+            session.agent_secret_token = None;
+        }
+        session.write(&mut task.node);
+        task.node
+            .driver_internal_info
+            .insert(CLEANING_REBOOT_KEY.into(), Value::Bool(true));
+        task.save().await?;
+        ctx.power
+            .set_power_state(task.ctx(), PowerState::Rebooting)
+            .await?;
+        task.save().await?;
+        tracing::info!(node = %task.node.uuid, "rebooting the node after a clean step that asked for it");
         Ok(())
     }
 

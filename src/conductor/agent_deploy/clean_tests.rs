@@ -277,3 +277,74 @@ async fn abort_in_clean_wait_names_the_running_step() {
     assert!(!node.driver_internal_info.contains_key("clean_step"));
     assert!(!node.driver_internal_info.contains_key("agent_secret_token"));
 }
+
+#[tokio::test]
+async fn a_step_that_asks_for_a_reboot_continues_on_the_new_agent() {
+    let (c, store, n, _dir) = lab().await;
+    manageable(&store, &n).await;
+    let script = Script::default();
+    let url = fake_agent(script.clone()).await;
+    let id = NodeIdent::Uuid(n.uuid);
+    let args = crate::conductor::verbs::VerbArgs {
+        clean_steps: Some(vec![
+            json!({"interface": "deploy", "step": "reboot_me"}),
+            json!({"interface": "deploy", "step": "erase_devices_metadata"}),
+        ]),
+        ..Default::default()
+    };
+    c.provision_with(&id, "clean", None, args).await.unwrap();
+    let token = in_clean_wait(&c, &store, &n).await;
+    c.heartbeat(&id, hb(&url, &token)).await.unwrap();
+    settled(&store, n.uuid).await;
+    listed(&script, clean_step_status("SUCCEEDED"));
+    c.heartbeat(&id, hb(&url, &token)).await.unwrap();
+    let node = settled(&store, n.uuid).await;
+    assert_eq!(node.provision_state, ProvisionState::CleanWait);
+    let dii = &node.driver_internal_info;
+    assert_eq!(dii["cleaning_reboot"], true);
+    assert!(!dii.contains_key("agent_url") && !dii.contains_key("agent_secret_token"));
+    assert!(
+        dii["fake_calls"]
+            .to_string()
+            .contains("power.set_power_state:rebooting"),
+        "{}",
+        dii["fake_calls"]
+    );
+    assert_eq!(
+        script.posted.lock().unwrap().len(),
+        2,
+        "nothing sent meanwhile"
+    );
+
+    // The rebooted agent: a new lookup (a new token), a new callback URL.
+    let new_url = fake_agent(script.clone()).await;
+    let (_, new_token) = c
+        .lookup(&[MacAddress::parse(MAC).unwrap()], None)
+        .await
+        .unwrap();
+    assert_ne!(new_token, token);
+    listed(&script, json!([]));
+    c.heartbeat(&id, hb(&new_url, &new_token)).await.unwrap();
+    let node = settled(&store, n.uuid).await;
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::CleanWait,
+        "{:?}",
+        node.last_error
+    );
+    assert_eq!(node.driver_internal_info["clean_step_index"], 1);
+    assert!(!node.driver_internal_info.contains_key("cleaning_reboot"));
+    assert_eq!(
+        script.posted.lock().unwrap().last().map(String::as_str),
+        Some("clean.execute_clean_step")
+    );
+    listed(&script, clean_step_status("SUCCEEDED"));
+    c.heartbeat(&id, hb(&new_url, &new_token)).await.unwrap();
+    let node = settled(&store, n.uuid).await;
+    assert_eq!(
+        node.provision_state,
+        ProvisionState::Manageable,
+        "{:?}",
+        node.last_error
+    );
+}
