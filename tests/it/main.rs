@@ -22,6 +22,7 @@ mod media;
 mod publish;
 mod qemu_boot;
 mod redfish_client;
+mod store_backends;
 mod vmedia;
 mod vmedia_faults;
 mod vmedia_ipa;
