@@ -37,7 +37,7 @@ impl DatabaseSettings {
             }
             _ if is_postgres(&url) => {
                 let bad = |reason: String| {
-                    SettingError::new("database.url", &mask_password(&url), &reason)
+                    SettingError::new("database.url", mask_password(&url), &reason)
                 };
                 let options: sqlx::postgres::PgConnectOptions = url
                     .parse()
@@ -49,7 +49,7 @@ impl DatabaseSettings {
             }
             _ => Err(SettingError::new(
                 "database.url",
-                &mask_password(&url),
+                mask_password(&url),
                 "expected sqlite://<path> (one conductor) or \
                  postgres://<user>:<password>@<host>[:<port>]/<database> (several)",
             )),
