@@ -134,11 +134,13 @@ impl Api {
         n
     }
 
+    /// A port on `node` (a name or UUID; ports name their node by UUID, as in Ironic).
     fn port(&self, node: &str, mac: &str) {
+        let uuid = self.node(node)["uuid"].clone();
         let (s, p) = self.call(
             reqwest::Method::POST,
             "/v1/ports",
-            Some(json!({"address": mac, "node_uuid": node})),
+            Some(json!({"address": mac, "node_uuid": uuid})),
         );
         assert_eq!(s, 201, "{p}");
     }
