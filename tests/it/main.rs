@@ -19,6 +19,7 @@ mod ironic_parity;
 mod ironicclient;
 mod layers;
 mod media;
+mod multi_conductor;
 mod publish;
 mod qemu_boot;
 mod redfish_client;

@@ -1,0 +1,372 @@
+//! Several conductors on one PostgreSQL database (seed 004's take over, issue 11): three real
+//! `ironboot serve` processes, each with its own host name, data directory and served roots,
+//! share nodes by the hash ring; one is killed with SIGKILL and the survivors re-hash its
+//! nodes, regenerate their boot configs in their own roots and recover what it left reserved;
+//! when it comes back it gets its share again.
+
+use crate::support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ironboot::conductor::ring::HashRing;
+use reqwest::Method;
+use serde_json::json;
+use support::postgres::Postgres;
+use support::server::Server;
+use support::vmedia_lab::{api_call, wait_state};
+use uuid::Uuid;
+
+const NODES: usize = 24;
+const HOSTS: [&str; 3] = ["cond-a", "cond-b", "cond-c"];
+/// Keepalive 1 s, dead after 4 s of silence: the whole test runs in seconds.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
+
+struct Conductor {
+    host: &'static str,
+    server: Server,
+    config: PathBuf,
+}
+
+impl Conductor {
+    fn start(dir: &Path, host: &'static str, db_url: &str) -> Conductor {
+        let config = dir.join(format!("{host}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "host = \"{host}\"\n\
+                 [database]\nurl = \"{db_url}\"\n\
+                 [conductor]\nheartbeat_interval = 1\nheartbeat_timeout = {}\n\
+                 sync_local_state_interval = 2\ncheck_provision_state_interval = 1\n\
+                 [pxe]\nenable_netboot_fallback = true\n",
+                HEARTBEAT_TIMEOUT.as_secs()
+            ),
+        )
+        .unwrap();
+        let server = Self::serve(dir, host, &config);
+        Conductor {
+            host,
+            server,
+            config,
+        }
+    }
+
+    fn serve(dir: &Path, host: &str, config: &Path) -> Server {
+        Server::start_in(
+            &dir.join(host),
+            &["--config", config.to_str().unwrap()],
+            &[],
+        )
+    }
+
+    fn api(&self) -> String {
+        self.server.api_url()
+    }
+
+    /// The node's PXELINUX config as the firmware asks for it, in this conductor's TFTP root.
+    fn has_config(&self, mac: &str) -> bool {
+        pxe_config(&self.server.data_dir, mac).is_file()
+    }
+}
+
+fn pxe_config(data_dir: &Path, mac: &str) -> PathBuf {
+    data_dir
+        .join("tftpboot/pxelinux.cfg")
+        .join(format!("01-{}", mac.replace(':', "-")))
+}
+
+fn mac(i: usize) -> String {
+    format!("52:54:00:7a:00:{i:02x}")
+}
+
+/// Waits until every node's `conductor` (as `api` answers) is the ring's owner among `hosts`,
+/// its reservation is free and its config is in that owner's TFTP root; returns the owners.
+async fn wait_settled(
+    http: &reqwest::Client,
+    api: &str,
+    nodes: &[(Uuid, String)],
+    conductors: &[&Conductor],
+    timeout: Duration,
+) -> BTreeMap<Uuid, &'static str> {
+    let ring = HashRing::new(conductors.iter().map(|c| c.host.to_string()));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut owners = BTreeMap::new();
+        let mut pending = vec![];
+        for (uuid, mac) in nodes {
+            let owner = conductors
+                .iter()
+                .find(|c| Some(c.host) == ring.owner(uuid))
+                .unwrap();
+            let (_, n) = api_call(http, api, Method::GET, &format!("/v1/nodes/{uuid}"), None).await;
+            if n["conductor"] != owner.host || !n["reservation"].is_null() || !owner.has_config(mac)
+            {
+                pending.push(format!("{uuid}: {n}"));
+            }
+            owners.insert(*uuid, owner.host);
+        }
+        if pending.is_empty() {
+            return owners;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled within {timeout:?} on {:?}:\n{}",
+            conductors.iter().map(|c| c.host).collect::<Vec<_>>(),
+            pending.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_metric(server: &Server, sample: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = server.metric(sample);
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sample} stays {now}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_it_returns() {
+    let test = "multi_conductor";
+    let Some(pg) = Postgres::start(test, "ironboot") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = pg.url("ironboot");
+    let mut conductors: Vec<Conductor> = HOSTS
+        .iter()
+        .map(|h| Conductor::start(dir.path(), h, &db_url))
+        .collect();
+    let http = support::http_client();
+    let api_b = conductors[1].api();
+    let kernel = dir.path().join("deploy.kernel");
+    std::fs::write(&kernel, b"kernel").unwrap();
+
+    // Every conductor sees all three before the nodes arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for c in &conductors {
+        while c.server.metric("ironboot_conductor_ring_members") != 3.0 {
+            assert!(Instant::now() < deadline, "{} never saw 3 members", c.host);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // Enrolled and deployed through one conductor's API: each node's deploy runs on its
+    // owner (the request is forwarded there), which writes the boot config into its roots.
+    let mut nodes = vec![];
+    for i in 0..NODES {
+        let (s, n) = api_call(
+            &http,
+            &api_b,
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({
+                "name": format!("node-{i}"), "driver": "fake-hardware",
+                "boot_interface": "pxe", "deploy_interface": "fake",
+                "driver_info": {"deploy_kernel": format!("file://{}", kernel.display()),
+                                "deploy_ramdisk": format!("file://{}", kernel.display())},
+                "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{n}");
+        let uuid: Uuid = n["uuid"].as_str().unwrap().parse().unwrap();
+        let (s, p) = api_call(
+            &http,
+            &api_b,
+            Method::POST,
+            "/v1/ports",
+            Some(json!({"address": mac(i), "node_uuid": uuid})),
+        )
+        .await;
+        assert_eq!(s, 201, "{p}");
+        nodes.push((uuid, mac(i)));
+    }
+    for (uuid, _) in &nodes {
+        for (target, states) in [
+            ("manage", ["manageable"]),
+            ("provide", ["available"]),
+            ("active", ["active"]),
+        ] {
+            let path = format!("/v1/nodes/{uuid}/states/provision");
+            let (s, b) = api_call(
+                &http,
+                &api_b,
+                Method::PUT,
+                &path,
+                Some(json!({ "target": target })),
+            )
+            .await;
+            assert_eq!(s, 202, "{target} {uuid}: {b}");
+            wait_state(
+                &http,
+                &api_b,
+                &uuid.to_string(),
+                &states,
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+    }
+    let all: Vec<&Conductor> = conductors.iter().collect();
+    let owners = wait_settled(&http, &api_b, &nodes, &all, Duration::from_secs(30)).await;
+    for c in &conductors {
+        let mine = owners.values().filter(|h| **h == c.host).count();
+        assert!(mine > 0, "the ring gave {} nothing: {owners:?}", c.host);
+        // Counted at each take-over run (every 2 s).
+        wait_metric(&c.server, "ironboot_conductor_nodes_owned", mine as f64).await;
+        // A node's config lives only with its owner.
+        for (uuid, mac) in &nodes {
+            assert_eq!(
+                c.has_config(mac),
+                owners[uuid] == c.host,
+                "{} {uuid}",
+                c.host
+            );
+        }
+    }
+    for c in &conductors[1..] {
+        assert_eq!(
+            c.server
+                .metric("ironboot_conductor_take_overs_total{outcome=\"succeeded\"}"),
+            0.0
+        );
+    }
+
+    // cond-a dies in the middle of a deploy: one of its nodes stays reserved by it in
+    // `deploying`, as a SIGKILL between two steps leaves it (written here, since the fake
+    // deploy has no step slow enough to kill it in).
+    let a_nodes: Vec<Uuid> = owners
+        .iter()
+        .filter(|(_, h)| **h == "cond-a")
+        .map(|(u, _)| *u)
+        .collect();
+    let interrupted = a_nodes[0];
+    conductors[0].server.kill9();
+    pg.query(
+        "ironboot",
+        &format!(
+            "UPDATE nodes SET reservation = 'cond-a', provision_state = 'deploying', \
+             target_provision_state = 'active' WHERE uuid = '{interrupted}'"
+        ),
+    );
+    let killed = Instant::now();
+
+    // The survivors re-hash: cond-a's active nodes get their configs regenerated in the roots
+    // of cond-b and cond-c, and their API shows the new owner.
+    let survivors: Vec<&Conductor> = conductors[1..].iter().collect();
+    let active: Vec<(Uuid, String)> = nodes
+        .iter()
+        .filter(|(u, _)| *u != interrupted)
+        .cloned()
+        .collect();
+    let after = wait_settled(&http, &api_b, &active, &survivors, Duration::from_secs(30)).await;
+    let moved = killed.elapsed();
+    eprintln!(
+        "{test}: {} nodes of the killed conductor regenerated by the survivors {:.1} s after \
+         the kill (heartbeat timeout {} s)",
+        a_nodes.len() - 1,
+        moved.as_secs_f64(),
+        HEARTBEAT_TIMEOUT.as_secs()
+    );
+    assert!(
+        moved >= HEARTBEAT_TIMEOUT - Duration::from_secs(1),
+        "{moved:?}: too early"
+    );
+    for (uuid, owner) in &owners {
+        if *owner != "cond-a" {
+            assert_eq!(after[uuid], *owner, "only the dead conductor's nodes move");
+        }
+    }
+    let took: f64 = survivors
+        .iter()
+        .map(|c| {
+            c.server
+                .metric("ironboot_conductor_take_overs_total{outcome=\"succeeded\"}")
+        })
+        .sum();
+    assert_eq!(
+        took as usize,
+        a_nodes.len() - 1,
+        "each of cond-a's active nodes once"
+    );
+
+    // The interrupted deploy is released and failed, saying who died.
+    let n = wait_state(
+        &http,
+        &api_b,
+        &interrupted.to_string(),
+        &["deploy failed"],
+        Duration::from_secs(20),
+    )
+    .await;
+    let error = n["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cond-a") && error.contains("died"), "{n}");
+
+    // Work on a node goes to its owner whichever API it arrives at.
+    let moved_node = active
+        .iter()
+        .find(|(u, _)| owners[u] == "cond-a")
+        .unwrap()
+        .0;
+    let (s, b) = api_call(
+        &http,
+        &conductors[2].api(),
+        Method::PUT,
+        &format!("/v1/nodes/{moved_node}/states/power"),
+        Some(json!({"target": "power off"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    let owner = survivors
+        .iter()
+        .find(|c| c.host == after[&moved_node])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, n) = api_call(
+            &http,
+            &api_b,
+            Method::GET,
+            &format!("/v1/nodes/{moved_node}"),
+            None,
+        )
+        .await;
+        if n["power_state"] == "power off" && n["reservation"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        owner.server.log().contains(&format!("{moved_node}")),
+        "the owner ({}) did the work",
+        owner.host
+    );
+
+    // cond-a comes back: the ring gives it its share again and it regenerates those configs.
+    let a = &mut conductors[0];
+    a.server = Conductor::serve(dir.path(), a.host, &a.config);
+    let all: Vec<&Conductor> = conductors.iter().collect();
+    let back = wait_settled(&http, &api_b, &active, &all, Duration::from_secs(30)).await;
+    for (uuid, _) in &active {
+        assert_eq!(
+            back[uuid], owners[uuid],
+            "the ring is the same as before the kill"
+        );
+    }
+    let rows = pg.query(
+        "ironboot",
+        "SELECT count(*) FROM nodes WHERE reservation IS NOT NULL",
+    );
+    assert_eq!(rows.trim(), "0", "no reservation is left behind");
+}
