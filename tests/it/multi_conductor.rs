@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use ironboot::conductor::ring::HashRing;
 use reqwest::Method;
 use serde_json::json;
+use support::fake_agent::FakeAgent;
 use support::postgres::Postgres;
 use support::server::Server;
-use support::vmedia_lab::{api_call, wait_state};
+use support::vmedia_lab::{AgentSide, api_call, wait_state};
 use uuid::Uuid;
 
 const NODES: usize = 24;
@@ -39,7 +40,8 @@ impl Conductor {
                  [database]\nurl = \"{db_url}\"\n\
                  [conductor]\nheartbeat_interval = 1\nheartbeat_timeout = {}\n\
                  sync_local_state_interval = 2\ncheck_provision_state_interval = 1\n\
-                 [pxe]\nenable_netboot_fallback = true\n",
+                 [pxe]\nenable_netboot_fallback = true\n\
+                 [agent]\nrequire_tls = false\n",
                 HEARTBEAT_TIMEOUT.as_secs()
             ),
         )
@@ -242,6 +244,83 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
         );
     }
 
+    // A direct (agent) deploy on cond-a waits for its agent; the agent looked the node up
+    // (through cond-b's API) and holds its token. The agent is the tests' stand-in
+    // (support::fake_agent, plain HTTP, hence `require_tls = false`): it answers the
+    // commands as IPA does without writing a disk; real agents deploy in agent_ipa/e2e_deploy.
+    let three = HashRing::new(HOSTS.iter().map(|h| h.to_string()));
+    let waiting = std::iter::repeat_with(Uuid::new_v4)
+        .find(|u| three.owner(u) == Some("cond-a"))
+        .unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![7u8; 65536]).unwrap();
+    let waiting_mac = mac(NODES);
+    let (s, n) = api_call(
+        &http,
+        &api_b,
+        Method::POST,
+        "/v1/nodes",
+        Some(json!({
+            "uuid": waiting, "name": "waiting", "driver": "fake-hardware",
+            "boot_interface": "pxe", "deploy_interface": "direct",
+            "driver_info": {"deploy_kernel": format!("file://{}", kernel.display()),
+                            "deploy_ramdisk": format!("file://{}", kernel.display())},
+            "instance_info": {"image_source": format!("file://{}", disk.display())},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{n}");
+    let (s, p) = api_call(
+        &http,
+        &api_b,
+        Method::POST,
+        "/v1/ports",
+        Some(json!({"address": waiting_mac, "node_uuid": waiting})),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    for (target, state) in [
+        ("manage", "manageable"),
+        ("provide", "available"),
+        ("active", "wait call-back"),
+    ] {
+        let path = format!("/v1/nodes/{waiting}/states/provision");
+        let (s, b) = api_call(
+            &http,
+            &api_b,
+            Method::PUT,
+            &path,
+            Some(json!({ "target": target })),
+        )
+        .await;
+        assert_eq!(s, 202, "{target}: {b}");
+        wait_state(
+            &http,
+            &api_b,
+            &waiting.to_string(),
+            &[state],
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let deploy_config =
+        std::fs::read_to_string(pxe_config(&conductors[0].server.data_dir, &waiting_mac))
+            .expect("cond-a wrote the ramdisk config");
+    let side = AgentSide {
+        http: &http,
+        api: api_b.clone(),
+        node: waiting.to_string(),
+        mac: waiting_mac.clone(),
+        token: String::new(),
+    };
+    let (s, found) = side.lookup().await;
+    assert_eq!(s, 200, "{found}");
+    let token = found["config"]["agent_token"].as_str().unwrap().to_string();
+    let side = AgentSide {
+        token: token.clone(),
+        ..side
+    };
+
     // cond-a dies in the middle of a deploy: one of its nodes stays reserved by it in
     // `deploying`, as a SIGKILL between two steps leaves it (written here, since the fake
     // deploy has no step slow enough to kill it in).
@@ -287,18 +366,6 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
             assert_eq!(after[uuid], *owner, "only the dead conductor's nodes move");
         }
     }
-    let took: f64 = survivors
-        .iter()
-        .map(|c| {
-            c.server
-                .metric("ironboot_conductor_take_overs_total{outcome=\"succeeded\"}")
-        })
-        .sum();
-    assert_eq!(
-        took as usize,
-        a_nodes.len() - 1,
-        "each of cond-a's active nodes once"
-    );
 
     // The interrupted deploy is released and failed, saying who died.
     let n = wait_state(
@@ -311,6 +378,59 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
     .await;
     let error = n["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("cond-a") && error.contains("died"), "{n}");
+
+    // The waiting node's ramdisk config is back, the same, in its new owner's root; its agent's
+    // next heartbeat (to any API) finishes the deploy there.
+    let heir = survivors
+        .iter()
+        .find(|c| {
+            HashRing::new(["cond-b", "cond-c"].map(String::from)).owner(&waiting) == Some(c.host)
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !heir.has_config(&waiting_mac) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never regenerated the ramdisk config",
+            heir.host
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let regenerated =
+        std::fs::read_to_string(pxe_config(&heir.server.data_dir, &waiting_mac)).unwrap();
+    // The same config, but for the API address the agent is told: the heir's own (where no
+    // shared `[api] public_url` names one address for all conductors).
+    let dead_api = conductors[0].api();
+    assert_eq!(
+        regenerated.replace(&heir.api(), "<api>"),
+        deploy_config.replace(&dead_api, "<api>"),
+    );
+    let took: f64 = survivors
+        .iter()
+        .map(|c| {
+            c.server
+                .metric("ironboot_conductor_take_overs_total{outcome=\"succeeded\"}")
+        })
+        .sum();
+    assert_eq!(
+        took as usize,
+        a_nodes.len(),
+        "each of cond-a's active nodes (but the interrupted one) and the waiting one, once"
+    );
+    let agent = FakeAgent::start(&token, "").await;
+    let done = side
+        .heartbeat_until_done(&agent.url, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["provision_state"], "active", "{done}");
+    assert_eq!(done["conductor"], heir.host, "{done}");
+    assert!(
+        agent
+            .received()
+            .iter()
+            .any(|c| c == "deploy.execute_deploy_step"),
+        "{:?}",
+        agent.received()
+    );
 
     // Work on a node goes to its owner whichever API it arrives at.
     let moved_node = active
@@ -357,8 +477,11 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
     let a = &mut conductors[0];
     a.server = Conductor::serve(dir.path(), a.host, &a.config);
     let all: Vec<&Conductor> = conductors.iter().collect();
+    let mut active = active;
+    active.push((waiting, waiting_mac));
     let back = wait_settled(&http, &api_b, &active, &all, Duration::from_secs(30)).await;
-    for (uuid, _) in &active {
+    assert_eq!(back[&waiting], "cond-a");
+    for (uuid, _) in active.iter().filter(|(u, _)| *u != waiting) {
         assert_eq!(
             back[uuid], owners[uuid],
             "the ring is the same as before the kill"
