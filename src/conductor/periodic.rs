@@ -126,7 +126,7 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes.into_iter().filter(|n| self.owns(&n.uuid)) {
+        for node in nodes.into_iter().filter(|n| self.owns(n)) {
             let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
@@ -196,7 +196,7 @@ impl Conductor {
                     continue;
                 }
             };
-            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(&n.uuid)).collect();
+            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(n)).collect();
             owned += mine.len();
             let theirs = mine
                 .into_iter()

@@ -32,13 +32,17 @@ struct Conductor {
 
 impl Conductor {
     fn start(dir: &Path, host: &'static str, db_url: &str) -> Conductor {
+        Self::start_in_group(dir, host, db_url, "")
+    }
+
+    fn start_in_group(dir: &Path, host: &'static str, db_url: &str, group: &str) -> Conductor {
         let config = dir.join(format!("{host}.toml"));
         std::fs::write(
             &config,
             format!(
                 "host = \"{host}\"\n\
                  [database]\nurl = \"{db_url}\"\n\
-                 [conductor]\nheartbeat_interval = 1\nheartbeat_timeout = {}\n\
+                 [conductor]\nconductor_group = \"{group}\"\nheartbeat_interval = 1\nheartbeat_timeout = {}\n\
                  sync_local_state_interval = 2\ncheck_provision_state_interval = 1\n\
                  [pxe]\nenable_netboot_fallback = true\n\
                  [agent]\nrequire_tls = false\n",
@@ -492,4 +496,138 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
         "SELECT count(*) FROM nodes WHERE reservation IS NOT NULL",
     );
     assert_eq!(rows.trim(), "0", "no reservation is left behind");
+}
+
+/// Creates a pxe node of `group` with one port (through `api`).
+async fn create_node(
+    http: &reqwest::Client,
+    api: &str,
+    name: &str,
+    group: &str,
+    mac: &str,
+    kernel: &Path,
+) -> Uuid {
+    let href = format!("file://{}", kernel.display());
+    let (s, n) = api_call(
+        http,
+        api,
+        Method::POST,
+        "/v1/nodes",
+        Some(json!({
+            "name": name, "driver": "fake-hardware", "conductor_group": group,
+            "boot_interface": "pxe", "deploy_interface": "fake",
+            "driver_info": {"deploy_kernel": href, "deploy_ramdisk": href},
+            "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{n}");
+    let uuid: Uuid = n["uuid"].as_str().unwrap().parse().unwrap();
+    let (s, p) = api_call(
+        http,
+        api,
+        Method::POST,
+        "/v1/ports",
+        Some(json!({"address": mac, "node_uuid": uuid})),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    uuid
+}
+
+/// Deploys a node (through `api`) to active.
+async fn deploy(http: &reqwest::Client, api: &str, uuid: Uuid) {
+    for (target, state) in [
+        ("manage", "manageable"),
+        ("provide", "available"),
+        ("active", "active"),
+    ] {
+        let path = format!("/v1/nodes/{uuid}/states/provision");
+        let (s, b) = api_call(
+            http,
+            api,
+            Method::PUT,
+            &path,
+            Some(json!({ "target": target })),
+        )
+        .await;
+        assert_eq!(s, 202, "{target}: {b}");
+        wait_state(
+            http,
+            api,
+            &uuid.to_string(),
+            &[state],
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+}
+
+/// Waits until `api` names `host` (or none: `None`) as the node's conductor.
+async fn wait_conductor(http: &reqwest::Client, api: &str, uuid: Uuid, host: Option<&str>) {
+    let deadline = Instant::now() + HEARTBEAT_TIMEOUT + Duration::from_secs(15);
+    loop {
+        let (_, n) = api_call(http, api, Method::GET, &format!("/v1/nodes/{uuid}"), None).await;
+        if n["conductor"].as_str() == host {
+            return;
+        }
+        assert!(Instant::now() < deadline, "conductor is not {host:?}: {n}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_groups_keep_their_nodes_to_themselves() {
+    let test = "multi_conductor groups";
+    let Some(pg) = Postgres::start(test, "ironboot") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = pg.url("ironboot");
+    let default = Conductor::start(dir.path(), "cond-a", &db_url);
+    let mut rack = Conductor::start_in_group(dir.path(), "cond-b", &db_url, "rack-2");
+    let http = support::http_client();
+    let api = default.api();
+    let kernel = dir.path().join("deploy.kernel");
+    std::fs::write(&kernel, b"kernel").unwrap();
+
+    // A group no live conductor serves is refused, as in Ironic.
+    let (s, b) = api_call(
+        &http,
+        &api,
+        Method::POST,
+        "/v1/nodes",
+        Some(json!({"driver": "fake-hardware", "conductor_group": "rack-9"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("rack-9"), "{b}");
+
+    // Each group's node is deployed by its group's conductor, whichever API is asked (once
+    // cond-a's view of the ring, read every heartbeat, has cond-b).
+    let (mac_a, mac_b) = ("52:54:00:7b:00:01", "52:54:00:7b:00:02");
+    let plain = create_node(&http, &api, "plain", "", mac_a, &kernel).await;
+    let racked = create_node(&http, &api, "racked", "rack-2", mac_b, &kernel).await;
+    wait_conductor(&http, &api, racked, Some("cond-b")).await;
+    wait_conductor(&http, &api, plain, Some("cond-a")).await;
+    deploy(&http, &api, plain).await;
+    deploy(&http, &api, racked).await;
+    assert!(default.has_config(mac_a) && !default.has_config(mac_b));
+    assert!(rack.has_config(mac_b) && !rack.has_config(mac_a));
+
+    // With its group's only conductor dead, the rack node has no conductor and the default
+    // group's conductor leaves it alone.
+    rack.server.kill9();
+    wait_conductor(&http, &api, racked, None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!default.has_config(mac_b), "cond-a took a rack-2 node");
+    let (s, b) = api_call(
+        &http,
+        &api,
+        Method::PUT,
+        &format!("/v1/nodes/{racked}/states/power"),
+        Some(json!({"target": "power off"})),
+    )
+    .await;
+    assert!(s >= 400, "{s} {b}");
 }

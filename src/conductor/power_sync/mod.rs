@@ -195,7 +195,7 @@ impl Conductor {
         let nodes = self.store().list_nodes(&query).await?;
         Ok(nodes
             .into_iter()
-            .filter(|n| in_scope(n) && self.owns(&n.uuid))
+            .filter(|n| in_scope(n) && self.owns(n))
             .collect())
     }
 
