@@ -1,6 +1,6 @@
 """The client side of benches/take_over.sh (standard library only).
 
-enroll API N MAC_PREFIX KERNEL   N pxe nodes on fake hardware deployed to active (netboot
+enroll API N MAC_PREFIX KERNEL   N pxe nodes (MAC_PREFIX: 4 octets) on fake hardware deployed to active (netboot
                                  fallback: each has a config in its owner's TFTP root)
 regenerated DIR UUIDS STARTED    waits until DIR (a TFTP root) holds a config naming each node
                                  UUID listed in the file UUIDS; prints seconds since STARTED
@@ -60,7 +60,7 @@ def enroll(api, n, prefix, kernel):
 
     def one(i):
         s, node = call(api, "POST", "/v1/nodes", {
-            "name": f"bench-{prefix}-{i}", "driver": "fake-hardware",
+            "name": f"bench-{prefix.replace(':', '')}-{i}", "driver": "fake-hardware",
             "boot_interface": "pxe", "deploy_interface": "fake",
             "driver_info": {"deploy_kernel": href, "deploy_ramdisk": href},
             "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
