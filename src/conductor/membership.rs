@@ -133,12 +133,17 @@ impl Conductor {
     /// serves that group.
     pub fn owner_of(&self, node: &Node) -> Option<String> {
         let view = self.membership().view();
-        let ring = if node.conductor_group == self.settings().conductor_group {
-            &view.ring
-        } else {
-            view.others.get(&node.conductor_group)?
-        };
-        ring.owner(&node.uuid).map(str::to_string)
+        if node.conductor_group != self.settings().conductor_group {
+            let ring = view.others.get(&node.conductor_group)?;
+            return ring.owner(&node.uuid).map(str::to_string);
+        }
+        // Before the first reading of the table this conductor's group is just itself.
+        Some(
+            view.ring
+                .owner(&node.uuid)
+                .unwrap_or(self.host())
+                .to_string(),
+        )
     }
 
     /// The live conductor that owns `node`, when it is another one.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ironboot::conductor::ring::HashRing;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::fake_agent::FakeAgent;
 use support::postgres::Postgres;
 use support::server::Server;
@@ -170,58 +170,11 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
     // owner (the request is forwarded there), which writes the boot config into its roots.
     let mut nodes = vec![];
     for i in 0..NODES {
-        let (s, n) = api_call(
-            &http,
-            &api_b,
-            Method::POST,
-            "/v1/nodes",
-            Some(json!({
-                "name": format!("node-{i}"), "driver": "fake-hardware",
-                "boot_interface": "pxe", "deploy_interface": "fake",
-                "driver_info": {"deploy_kernel": format!("file://{}", kernel.display()),
-                                "deploy_ramdisk": format!("file://{}", kernel.display())},
-                "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
-            })),
-        )
-        .await;
-        assert_eq!(s, 201, "{n}");
-        let uuid: Uuid = n["uuid"].as_str().unwrap().parse().unwrap();
-        let (s, p) = api_call(
-            &http,
-            &api_b,
-            Method::POST,
-            "/v1/ports",
-            Some(json!({"address": mac(i), "node_uuid": uuid})),
-        )
-        .await;
-        assert_eq!(s, 201, "{p}");
-        nodes.push((uuid, mac(i)));
+        let body = pxe_node(&format!("node-{i}"), "", &kernel);
+        nodes.push((create_node(&http, &api_b, body, &mac(i)).await, mac(i)));
     }
     for (uuid, _) in &nodes {
-        for (target, states) in [
-            ("manage", ["manageable"]),
-            ("provide", ["available"]),
-            ("active", ["active"]),
-        ] {
-            let path = format!("/v1/nodes/{uuid}/states/provision");
-            let (s, b) = api_call(
-                &http,
-                &api_b,
-                Method::PUT,
-                &path,
-                Some(json!({ "target": target })),
-            )
-            .await;
-            assert_eq!(s, 202, "{target} {uuid}: {b}");
-            wait_state(
-                &http,
-                &api_b,
-                &uuid.to_string(),
-                &states,
-                Duration::from_secs(30),
-            )
-            .await;
-        }
+        provision(&http, &api_b, *uuid, "active").await;
     }
     let all: Vec<&Conductor> = conductors.iter().collect();
     let owners = wait_settled(&http, &api_b, &nodes, &all, Duration::from_secs(30)).await;
@@ -259,54 +212,12 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![7u8; 65536]).unwrap();
     let waiting_mac = mac(NODES);
-    let (s, n) = api_call(
-        &http,
-        &api_b,
-        Method::POST,
-        "/v1/nodes",
-        Some(json!({
-            "uuid": waiting, "name": "waiting", "driver": "fake-hardware",
-            "boot_interface": "pxe", "deploy_interface": "direct",
-            "driver_info": {"deploy_kernel": format!("file://{}", kernel.display()),
-                            "deploy_ramdisk": format!("file://{}", kernel.display())},
-            "instance_info": {"image_source": format!("file://{}", disk.display())},
-        })),
-    )
-    .await;
-    assert_eq!(s, 201, "{n}");
-    let (s, p) = api_call(
-        &http,
-        &api_b,
-        Method::POST,
-        "/v1/ports",
-        Some(json!({"address": waiting_mac, "node_uuid": waiting})),
-    )
-    .await;
-    assert_eq!(s, 201, "{p}");
-    for (target, state) in [
-        ("manage", "manageable"),
-        ("provide", "available"),
-        ("active", "wait call-back"),
-    ] {
-        let path = format!("/v1/nodes/{waiting}/states/provision");
-        let (s, b) = api_call(
-            &http,
-            &api_b,
-            Method::PUT,
-            &path,
-            Some(json!({ "target": target })),
-        )
-        .await;
-        assert_eq!(s, 202, "{target}: {b}");
-        wait_state(
-            &http,
-            &api_b,
-            &waiting.to_string(),
-            &[state],
-            Duration::from_secs(30),
-        )
-        .await;
-    }
+    let mut body = pxe_node("waiting", "", &kernel);
+    body["uuid"] = json!(waiting);
+    body["deploy_interface"] = json!("direct");
+    body["instance_info"] = json!({"image_source": format!("file://{}", disk.display())});
+    create_node(&http, &api_b, body, &waiting_mac).await;
+    provision(&http, &api_b, waiting, "wait call-back").await;
     let deploy_config =
         std::fs::read_to_string(pxe_config(&conductors[0].server.data_dir, &waiting_mac))
             .expect("cond-a wrote the ramdisk config");
@@ -498,49 +409,35 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
     assert_eq!(rows.trim(), "0", "no reservation is left behind");
 }
 
-/// Creates a pxe node of `group` with one port (through `api`).
-async fn create_node(
-    http: &reqwest::Client,
-    api: &str,
-    name: &str,
-    group: &str,
-    mac: &str,
-    kernel: &Path,
-) -> Uuid {
+/// The create body of a pxe node of `group` on fake hardware, deployed by the `fake`
+/// interface (with `enable_netboot_fallback` its active config stays in the TFTP root).
+fn pxe_node(name: &str, group: &str, kernel: &Path) -> Value {
     let href = format!("file://{}", kernel.display());
-    let (s, n) = api_call(
-        http,
-        api,
-        Method::POST,
-        "/v1/nodes",
-        Some(json!({
-            "name": name, "driver": "fake-hardware", "conductor_group": group,
-            "boot_interface": "pxe", "deploy_interface": "fake",
-            "driver_info": {"deploy_kernel": href, "deploy_ramdisk": href},
-            "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
-        })),
-    )
-    .await;
+    json!({
+        "name": name, "driver": "fake-hardware", "conductor_group": group,
+        "boot_interface": "pxe", "deploy_interface": "fake",
+        "driver_info": {"deploy_kernel": href, "deploy_ramdisk": href},
+        "instance_info": {"image_source": "http://192.0.2.1/disk.img"},
+    })
+}
+
+/// Creates the node and one port with `mac` (through `api`).
+async fn create_node(http: &reqwest::Client, api: &str, body: Value, mac: &str) -> Uuid {
+    let (s, n) = api_call(http, api, Method::POST, "/v1/nodes", Some(body)).await;
     assert_eq!(s, 201, "{n}");
     let uuid: Uuid = n["uuid"].as_str().unwrap().parse().unwrap();
-    let (s, p) = api_call(
-        http,
-        api,
-        Method::POST,
-        "/v1/ports",
-        Some(json!({"address": mac, "node_uuid": uuid})),
-    )
-    .await;
+    let port = json!({"address": mac, "node_uuid": uuid});
+    let (s, p) = api_call(http, api, Method::POST, "/v1/ports", Some(port)).await;
     assert_eq!(s, 201, "{p}");
     uuid
 }
 
-/// Deploys a node (through `api`) to active.
-async fn deploy(http: &reqwest::Client, api: &str, uuid: Uuid) {
+/// manage, provide, deploy (through `api`) until the node rests in `end`.
+async fn provision(http: &reqwest::Client, api: &str, uuid: Uuid, end: &str) {
     for (target, state) in [
         ("manage", "manageable"),
         ("provide", "available"),
-        ("active", "active"),
+        ("active", end),
     ] {
         let path = format!("/v1/nodes/{uuid}/states/provision");
         let (s, b) = api_call(
@@ -606,12 +503,12 @@ async fn conductor_groups_keep_their_nodes_to_themselves() {
     // Each group's node is deployed by its group's conductor, whichever API is asked (once
     // cond-a's view of the ring, read every heartbeat, has cond-b).
     let (mac_a, mac_b) = ("52:54:00:7b:00:01", "52:54:00:7b:00:02");
-    let plain = create_node(&http, &api, "plain", "", mac_a, &kernel).await;
-    let racked = create_node(&http, &api, "racked", "rack-2", mac_b, &kernel).await;
+    let plain = create_node(&http, &api, pxe_node("plain", "", &kernel), mac_a).await;
+    let racked = create_node(&http, &api, pxe_node("racked", "rack-2", &kernel), mac_b).await;
     wait_conductor(&http, &api, racked, Some("cond-b")).await;
     wait_conductor(&http, &api, plain, Some("cond-a")).await;
-    deploy(&http, &api, plain).await;
-    deploy(&http, &api, racked).await;
+    provision(&http, &api, plain, "active").await;
+    provision(&http, &api, racked, "active").await;
     assert!(default.has_config(mac_a) && !default.has_config(mac_b));
     assert!(rack.has_config(mac_b) && !rack.has_config(mac_a));
 
