@@ -509,6 +509,89 @@ fn http_get_head_and_ranges_with_curl() {
     assert_eq!(sent, expected as f64);
 }
 
+/// Reads one response from `conn` (its Content-Length body unless it answers a HEAD),
+/// keeping what follows in `rest`.
+fn read_response(conn: &mut TcpStream, rest: &mut Vec<u8>, head: bool) -> (String, Vec<u8>) {
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed inside a head");
+        rest.extend_from_slice(&buf[..n]);
+    };
+    let text = String::from_utf8_lossy(&rest[..head_end]).to_lowercase();
+    let len: usize = match head {
+        true => 0,
+        false => text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0),
+    };
+    rest.drain(..head_end);
+    while rest.len() < len {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} of {len} body bytes", rest.len());
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let body = rest.drain(..len).collect();
+    (text, body)
+}
+
+#[test]
+fn pipelined_requests_on_one_connection_get_their_own_bytes() {
+    // File bodies go out with sendfile behind placeholder frames: several responses queued on
+    // one connection must each get their own file's bytes, in order, HEAD and 404 between.
+    let s = BootServers::start();
+    let big_len = 3 * 1024 * 1024 + 5;
+    write_pattern_file(&s.http_root().join("kernel"), big_len, 11);
+    write_pattern_file(&s.http_root().join("script"), 300, 12);
+    let kernel = std::fs::read(s.http_root().join("kernel")).unwrap();
+    let script = std::fs::read(s.http_root().join("script")).unwrap();
+    // Out of the page cache, so the first send reads ahead on a thread before sendfile.
+    let file = std::fs::File::open(s.http_root().join("kernel")).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: the descriptor is open; the call only drops clean cached pages.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let mut conn = TcpStream::connect(s.http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let requests = [
+        "GET /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /script HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /kernel HTTP/1.1\r\nHost: x\r\nRange: bytes=1000000-1999999\r\n\r\n",
+        "GET /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    conn.write_all(requests.concat().as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    let mut next = |head| read_response(&mut conn, &mut rest, head);
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(body == kernel, "first kernel differs");
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 200") && body == script, "{h}");
+    let (h, _) = next(true);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(h.contains(&format!("content-length: {big_len}")), "{h}");
+    let (h, _) = next(false);
+    assert!(h.starts_with("http/1.1 404"), "{h}");
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 206"), "{h}");
+    assert!(body == kernel[1_000_000..2_000_000], "range differs");
+    let (h, body) = next(false);
+    assert!(
+        h.starts_with("http/1.1 200") && body == kernel,
+        "last kernel differs: {h}"
+    );
+}
+
 fn node() -> Uuid {
     NODE.parse().unwrap()
 }
