@@ -80,7 +80,7 @@ fn write_chunks(
                     file.file().write_all(&data).map_err(|e| (e, len))?;
                 }
                 if len - flushed >= WRITE_BEHIND {
-                    start_writeback(file.file(), flushed, len - flushed);
+                    crate::fsutil::start_writeback(file.file(), flushed, len - flushed);
                     flushed = len;
                 }
             }
@@ -113,18 +113,4 @@ fn hash_stream(
         }
     }
     hasher.finish()
-}
-
-/// Asks the kernel to start writing a range back now (without waiting), so that the fsync
-/// before the commit has little left to do instead of the whole image.
-pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: the descriptor is open for the lifetime of `file`; the call only schedules I/O.
-    // Failure is harmless (the final fsync writes everything), so its result is ignored.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
