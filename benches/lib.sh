@@ -386,7 +386,13 @@ compare() {
   echo "-- $title"
   show "$ka" "$na" "$unit"
   show "$kb" "$nb" "$unit"
-  echo "   ratio of medians $na/$nb: $(ratio_of "$ka" "$kb") (time: below 1 means $na is faster)"
+  local reading="time: below 1 means $na is faster"
+  case $unit in
+    */s) reading="throughput: above 1 means $na is faster" ;;
+    s) ;;
+    *) reading="below 1 means $na uses less" ;;
+  esac
+  echo "   ratio of medians $na/$nb: $(ratio_of "$ka" "$kb") ($reading)"
 }
 
 compare_all() {
