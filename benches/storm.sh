@@ -152,10 +152,12 @@ storm() {
     ${ACCT_OF[$1]} --window-every "$WINDOW_EVERY" --parts "$PARTS" > "$out" 2> "$WORK/storm.err" || rc=$?
   if [ "$rc" != 0 ]; then
     failure "storm.$1" "load generator exit status $rc$(bench_stderr_tail "$WORK/storm.err")"
+    echo "$NODES" >> "$WORK/failed_nodes.$1" # no figures: every node counts as failed
     return 0
   fi
   val() { awk -v k="$1" '$1 == k {print $2}' "$out"; }
   fails=$(val failures)
+  echo "$fails" >> "$WORK/failed_nodes.$1"
   if [ "$fails" != 0 ]; then
     while read -r line; do failure "storm.$1" "$line"; done < <(grep '^fail ' "$out" | head -20)
     if [ "$fails" -gt 20 ]; then failure "storm.$1" "... and $((fails - 20)) more failed nodes"; fi
@@ -173,10 +175,12 @@ storm() {
 rounds storm ironboot peers
 
 med() { median_of "$1"; }
-F_IB=$(failures_of storm.ironboot)
-F_PEERS=$(failures_of storm.peers)
+# Failed nodes over every round (the failure lines above list at most 20 per round).
+failed_nodes() { awk '{n += $1} END {print n + 0}' "$WORK/failed_nodes.$1" 2> /dev/null || echo 0; }
+F_IB=$(failed_nodes ironboot)
+F_PEERS=$(failed_nodes peers)
 echo
-echo "storm $NODES nodes: failures $F_IB (ironboot) / $F_PEERS (tftpd-hpa+nginx)," \
+echo "storm $NODES nodes: failures $F_IB (ironboot) / $F_PEERS (tftpd-hpa+nginx) failed nodes of $((NODES * ROUNDS)) each," \
   "p50 $(med ironboot.p50_s) / $(med peers.p50_s) s, p99 $(med ironboot.p99_s) / $(med peers.p99_s) s," \
   "throughput $(med ironboot.throughput_gib_s) / $(med peers.throughput_gib_s) GiB/s," \
   "CPU $(med ironboot.cpu_s_per_gib) / $(med peers.cpu_s_per_gib) s/GiB," \

@@ -78,8 +78,8 @@ pub struct TftpSettings {
     pub workers: usize,
     /// Transfers in progress at once (each holds a UDP socket and a file); a request past it
     /// gets an ERROR "server busy", which boot firmware takes as a failed boot. Sized above a
-    /// 1,000-node boot storm (benches/storm.sh: 512 failed 84 of 1,000 nodes). Lowered at
-    /// start if the open-file limit cannot hold it.
+    /// 1,000-node boot storm (`benches/storm.sh 1000`: at 512, 457-465 of the 1,000 nodes
+    /// failed in each round). Lowered at start if the open-file limit cannot hold it.
     pub max_transfers: usize,
 }
 
