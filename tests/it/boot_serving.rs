@@ -592,6 +592,65 @@ fn pipelined_requests_on_one_connection_get_their_own_bytes() {
     );
 }
 
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_ends_the_connection_short_never_padded() {
+    // sendfile meets the new end of file: the connection must close before the announced
+    // length, with only the file's own bytes sent, and the server must go on serving.
+    let s = BootServers::start();
+    let len = 64 << 20;
+    let path = s.http_root().join("ramdisk");
+    write_pattern_file(&path, len, 13);
+    write_pattern_file(&s.http_root().join("script"), 300, 14);
+    let original = std::fs::read(&path).unwrap();
+    let mut conn = TcpStream::connect(s.http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"GET /ramdisk HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    // Far less than the socket buffers could hold of a 64 MiB body.
+    while got.len() < 1 << 20 {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {len}")), "{head}");
+    let body = &got[head_end..];
+    assert!(body.len() < len, "a whole body was sent for a shrunk file");
+    assert!(
+        body == &original[..body.len()],
+        "bytes other than the file's were sent"
+    );
+    let script = std::fs::read(s.http_root().join("script")).unwrap();
+    let mut again = TcpStream::connect(s.http).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    again
+        .write_all(b"GET /script HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (h, body) = read_response(&mut again, &mut Vec::new(), false);
+    assert!(h.starts_with("http/1.1 200") && body == script, "{h}");
+}
+
 fn node() -> Uuid {
     NODE.parse().unwrap()
 }
