@@ -183,9 +183,11 @@ async fn start_data_plane(
         let router = boot_http::router(confinement, settings, http_metrics);
         let limits = settings.limits(budget.http_connections);
         let conn_metrics = listeners.for_listener("boot_http");
+        let zero_copy = settings.zero_copy;
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.http = Some(tokio::spawn(async move {
-            let result = boot_http::serve(listener, router, limits, conn_metrics, token).await;
+            let result =
+                boot_http::serve(listener, router, limits, conn_metrics, zero_copy, token).await;
             stop_service_on_error("boot http", &result, &stop_all);
             result
         }));
@@ -470,6 +472,7 @@ pub async fn run(
         limits: config.api.limits(budget.api_connections),
         refusals: api_refusals(),
         metrics: listeners.for_listener("api"),
+        zero_copy: false,
     };
     let served = crate::serve::listener::serve(api, app, shutdown.clone()).await;
     shutdown.cancel();
