@@ -10,7 +10,8 @@
 # so none pays for another's write-back. A round of the ironboot side counts only when the
 # origin saw exactly one GET for the NODES requests, every node file is the same inode, and
 # that file's checksum equals the source's. Cache-hit latency (HITS conditional GETs answered
-# 304) is what the bench binary measured. Rules, output and exit status: benches/lib.sh.
+# 304) is what the bench binary measured. `curl + fsync` (information, no target) is the
+# download made durable, as the cache's must be. Rules, output and exit status: benches/lib.sh.
 read -r -d '' USAGE << 'EOF'
 Usage: benches/image_cache.sh [--strict] [SIZE_MIB]
 Env:   ROUNDS (default 6), SIZE_MIB (1024), NODES (100), HITS (200), BENCH_SUM, WORK
@@ -93,6 +94,11 @@ side() {
     curl)
       transfer cache.curl "$WORK/plain" "$SUM" curl -sS --fail -o "$WORK/plain" "$URL"
       ;;
+    curl+fsync)
+      # A durable download (the cache may not publish a master before it is on disk).
+      transfer cache.curl-fsync "$WORK/plain" "$SUM" \
+        bash -c 'curl -sS --fail -o "$1" "$2" && sync "$1"' _ "$WORK/plain" "$URL"
+      ;;
     curl+sha256sum)
       transfer cache.curl-sha256 "$WORK/plain" "$SUM" \
         bash -o pipefail -c 'curl -sS --fail "$1" | tee "$2" | sha256sum > /dev/null' _ "$URL" "$WORK/plain"
@@ -100,12 +106,13 @@ side() {
   esac
 }
 
-rounds side ironboot curl curl+sha256sum
+rounds side ironboot curl curl+fsync curl+sha256sum
 
 compare "$SIZE_MIB MiB image: $NODES concurrent requests through the cache vs one plain curl download" \
   cache.ironboot ironboot cache.curl curl
 target "ironboot <= 1.1x one plain curl download (time ratio, lower is better)" \
   "$(ratio_of cache.ironboot cache.curl)" "<=" 1.1
+compare "a durable download: curl, then fsync of its file" cache.ironboot ironboot cache.curl-fsync "curl+fsync"
 compare "the same work: download and hash" cache.ironboot ironboot cache.curl-sha256 "curl|tee|sha256sum"
 echo
 echo "-- cache hits (conditional GET answered 304), as the bench binary timed them, per round"

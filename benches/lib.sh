@@ -69,6 +69,8 @@
 #                                 reported through --ready-file: sets IB_API, IB_HTTP, IB_TFTP
 #   wait_tcp PORT                 wait (up to 10 s) until 127.0.0.1:PORT accepts connections
 #   stop_all                      stop every server started here
+#   bench_at_exit CMD...          run CMD at exit, after the servers are stopped (clean-up of
+#                                 what a script made outside $WORK, e.g. a cgroup)
 # Names starting with BENCH_ or _b_ belong to this file; a script's own may be anything else.
 
 BENCH_NAME=""
@@ -77,6 +79,7 @@ BENCH_USAGE=""
 BENCH_PIDS=()
 BENCH_MISSED=0
 BENCH_STATE=""
+BENCH_AT_EXIT=()
 
 bench_usage() { BENCH_USAGE=$1; }
 
@@ -149,9 +152,12 @@ bench_note_load() {
   echo "$one" >> "$BENCH_STATE/load"
 }
 
+bench_at_exit() { BENCH_AT_EXIT+=("$*"); }
+
 bench_cleanup() {
-  local rc=$?
+  local rc=$? cmd
   stop_all
+  for cmd in "${BENCH_AT_EXIT[@]}"; do eval "$cmd" || true; done
   if [ "${BENCH_OWN_WORK:-0}" = 1 ] && [ "${KEEP_WORK:-0}" != 1 ]; then
     rm -rf "$WORK"
   fi
@@ -380,7 +386,13 @@ compare() {
   echo "-- $title"
   show "$ka" "$na" "$unit"
   show "$kb" "$nb" "$unit"
-  echo "   ratio of medians $na/$nb: $(ratio_of "$ka" "$kb") (time: below 1 means $na is faster)"
+  local reading="time: below 1 means $na is faster"
+  case $unit in
+    */s) reading="throughput: above 1 means $na is faster" ;;
+    s) ;;
+    *) reading="below 1 means $na uses less" ;;
+  esac
+  echo "   ratio of medians $na/$nb: $(ratio_of "$ka" "$kb") ($reading)"
 }
 
 compare_all() {

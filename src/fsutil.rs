@@ -257,6 +257,20 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Asks the kernel to start writing a range back now (without waiting), so that a later
+/// fsync has little left to do instead of the whole file.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the lifetime of `file`; the call only schedules I/O.
+    // Failure is harmless (the final fsync writes everything), so its result is ignored.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

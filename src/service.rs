@@ -22,6 +22,7 @@ use crate::serve::http::{self as boot_http, HttpMetrics};
 use crate::serve::limits::FdBudget;
 use crate::serve::listener::{Listener, ListenerMetrics, Refusals};
 use crate::serve::tftp::{TftpMetrics, TftpService};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -182,9 +183,11 @@ async fn start_data_plane(
         let router = boot_http::router(confinement, settings, http_metrics);
         let limits = settings.limits(budget.http_connections);
         let conn_metrics = listeners.for_listener("boot_http");
+        let zero_copy = settings.zero_copy;
         let (token, stop_all) = (shutdown.child_token(), shutdown.clone());
         plane.http = Some(tokio::spawn(async move {
-            let result = boot_http::serve(listener, router, limits, conn_metrics, token).await;
+            let result =
+                boot_http::serve(listener, router, limits, conn_metrics, zero_copy, token).await;
             stop_service_on_error("boot http", &result, &stop_all);
             result
         }));
@@ -300,15 +303,18 @@ impl DataDirLock {
 /// Everything done before the database is opened or a port bound: the directories, the
 /// locks (data directory and database), the leftovers of a killed run, and enough space to
 /// work in. Returns the locks to hold.
-fn claim_data_dir(config: &Config) -> Result<[DataDirLock; 2], ServiceError> {
+fn claim_data_dir(config: &Config) -> Result<(DataDirLock, Option<DataDirLock>), ServiceError> {
     ensure_dirs(config)?;
     let dir = DataDirLock::acquire(&config.data_dir)?;
+    // A shared database is shared on purpose; the data directory lock still keeps two
+    // services off one set of served roots.
     let db = match &config.database {
-        Database::Sqlite { path } => DataDirLock::acquire_database(path)?,
+        Database::Sqlite { path } => Some(DataDirLock::acquire_database(path)?),
+        Database::Postgres { .. } => None,
     };
     remove_leftovers(config)?;
     check_storage(config)?;
-    Ok([dir, db])
+    Ok((dir, db))
 }
 
 /// Temporary files a killed run left in the served roots (a config or a link caught between
@@ -466,6 +472,7 @@ pub async fn run(
         limits: config.api.limits(budget.api_connections),
         refusals: api_refusals(),
         metrics: listeners.for_listener("api"),
+        zero_copy: false,
     };
     let served = crate::serve::listener::serve(api, app, shutdown.clone()).await;
     shutdown.cancel();
@@ -542,6 +549,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServiceError> {
             let store = SqliteStore::open(path).await.map_err(|e| e.at(path))?;
             Ok(Arc::new(crate::store::Located::new(store, path)))
         }
+        Database::Postgres { url } => Ok(Arc::new(PostgresStore::open(url).await?)),
     }
 }
 
@@ -555,8 +563,9 @@ fn check_storage(config: &Config) -> Result<(), ServiceError> {
         config.http_root.clone(),
         config.cache_dir.clone(),
     ];
-    let Database::Sqlite { path } = &config.database;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Database::Sqlite { path } = &config.database
+        && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+    {
         dirs.push(parent.to_path_buf());
     }
     dirs.dedup();

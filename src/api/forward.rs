@@ -46,7 +46,7 @@ pub async fn to_owner(State(st): State<AppState>, req: Request, next: Next) -> R
     let Some(ident) = acting_on(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
-    if req.headers().contains_key(FORWARDED_BY) || st.conductor.ring_members().len() < 2 {
+    if req.headers().contains_key(FORWARDED_BY) || st.conductor.only_conductor() {
         return next.run(req).await;
     }
     let node = match st.store.get_node(&NodeIdent::parse(&ident)).await {
@@ -54,7 +54,15 @@ pub async fn to_owner(State(st): State<AppState>, req: Request, next: Next) -> R
         // Not found and friends: the handler gives the usual answer.
         Err(_) => return next.run(req).await,
     };
-    let Some(owner) = st.conductor.other_owner(&node.uuid) else {
+    if st.conductor.owner_of(&node).is_none() {
+        return ApiError::bad_request(format!(
+            "No valid host was found. Reason: No conductor service registered which supports \
+             driver {} for conductor group \"{}\".",
+            node.driver, node.conductor_group
+        ))
+        .into_response();
+    }
+    let Some(owner) = st.conductor.other_owner(&node) else {
         return next.run(req).await;
     };
     let Some(base) = owner.api_url.clone() else {

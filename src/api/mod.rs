@@ -67,12 +67,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The conductor serving `node`: its owner on the hash ring.
-    pub fn conductor_for(&self, node: &uuid::Uuid) -> String {
-        self.conductor
-            .other_owner(node)
-            .map(|c| c.hostname)
-            .unwrap_or_else(|| self.conductor.host().to_string())
+    /// The conductor serving `node`: its owner on the hash ring of its group (empty when no
+    /// live conductor serves the group).
+    pub fn conductor_for(&self, node: &crate::model::Node) -> String {
+        self.conductor.owner_of(node).unwrap_or_default()
     }
 }
 

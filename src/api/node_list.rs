@@ -271,7 +271,7 @@ async fn list_nodes(
     query.limit = Some(limit);
     let mut nodes = st.store.list_nodes(&query).await?;
     if let Some(c) = q.get("conductor") {
-        nodes.retain(|n| st.conductor_for(&n.uuid) == c);
+        nodes.retain(|n| st.conductor_for(n) == c);
     }
     let shown = match fields {
         Some(f) => Shown::Only(f),
@@ -280,7 +280,7 @@ async fn list_nodes(
     };
     let docs: Vec<Value> = nodes
         .iter()
-        .map(|n| node_view::node_json(n, &shown, version, &base, &st.conductor_for(&n.uuid)))
+        .map(|n| node_view::node_json(n, &shown, version, &base, &st.conductor_for(n)))
         .collect();
     let mut body = json!({ "nodes": docs });
     // A list by instance is at most one node: Ironic gives it no next link.

@@ -172,8 +172,9 @@ pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Val
         "target_power_state" => json!(node.target_power_state),
         "last_error" => opt_str(&node.last_error),
         "reservation" => opt_str(&node.reservation),
-        // `host`: the node's conductor on the hash ring, as the caller found it.
-        "conductor" => json!(host),
+        // `host`: the node's conductor on the hash ring, as the caller found it (none when no
+        // live conductor serves the node's group).
+        "conductor" => opt_str(&Some(host.to_string()).filter(|h| !h.is_empty())),
         "maintenance" => json!(node.maintenance),
         "maintenance_reason" => opt_str(&node.maintenance_reason),
         "console_enabled" => json!(false),

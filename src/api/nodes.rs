@@ -136,13 +136,7 @@ pub async fn create(
     st.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, name = ?node.name, "node created");
     let location = format!("{base}/v1/nodes/{}", node.uuid);
-    let doc = node_view::node_json(
-        &node,
-        &Shown::All,
-        version,
-        &base,
-        &st.conductor_for(&node.uuid),
-    );
+    let doc = node_view::node_json(&node, &Shown::All, version, &base, &st.conductor_for(&node));
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -168,7 +162,7 @@ pub async fn show(
         &shown,
         version,
         &base,
-        &st.conductor_for(&node.uuid),
+        &st.conductor_for(&node),
     )))
 }
 
@@ -448,7 +442,7 @@ pub async fn update(
         &Shown::All,
         version,
         &base,
-        &st.conductor_for(&node.uuid),
+        &st.conductor_for(&node),
     )))
 }
 

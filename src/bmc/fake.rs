@@ -29,6 +29,10 @@ impl PowerInterface for FakePower {
         Ok(ctx.node.power_state.unwrap_or(PowerState::Off))
     }
 
+    fn reads_the_record(&self) -> bool {
+        true
+    }
+
     async fn set_power_state(
         &self,
         ctx: &mut NodeContext,

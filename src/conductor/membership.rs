@@ -2,21 +2,21 @@
 //!
 //! Every conductor registers in the shared database and touches its row every
 //! `heartbeat_interval`; one not seen for `heartbeat_timeout` (or marked offline by a graceful
-//! stop) is dead. The live conductors of this conductor's group form the [`HashRing`]; a node
-//! is this conductor's when the ring maps it here. Periodic work (callback timeouts, take
+//! stop) is dead. The live conductors of each `conductor_group` form a [`HashRing`]; a node is
+//! this conductor's when the ring of the node's group maps it here (a node of a group no live
+//! conductor serves is nobody's until one joins). Periodic work (callback timeouts, take
 //! over, orphan recovery) only touches this conductor's nodes, and the API forwards a node's
 //! work to its owner.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
-
-use uuid::Uuid;
 
 use super::Conductor;
 use super::ring::HashRing;
+use crate::model::Node;
 use crate::store::{ConductorRecord, StoreError};
 
-/// The live members of this conductor's group, as last read from the database.
+/// The live conductors and their rings, as last read from the database.
 #[derive(Debug, Default)]
 pub struct Membership {
     state: RwLock<Arc<View>>,
@@ -25,8 +25,11 @@ pub struct Membership {
 /// One reading of the conductors table.
 #[derive(Debug, Default)]
 struct View {
+    /// This conductor's group's ring (this conductor always on it).
     ring: HashRing,
-    /// Live conductors of this group, by host name.
+    /// The rings of the other groups with live conductors.
+    others: BTreeMap<String, HashRing>,
+    /// Live conductors of every group.
     live: Vec<ConductorRecord>,
     /// Every conductor the table knows that is dead (any group).
     dead: BTreeSet<String>,
@@ -66,20 +69,36 @@ impl Conductor {
         let mut live = Vec::new();
         let mut dead = BTreeSet::new();
         for c in self.store().list_conductors().await? {
-            if !c.alive(now, timeout) {
-                dead.insert(c.hostname);
-            } else if &c.conductor_group == group {
+            if c.alive(now, timeout) {
                 live.push(c);
+            } else {
+                dead.insert(c.hostname);
             }
         }
         // This conductor is a member while it runs, even if its first touch is late.
-        if !live.iter().any(|c| c.hostname == self.host()) {
-            dead.remove(self.host());
+        dead.remove(self.host());
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in &live {
+            if c.hostname != self.host() {
+                groups
+                    .entry(c.conductor_group.clone())
+                    .or_default()
+                    .push(c.hostname.clone());
+            }
         }
-        let mut hosts: Vec<String> = live.iter().map(|c| c.hostname.clone()).collect();
+        let mut hosts = groups.remove(group).unwrap_or_default();
         hosts.push(self.host().to_string());
         let ring = HashRing::new(hosts);
-        let old = self.membership().replace(View { ring, live, dead });
+        let others = groups
+            .into_iter()
+            .map(|(g, hosts)| (g, HashRing::new(hosts)))
+            .collect();
+        let old = self.membership().replace(View {
+            ring,
+            others,
+            live,
+            dead,
+        });
         let new = self.membership().view();
         let change = MembershipChange {
             joined: new
@@ -105,20 +124,43 @@ impl Conductor {
         Ok(change)
     }
 
-    /// Whether the ring maps `node` to this conductor.
-    pub fn owns(&self, node: &Uuid) -> bool {
+    /// Whether the ring of the node's group maps it to this conductor.
+    pub fn owns(&self, node: &Node) -> bool {
+        self.owner_of(node).as_deref() == Some(self.host())
+    }
+
+    /// The host the ring of the node's group maps it to; `None` when no live conductor
+    /// serves that group.
+    pub fn owner_of(&self, node: &Node) -> Option<String> {
         let view = self.membership().view();
-        view.ring.owner(node).is_none_or(|h| h == self.host())
+        if node.conductor_group != self.settings().conductor_group {
+            let ring = view.others.get(&node.conductor_group)?;
+            return ring.owner(&node.uuid).map(str::to_string);
+        }
+        // Before the first reading of the table this conductor's group is just itself.
+        Some(
+            view.ring
+                .owner(&node.uuid)
+                .unwrap_or(self.host())
+                .to_string(),
+        )
     }
 
     /// The live conductor that owns `node`, when it is another one.
-    pub fn other_owner(&self, node: &Uuid) -> Option<ConductorRecord> {
-        let view = self.membership().view();
-        let owner = view.ring.owner(node)?;
+    pub fn other_owner(&self, node: &Node) -> Option<ConductorRecord> {
+        let owner = self.owner_of(node)?;
         if owner == self.host() {
             return None;
         }
+        let view = self.membership().view();
         view.live.iter().find(|c| c.hostname == owner).cloned()
+    }
+
+    /// Whether the conductors table names no other conductor, dead or alive (one conductor
+    /// alone on its database: nothing to forward, every node is its own).
+    pub fn only_conductor(&self) -> bool {
+        let view = self.membership().view();
+        view.dead.is_empty() && view.live.iter().all(|c| c.hostname == self.host())
     }
 
     /// Whether `host` is known to be dead (offline, or silent past `heartbeat_timeout`).

@@ -187,7 +187,7 @@ impl Conductor {
             .await?
         {
             // Another live conductor may be working on its own nodes between two steps.
-            if !node.provision_state.stuck_on_restart() || !self.owns(&node.uuid) {
+            if !node.provision_state.stuck_on_restart() || !self.owns(&node) {
                 continue;
             }
             let state = node.provision_state;

@@ -30,7 +30,7 @@ impl Conductor {
             let Some(holder) = node.reservation.clone() else {
                 continue;
             };
-            if holder == self.host() || !self.is_dead(&holder) || !self.owns(&node.uuid) {
+            if holder == self.host() || !self.is_dead(&holder) || !self.owns(&node) {
                 continue;
             }
             if let Err(e) = self.store().release_node(node.uuid, &holder).await {

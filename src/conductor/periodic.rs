@@ -128,7 +128,7 @@ impl Conductor {
                 return;
             }
         };
-        for node in nodes.into_iter().filter(|n| self.owns(&n.uuid)) {
+        for node in nodes.into_iter().filter(|n| self.owns(n)) {
             let Ok(task) = self.reserve(&NodeIdent::Uuid(node.uuid)).await else {
                 continue;
             };
@@ -179,8 +179,8 @@ impl Conductor {
     /// call-back`, `clean wait`) are included because a ramdisk booted from virtual media
     /// reads the media the previous conductor published (a floppy, an ISO) for as long as it
     /// runs; the boot interface gets the deploy interface's ramdisk parameters to rebuild it
-    /// identically. Interfaces with nothing to regenerate in a state (pxe and ipxe outside
-    /// `active`) do nothing.
+    /// identically, and a ramdisk booted over the network needs its PXE/iPXE/GRUB config
+    /// again whenever the node reboots.
     pub async fn take_over_nodes(self: &Arc<Self>) {
         let mut owned = 0;
         let mut failed = 0;
@@ -199,7 +199,7 @@ impl Conductor {
                     continue;
                 }
             };
-            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(&n.uuid)).collect();
+            let mine: Vec<_> = nodes.into_iter().filter(|n| self.owns(n)).collect();
             owned += mine.len();
             let theirs = mine
                 .into_iter()

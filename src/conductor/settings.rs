@@ -11,8 +11,8 @@ use crate::settings::{SettingError, positive, secs};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConductorSettings {
-    /// This conductor's group (Ironic's `[conductor] conductor_group`). Only the default
-    /// group (empty) exists until nodes carry a `conductor_group` of their own.
+    /// This conductor's group (Ironic's `[conductor] conductor_group`): it serves the nodes
+    /// whose `conductor_group` is the same (empty: the default group).
     pub conductor_group: String,
     /// Between keepalive touches of this conductor's row.
     #[serde(with = "secs")]
@@ -92,12 +92,15 @@ impl Default for ConductorSettings {
 
 impl ConductorSettings {
     pub fn validate(&self) -> Result<(), SettingError> {
-        if !self.conductor_group.is_empty() {
+        if let Some(bad) = self
+            .conductor_group
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
             return Err(SettingError::new(
                 "conductor.conductor_group",
                 &self.conductor_group,
-                "conductor groups are not supported by this build (nodes have no \
-                 conductor_group yet); leave it empty",
+                format!("{bad:?} is not allowed: letters, digits, '.', '_' and '-' only"),
             ));
         }
         positive("conductor.heartbeat_interval", self.heartbeat_interval)?;

@@ -334,6 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_url_keeps_its_password_out_of_config_show() {
+        let url = "postgres://ironboot:pg-secret@db.example:5432/ironboot";
+        let c = Config::load_with_env(
+            None,
+            &env(&[("IRONBOOT_DATABASE__URL", url)]),
+            &Overrides {
+                data_dir: Some("/srv/ib".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.database, Database::Postgres { url: url.into() });
+        let shown = c.to_toml();
+        assert!(
+            shown.contains("postgres://ironboot:******@db.example:5432/ironboot")
+                && !shown.contains("pg-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("ironboot.toml");
@@ -385,10 +406,7 @@ mod tests {
                 &[("IRONBOOT_API__AUTH_STRATEGY", "http_basic")],
                 "api.http_basic_auth_user_file",
             ),
-            (
-                &[("IRONBOOT_DATABASE__URL", "postgres://x")],
-                "database.url",
-            ),
+            (&[("IRONBOOT_DATABASE__URL", "mysql://x")], "database.url"),
             (
                 &[("IRONBOOT_DEPLOY__HTTP_URL", "ftp://x")],
                 "deploy.http_url",

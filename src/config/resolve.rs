@@ -19,11 +19,13 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
     let my_ip = *file.my_ip.get_or_insert_with(detect_my_ip);
     let deprecations = move_legacy_http_keys(&mut file)?;
     let (db_url, database) = file.database.resolve(&data_dir)?;
-    file.database.url = Some(db_url);
+    // What `config show` prints: the password stays in `database` only.
+    file.database.url = Some(crate::store::mask_password(&db_url));
     let database = match database {
         Database::Sqlite { path } => Database::Sqlite {
             path: absolute(path),
         },
+        pg @ Database::Postgres { .. } => pg,
     };
     let roots = Roots::resolve(&mut file, &data_dir)?;
     let auth = file.api.validate()?;

@@ -51,6 +51,12 @@ pub trait PowerInterface: Send + Sync {
     /// Checks `driver_info` has what this interface needs, without touching the hardware.
     fn validate(&self, ctx: &NodeContext) -> Result<(), PowerError>;
     async fn get_power_state(&self, ctx: &mut NodeContext) -> Result<PowerState, PowerError>;
+    /// Whether the state this interface reports is only the node's own record (the `fake`
+    /// interface): the power sync then has nothing to learn, and a node with no recorded
+    /// state keeps none, as in Ironic.
+    fn reads_the_record(&self) -> bool {
+        false
+    }
     /// Moves the node to `target` (`power on`, `power off`, `rebooting`, `soft ...`) and
     /// returns once the hardware reports it there (or fails).
     async fn set_power_state(

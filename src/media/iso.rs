@@ -24,6 +24,7 @@ use hadris_storage::host::FileDevice;
 use sha2::{Digest, Sha256};
 
 use super::cmdline;
+use super::direct::{self, Payloads};
 use super::esp::build_esp;
 use super::templates::BootContext;
 use super::tracked::TrackedDevice;
@@ -101,21 +102,46 @@ pub(crate) fn build(
     out: &Path,
     options: BuildOptions<'_>,
 ) -> Result<BuildReport, MediaError> {
+    build_with(builder, spec, out, options, Payloads::default())
+}
+
+/// [`build`], with the host files `payloads` takes copied in the kernel.
+fn build_with(
+    builder: &MediaBuilder,
+    spec: &IsoSpec,
+    out: &Path,
+    options: BuildOptions<'_>,
+    mut payloads: Payloads,
+) -> Result<BuildReport, MediaError> {
     let started = Instant::now();
-    let (tree, iso_options) = plan_inputs(builder, spec)?;
+    let (tree, iso_options) = plan_inputs(builder, spec, &mut payloads)?;
     let iso_err = |source| MediaError::Iso {
         path: out.to_path_buf(),
         source: Box::new(source),
     };
-    let size = hadris_iso::plan(&tree, &iso_options)
-        .map_err(iso_err)?
-        .size();
+    let plan = hadris_iso::plan(&tree, &iso_options).map_err(iso_err)?;
+    let size = plan.size();
+    let directs = payloads.extents(&plan, out)?;
 
     let mut file = create_output(out)?;
     let handle = file.file().try_clone().map_err(|e| output_error(out, e))?;
     let device = FileDevice::new(handle).map_err(|e| output_error(out, e))?;
-    let mut tracked = TrackedDevice::new(device, size, options.progress, options.sha256);
+    if 2048 % u64::from(hadris_storage::sync::BlockDevice::block_size(&device).get()) != 0 {
+        return Err(output_error(
+            out,
+            std::io::Error::other("the output's block size does not divide an ISO sector"),
+        ));
+    }
+    let mut tracked =
+        TrackedDevice::new(device, size, options.progress, options.sha256).skipping(directs);
     let report = hadris_iso::sync::write(&mut tracked, &tree, &iso_options).map_err(iso_err)?;
+    if !payloads.check_written(&plan, &report) {
+        return Err(output_error(
+            out,
+            std::io::Error::other("the ISO writer placed a file elsewhere than planned"),
+        ));
+    }
+    direct::copy_all(tracked.skipped(), file.file(), out)?;
     let streamed_hash = tracked.finish();
     file.commit().map_err(|e| output_error(out, e))?;
 
@@ -139,7 +165,12 @@ pub(crate) fn build(
 
 /// Validates the spec and turns it into the hadris tree and options; reads only small inputs
 /// (boot loaders), measures the large ones.
-fn plan_inputs(builder: &MediaBuilder, spec: &IsoSpec) -> Result<(Tree, IsoOptions), MediaError> {
+/// Large host files become placeholders recorded in `payloads` (see [`direct`]).
+fn plan_inputs(
+    builder: &MediaBuilder,
+    spec: &IsoSpec,
+    payloads: &mut Payloads,
+) -> Result<(Tree, IsoOptions), MediaError> {
     let label = spec.label();
     check_identifier("ISO volume label", label, 32)?;
     if let Some(id) = &spec.publisher_id {
@@ -169,14 +200,14 @@ fn plan_inputs(builder: &MediaBuilder, spec: &IsoSpec) -> Result<(Tree, IsoOptio
             builder,
             boot,
             spec.publisher_id.as_deref(),
-            &mut tree,
+            (&mut tree, payloads),
             iso_options,
         )?;
     }
     for file in &spec.files {
         check_media_path("injected ISO file", &file.dest)?;
         let content = match &file.source {
-            FileSource::Host(path) => host_content("injected file", path)?,
+            FileSource::Host(path) => payload(payloads, &file.dest, "injected file", path)?,
             FileSource::Bytes(bytes) => Content::bytes(bytes.clone()),
         };
         tree.insert(&file.dest, Node::file(content)).map_err(|e| {
@@ -194,7 +225,7 @@ fn add_boot(
     builder: &MediaBuilder,
     boot: &BootSpec,
     publisher_id: Option<&str>,
-    tree: &mut Tree,
+    (tree, payloads): (&mut Tree, &mut Payloads),
     mut iso_options: IsoOptions,
 ) -> Result<IsoOptions, MediaError> {
     if !boot.bios && !boot.uefi {
@@ -214,8 +245,10 @@ fn add_boot(
         grub_args: &grub_args,
         timeout: settings.boot_menu_timeout,
     };
-    insert(tree, KERNEL_PATH, host_content("kernel", &boot.kernel)?)?;
-    insert(tree, RAMDISK_PATH, host_content("ramdisk", &boot.ramdisk)?)?;
+    let kernel = payload(payloads, KERNEL_PATH, "kernel", &boot.kernel)?;
+    insert(tree, KERNEL_PATH, kernel)?;
+    let ramdisk = payload(payloads, RAMDISK_PATH, "ramdisk", &boot.ramdisk)?;
+    insert(tree, RAMDISK_PATH, ramdisk)?;
 
     let mut el_torito = ElTorito::new();
     if boot.bios {
@@ -292,6 +325,19 @@ fn insert(tree: &mut Tree, path: &str, content: Content) -> Result<(), MediaErro
     // Only generated paths come here, into a tree that starts empty: a clash is a bug.
     tree.insert(path, Node::file(content))
         .map_err(|e| MediaError::invalid("ISO path", path, e.to_string()))
+}
+
+/// A host file that may be copied in the kernel; it must be a non-empty regular file.
+fn payload(
+    payloads: &mut Payloads,
+    iso_path: &str,
+    what: &'static str,
+    path: &Path,
+) -> Result<Content, MediaError> {
+    match host_file_len(what, path)? {
+        0 => host_content(what, path),
+        len => payloads.content(iso_path, what, path, len),
+    }
 }
 
 /// A host file as streamed content; it must be a non-empty regular file.
@@ -401,6 +447,38 @@ mod tests {
         assert_eq!(ra.sha256.unwrap(), hex::encode(Sha256::digest(&bytes)));
         // The primary volume descriptor carries the config-drive label.
         assert_eq!(&bytes[16 * 2048 + 40..16 * 2048 + 48], b"config-2");
+    }
+
+    #[test]
+    fn kernel_copies_give_the_bytes_hadris_writes_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let builder = MediaBuilder::new(MediaSettings::default()).unwrap();
+        let host = |name: &str, len: usize, seed: u8| {
+            let path = dir.path().join(name);
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect();
+            std::fs::write(&path, data).unwrap();
+            MediaFile::host(name, path)
+        };
+        // Odd lengths (not whole sectors) next to a small file and in-memory bytes.
+        let spec = data_spec(vec![
+            host("a.bin", (3 << 20) + 17, 1),
+            MediaFile::bytes("b.txt", "between"),
+            host("c.bin", 5000, 2),
+            host("d.bin", (2 << 20) + 2047, 3),
+        ]);
+        let (direct, plain) = (dir.path().join("direct.iso"), dir.path().join("plain.iso"));
+        let hashed = BuildOptions {
+            sha256: true,
+            progress: None,
+        };
+        let with = build_with(&builder, &spec, &direct, hashed, Payloads::new(4096)).unwrap();
+        let without = build_with(&builder, &spec, &plain, hashed, Payloads::new(u64::MAX)).unwrap();
+        let bytes = std::fs::read(&direct).unwrap();
+        assert!(bytes == std::fs::read(&plain).unwrap(), "the images differ");
+        assert_eq!(with.sha256, without.sha256);
+        assert_eq!(with.sha256.unwrap(), hex::encode(Sha256::digest(&bytes)));
     }
 
     #[test]

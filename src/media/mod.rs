@@ -20,6 +20,7 @@
 pub mod cli;
 mod cmdline;
 pub mod configdrive;
+mod direct;
 mod esp;
 mod fat;
 mod fat_fixup;

@@ -4,6 +4,10 @@
 //! gives the image's SHA-256 without reading hundreds of megabytes back. The wrapper checks
 //! that promise instead of trusting it: any write that is not the next expected block marks
 //! the hash unusable, and the caller then hashes the finished file.
+//!
+//! Writes that fall in the extent of a file copied in the kernel ([`super::direct`]) are
+//! dropped (hadris wrote a placeholder's zeros there); the hash takes those bytes from the
+//! host file instead, in their place in the order.
 
 use hadris_io::{Error, ErrorType};
 use hadris_storage::sync::BlockDevice;
@@ -11,6 +15,7 @@ use hadris_storage::{BlockIndex, BlockSize};
 use sha2::{Digest, Sha256};
 
 use super::Progress;
+use super::direct::{Direct, read_extent};
 
 pub(crate) struct TrackedDevice<'p, D> {
     inner: D,
@@ -19,6 +24,8 @@ pub(crate) struct TrackedDevice<'p, D> {
     hasher: Option<Sha256>,
     /// Byte offset the next in-order write must start at.
     next: u64,
+    /// Extents filled later from host files, sorted by offset; not written here.
+    skips: Vec<Direct>,
 }
 
 impl<'p, D: BlockDevice> TrackedDevice<'p, D> {
@@ -29,15 +36,58 @@ impl<'p, D: BlockDevice> TrackedDevice<'p, D> {
             progress,
             hasher: hash.then(Sha256::new),
             next: 0,
+            skips: Vec::new(),
         }
     }
 
+    /// Leaves `skips` (sorted, non-overlapping, block-aligned) unwritten.
+    pub(crate) fn skipping(mut self, skips: Vec<Direct>) -> Self {
+        self.skips = skips;
+        self
+    }
+
+    /// The extents that were skipped, to be filled.
+    pub(crate) fn skipped(&self) -> &[Direct] {
+        &self.skips
+    }
+
     /// The SHA-256 of everything written, if it was written in order and covers `total` bytes.
-    pub(crate) fn finish(self) -> Option<String> {
+    pub(crate) fn finish(&mut self) -> Option<String> {
         let complete = self.next == self.total;
         self.hasher
+            .take()
             .filter(|_| complete)
             .map(|h| hex::encode(h.finalize()))
+    }
+
+    /// Where the piece of a write starting at `pos` ends, and the skipped extent it lies in.
+    fn piece(&self, pos: u64, end: u64) -> (u64, Option<usize>) {
+        for (i, d) in self.skips.iter().enumerate() {
+            if pos < d.start {
+                return (end.min(d.start), None);
+            }
+            if pos < d.end() {
+                return (end.min(d.end()), Some(i));
+            }
+        }
+        (end, None)
+    }
+
+    /// Hashes a skipped piece from its host file (only while the writes are in order).
+    fn hash_skipped(&mut self, i: usize, pos: u64, stop: u64) -> std::io::Result<()> {
+        let Some(h) = self.hasher.as_mut() else {
+            return Ok(());
+        };
+        let d = &self.skips[i];
+        let mut buf = vec![0u8; (stop - pos).min(1 << 20) as usize];
+        let mut at = pos;
+        while at < stop {
+            let n = ((stop - at) as usize).min(buf.len());
+            read_extent(d, at - d.start, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -75,17 +125,38 @@ impl<D: BlockDevice> BlockDevice for TrackedDevice<'_, D> {
     }
 
     fn write_blocks(&mut self, first: BlockIndex, buf: &[u8]) -> Result<(), Error<Self::Error>> {
-        self.inner.write_blocks(first, buf)?;
-        let offset = first.get() * u64::from(self.block_size().get());
-        if offset == self.next {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(buf);
-            }
-            self.next += buf.len() as u64;
-        } else {
+        let block = u64::from(self.block_size().get());
+        let offset = first.get() * block;
+        let end = offset + buf.len() as u64;
+        if offset != self.next {
             self.hasher = None;
-            self.next = self.next.max(offset + buf.len() as u64);
         }
+        let mut pos = offset;
+        while pos < end {
+            let (stop, skipped) = self.piece(pos, end);
+            let piece = &buf[(pos - offset) as usize..(stop - offset) as usize];
+            match skipped {
+                Some(i) => {
+                    if self.hash_skipped(i, pos, stop).is_err() {
+                        // The copy reads the file again and reports the error itself.
+                        self.hasher = None;
+                    }
+                }
+                None => {
+                    self.inner
+                        .write_blocks(BlockIndex::new(pos / block), piece)?;
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(piece);
+                    }
+                }
+            }
+            pos = stop;
+        }
+        self.next = if offset == self.next {
+            end
+        } else {
+            self.next.max(end)
+        };
         if let Some(report) = self.progress {
             report(self.next.min(self.total), self.total);
         }

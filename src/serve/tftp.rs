@@ -77,8 +77,9 @@ pub struct TftpSettings {
     /// spreads many concurrent transfers over cores but slows each lock-step transfer.
     pub workers: usize,
     /// Transfers in progress at once (each holds a UDP socket and a file); a request past it
-    /// gets an ERROR "server busy" and the client retries. Lowered at start if the open-file
-    /// limit cannot hold it.
+    /// gets an ERROR "server busy", which boot firmware takes as a failed boot. Sized above a
+    /// 1,000-node boot storm (`benches/storm.sh 1000`: at 512, 457-465 of the 1,000 nodes
+    /// failed in each round). Lowered at start if the open-file limit cannot hold it.
     pub max_transfers: usize,
 }
 
@@ -93,7 +94,7 @@ impl Default for TftpSettings {
             max_send_retries: 5,
             honour_client_timeout: false,
             workers: 1,
-            max_transfers: 512,
+            max_transfers: 4096,
         }
     }
 }

@@ -1,20 +1,23 @@
 //! Persistence behind one small, backend-neutral trait.
 //!
-//! [`sqlite::SqliteStore`] is the embedded default (one process, WAL). The trait avoids anything
-//! SQLite-specific so a PostgreSQL store for multi-conductor take over can implement it too.
+//! [`sqlite::SqliteStore`] is the embedded default (one process, WAL);
+//! [`postgres::PostgresStore`] is shared by several conductors. Both run the same SQL
+//! (`sql/`), compiled once per driver.
 //!
 //! Concurrency rule: the `reservation` column is only ever changed by [`Store::reserve_node`] and
 //! [`Store::release_node`], atomically in the database. Whoever holds a node's reservation is the
 //! only writer of its other fields ([`Store::save_node`] never touches `reservation`).
 
 mod located;
+pub mod postgres;
 pub mod schema;
 mod settings;
+mod sql;
 pub mod sqlite;
 
 pub use located::Located;
 
-pub use settings::{Database, DatabaseSettings};
+pub use settings::{Database, DatabaseSettings, mask_password};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

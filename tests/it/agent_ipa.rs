@@ -439,9 +439,11 @@ fn baremetal_cli_deploys_through_the_real_agent() {
     };
     let info = whole_disk_info(&lab, &images, "wd.raw", "raw");
     let power = lab.power_driver_info(None);
-    bm(&[
+    let created: Value = serde_json::from_str(&bm(&[
         "node",
         "create",
+        "-f",
+        "json",
         "--driver",
         "fake-hardware",
         "--name",
@@ -452,7 +454,8 @@ fn baremetal_cli_deploys_through_the_real_agent() {
         "script",
         "--property",
         "capabilities=boot_mode:bios",
-    ]);
+    ]))
+    .unwrap();
     let mut set = vec!["node".to_string(), "set".into(), "cli-agent-node".into()];
     for (k, v) in power.as_object().unwrap() {
         set.push("--driver-info".into());
@@ -463,17 +466,9 @@ fn baremetal_cli_deploys_through_the_real_agent() {
         set.push(format!("{k}={}", v.as_str().unwrap()));
     }
     bm(&set.iter().map(String::as_str).collect::<Vec<_>>());
-    // A port names its node by UUID (as with Ironic, a name is refused).
-    let node_uuid = bm(&[
-        "node",
-        "show",
-        "cli-agent-node",
-        "-f",
-        "value",
-        "-c",
-        "uuid",
-    ]);
-    bm(&["port", "create", AGENT_MAC, "--node", node_uuid.trim()]);
+    // Ports name their node by UUID (as in Ironic).
+    let uuid = created["uuid"].as_str().unwrap();
+    bm(&["port", "create", AGENT_MAC, "--node", uuid]);
     bm(&["node", "manage", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "provide", "cli-agent-node", "--wait", "60"]);
     bm(&["node", "deploy", "cli-agent-node", "--wait", "240"]);

@@ -509,6 +509,148 @@ fn http_get_head_and_ranges_with_curl() {
     assert_eq!(sent, expected as f64);
 }
 
+/// Reads one response from `conn` (its Content-Length body unless it answers a HEAD),
+/// keeping what follows in `rest`.
+fn read_response(conn: &mut TcpStream, rest: &mut Vec<u8>, head: bool) -> (String, Vec<u8>) {
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed inside a head");
+        rest.extend_from_slice(&buf[..n]);
+    };
+    let text = String::from_utf8_lossy(&rest[..head_end]).to_lowercase();
+    let len: usize = match head {
+        true => 0,
+        false => text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0),
+    };
+    rest.drain(..head_end);
+    while rest.len() < len {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} of {len} body bytes", rest.len());
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let body = rest.drain(..len).collect();
+    (text, body)
+}
+
+#[test]
+fn pipelined_requests_on_one_connection_get_their_own_bytes() {
+    // File bodies go out with sendfile behind placeholder frames: several responses queued on
+    // one connection must each get their own file's bytes, in order, HEAD and 404 between.
+    let s = BootServers::start();
+    let big_len = 3 * 1024 * 1024 + 5;
+    write_pattern_file(&s.http_root().join("kernel"), big_len, 11);
+    write_pattern_file(&s.http_root().join("script"), 300, 12);
+    let kernel = std::fs::read(s.http_root().join("kernel")).unwrap();
+    let script = std::fs::read(s.http_root().join("script")).unwrap();
+    // Out of the page cache, so the first send reads ahead on a thread before sendfile.
+    let file = std::fs::File::open(s.http_root().join("kernel")).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: the descriptor is open; the call only drops clean cached pages.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let mut conn = TcpStream::connect(s.http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let requests = [
+        "GET /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /script HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /kernel HTTP/1.1\r\nHost: x\r\nRange: bytes=1000000-1999999\r\n\r\n",
+        "GET /kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    conn.write_all(requests.concat().as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    let mut next = |head| read_response(&mut conn, &mut rest, head);
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(body == kernel, "first kernel differs");
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 200") && body == script, "{h}");
+    let (h, _) = next(true);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(h.contains(&format!("content-length: {big_len}")), "{h}");
+    let (h, _) = next(false);
+    assert!(h.starts_with("http/1.1 404"), "{h}");
+    let (h, body) = next(false);
+    assert!(h.starts_with("http/1.1 206"), "{h}");
+    assert!(body == kernel[1_000_000..2_000_000], "range differs");
+    let (h, body) = next(false);
+    assert!(
+        h.starts_with("http/1.1 200") && body == kernel,
+        "last kernel differs: {h}"
+    );
+}
+
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_ends_the_connection_short_never_padded() {
+    // sendfile meets the new end of file: the connection must close before the announced
+    // length, with only the file's own bytes sent, and the server must go on serving.
+    let s = BootServers::start();
+    let len = 64 << 20;
+    let path = s.http_root().join("ramdisk");
+    write_pattern_file(&path, len, 13);
+    write_pattern_file(&s.http_root().join("script"), 300, 14);
+    let original = std::fs::read(&path).unwrap();
+    let mut conn = TcpStream::connect(s.http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"GET /ramdisk HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    // Far less than the socket buffers could hold of a 64 MiB body.
+    while got.len() < 1 << 20 {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {len}")), "{head}");
+    let body = &got[head_end..];
+    assert!(body.len() < len, "a whole body was sent for a shrunk file");
+    assert!(
+        body == &original[..body.len()],
+        "bytes other than the file's were sent"
+    );
+    let script = std::fs::read(s.http_root().join("script")).unwrap();
+    let mut again = TcpStream::connect(s.http).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    again
+        .write_all(b"GET /script HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (h, body) = read_response(&mut again, &mut Vec::new(), false);
+    assert!(h.starts_with("http/1.1 200") && body == script, "{h}");
+}
+
 fn node() -> Uuid {
     NODE.parse().unwrap()
 }

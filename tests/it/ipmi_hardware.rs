@@ -134,7 +134,7 @@ impl Api {
         n
     }
 
-    /// A port for `node` (uuid or name: ports name their node by UUID, as with Ironic).
+    /// A port on `node` (a name or UUID; ports name their node by UUID, as in Ironic).
     fn port(&self, node: &str, mac: &str) {
         let uuid = self.node(node)["uuid"].clone();
         let (s, p) = self.call(

@@ -166,6 +166,12 @@ async fn another_conductor_rebuilds_republishes_and_reinserts_the_same_media() {
     for uuid in [&waiting, &active] {
         wait_taken_over(&lab.http, &api_b, uuid, "conductor-b").await;
     }
+    // The ring names B at once; the media are B's once both take overs are done.
+    let deadline = Instant::now() + TIMEOUT;
+    while b.metric("ironboot_conductor_take_overs_total{outcome=\"succeeded\"}") < 2.0 {
+        assert!(Instant::now() < deadline, "B did not take both nodes over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let published_b = published_in(&b.data_dir.join("httpboot"));
     assert_eq!(
         published_b, published_a,

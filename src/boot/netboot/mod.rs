@@ -573,19 +573,24 @@ impl<F: Flavor> BootInterface for NetBootInterface<F> {
     async fn take_over(
         &self,
         ctx: &mut NodeContext,
-        _params: &RamdiskParams,
+        params: &RamdiskParams,
     ) -> Result<(), BootError> {
         let uuid = ctx.node.uuid;
         self.observed("take_over", uuid, async move {
-            // Only an active node boots from files that must exist before anything else
-            // happens; a node in any other state gets its files when its next operation runs.
-            // (A node in wait call-back whose deploy config lived on a dead conductor would
-            // need prepare_ramdisk_inner with `params` here: left for multi-conductor work,
-            // so pxe/ipxe behave as before.)
-            if ctx.node.provision_state != ProvisionState::Active {
-                tracing::debug!(node = %uuid, state = %ctx.node.provision_state,
-                    "take over: no boot files to regenerate in this state");
-                return Ok(());
+            // An active node boots its instance from these files; a node waiting for its agent
+            // boots the ramdisk from them again whenever it reboots (the deploy interface's
+            // `params` make the config the one the previous conductor wrote). A node in any
+            // other state gets its files when its next operation runs.
+            match ctx.node.provision_state {
+                ProvisionState::DeployWait | ProvisionState::CleanWait => {
+                    return self.prepare_ramdisk_inner(ctx, params).await.map(|_| ());
+                }
+                ProvisionState::Active => {}
+                state => {
+                    tracing::debug!(node = %uuid, %state,
+                        "take over: no boot files to regenerate in this state");
+                    return Ok(());
+                }
             }
             self.prepare_instance_inner(ctx).await.map(|_| ())
         })

@@ -561,8 +561,18 @@ async fn take_over_regenerates_active_nodes_and_clean_up_removes_only_the_node()
     let mut waiting = lab
         .task("pxe", |n| n.provision_state = ProvisionState::DeployWait)
         .await;
+    // The waiting node's ramdisk config comes back as its deploy wrote it.
+    pxe.prepare_ramdisk(&mut waiting, &ipa_params())
+        .await
+        .unwrap();
+    let deployed = lab.tree(lab.layout.tftp_root());
+    let config = lab.config_text(NetBoot::Pxe, waiting.node.uuid);
+    pxe.clean_up_ramdisk(&mut waiting).await.unwrap();
+    assert_ne!(lab.tree(lab.layout.tftp_root()), deployed);
     pxe.take_over(&mut waiting, &ipa_params()).await.unwrap();
-    assert!(lab.tree(lab.layout.tftp_root()).is_empty());
+    assert_eq!(lab.tree(lab.layout.tftp_root()), deployed);
+    assert_eq!(lab.config_text(NetBoot::Pxe, waiting.node.uuid), config);
+    pxe.clean_up_ramdisk(&mut waiting).await.unwrap();
     pxe.take_over(&mut active, &ipa_params()).await.unwrap();
     let u = active.node.uuid;
     let cfg = lab.config_text(NetBoot::Pxe, u);

@@ -193,9 +193,16 @@ impl Conductor {
             ..Default::default()
         };
         let nodes = self.store().list_nodes(&query).await?;
+        let echo_of_nothing = |n: &Node| {
+            n.power_state.is_none()
+                && self
+                    .interfaces()
+                    .for_node(n)
+                    .is_ok_and(|i| i.power.reads_the_record())
+        };
         Ok(nodes
             .into_iter()
-            .filter(|n| in_scope(n) && self.owns(&n.uuid))
+            .filter(|n| in_scope(n) && self.owns(n) && !echo_of_nothing(n))
             .collect())
     }
 

@@ -190,6 +190,13 @@ async fn the_record_follows_the_hardware_for_nodes_in_scope_only() {
     fake.power_state = Some(On);
     lab.store.create_node(&fake).await.unwrap();
     let fake = lab.get(fake.uuid).await;
+    // ... and one with no record has nothing to learn from it: it keeps none (not read).
+    let mut fake_unknown = fake.clone();
+    fake_unknown.uuid = Uuid::new_v4();
+    fake_unknown.name = None;
+    fake_unknown.power_state = None;
+    lab.store.create_node(&fake_unknown).await.unwrap();
+    let fake_unknown = lab.get(fake_unknown.uuid).await;
 
     lab.hw.set(changed.uuid, Ok(On));
     lab.hw.set(same.uuid, Ok(On));
@@ -212,6 +219,7 @@ async fn the_record_follows_the_hardware_for_nodes_in_scope_only() {
     // Reads leave no trace in the node (the fake interfaces record every call).
     assert_eq!(lab.get(same.uuid).await, same);
     assert_eq!(lab.get(fake.uuid).await, fake);
+    assert_eq!(lab.get(fake_unknown.uuid).await, fake_unknown);
     for n in [&deploying, &waiting, &enroll, &maintenance, &pending] {
         assert_eq!(lab.get(n.uuid).await.power_state, Some(On));
     }

@@ -23,6 +23,7 @@ use tower::{Service, ServiceExt};
 use super::Shared;
 use super::phase::Phase;
 use super::timed_io::TimedIo;
+use super::zero_copy::{Jobs, PlaceholderBody, SendFile};
 
 /// Serves `stream` until the client leaves, a deadline passes or `shutdown` fires (then
 /// the request in progress finishes first). Holds `permit` (a slot under the cap) throughout.
@@ -44,13 +45,17 @@ pub(super) async fn serve<S>(
     let _ = stream.set_nodelay(true);
     shared.metrics.opened();
     let phase = Arc::new(Phase::new());
-    let io = TimedIo::new(
+    let mut io = TimedIo::new(
         stream,
         phase.clone(),
         shared.limits,
         shared.refusals,
         shared.metrics.clone(),
     );
+    let jobs = shared.zero_copy.then(|| Arc::new(Jobs::default()));
+    if let Some(jobs) = &jobs {
+        io = io.with_zero_copy(jobs.clone());
+    }
     let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
         phase.request_started();
         let (parts, body) = req.into_parts();
@@ -59,8 +64,9 @@ pub(super) async fn serve<S>(
         req.extensions_mut().insert(ConnectInfo(peer));
         let call = service.clone().oneshot(req);
         let phase = phase.clone();
+        let jobs = jobs.clone();
         async move {
-            let resp = call.await?;
+            let resp = zero_copy(call.await?, jobs.as_deref());
             Ok::<_, Infallible>(resp.map(|b| Watched::response(b, phase)))
         }
     });
@@ -80,6 +86,21 @@ pub(super) async fn serve<S>(
     if let Err(e) = result {
         tracing::debug!(listener = shared.name, %peer, error = %e, "connection closed on an error");
     }
+}
+
+/// On a zero-copy connection, a response that offers a [`SendFile`] gets placeholder bytes
+/// for its body, and the file range is queued to be sent in their place.
+fn zero_copy(mut resp: Response<Body>, jobs: Option<&Jobs>) -> Response<Body> {
+    let Some(send) = resp.extensions_mut().remove::<SendFile>() else {
+        return resp;
+    };
+    let Some(jobs) = jobs else {
+        return resp;
+    };
+    let len = send.len;
+    jobs.push(send);
+    // The streaming body (and its descriptor) is dropped here, unused.
+    resp.map(|_| Body::new(PlaceholderBody::new(len)))
 }
 
 /// Which side of the exchange a [`Watched`] body is.

@@ -12,14 +12,17 @@
 //!   nor leaves clients hanging in the backlog;
 //! - on shutdown, accepting stops and each connection finishes its request in progress.
 //!
-//! The response path is untouched: a connection hands each request to the listener's
-//! `Service` (an axum `Router`) and streams whatever body it returns.
+//! The response path is the service's: a connection hands each request to the listener's
+//! `Service` (an axum `Router`) and streams whatever body it returns, except that on a
+//! zero-copy listener a response offering a file range ([`SendFile`]) has it sent with
+//! `sendfile` ([`zero_copy`]).
 
 mod connection;
 pub mod metrics;
 mod phase;
 pub mod refusal;
 mod timed_io;
+pub mod zero_copy;
 
 use std::convert::Infallible;
 use std::io;
@@ -37,6 +40,7 @@ use tower::Service;
 
 pub use metrics::{ConnMetrics, ListenerMetrics};
 pub use refusal::Refusals;
+pub use zero_copy::SendFile;
 
 use crate::serve::limits::ConnLimits;
 use crate::telemetry::LogThrottle;
@@ -58,6 +62,8 @@ pub struct Listener {
     pub limits: ConnLimits,
     pub refusals: Refusals,
     pub metrics: ConnMetrics,
+    /// Send the file ranges responses offer ([`SendFile`]) with `sendfile`.
+    pub zero_copy: bool,
 }
 
 /// What every connection of one listener shares.
@@ -67,6 +73,7 @@ struct Shared {
     limits: ConnLimits,
     refusals: Refusals,
     metrics: ConnMetrics,
+    zero_copy: bool,
 }
 
 /// Accepts and serves connections with `service` until `shutdown` fires, then waits for the
@@ -85,6 +92,7 @@ where
         limits,
         refusals,
         metrics,
+        zero_copy,
     } = listener;
     let addr = tcp.local_addr()?;
     metrics.set_cap(limits.max_connections);
@@ -93,6 +101,7 @@ where
         limits,
         refusals,
         metrics,
+        zero_copy,
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shedding = Arc::new(Semaphore::new(SHEDDING_AT_ONCE));

@@ -3,8 +3,11 @@
 //! (hyper then drops the connection), and hyper's empty-bodied answer to an unparsable
 //! head is swapped for the listener's own ([`Refusals::replace_parse_error`]).
 //!
-//! Vectored writes are declined so hyper hands over each response head in one contiguous
-//! buffer, which is what makes its automatic answer recognisable.
+//! On a zero-copy connection ([`Jobs`]), writes are vectored: hyper then queues body frames
+//! without copying them, and a frame of placeholder bytes is sent from its file with
+//! `sendfile` instead of being written ([`super::zero_copy`]). Elsewhere vectored writes are
+//! declined. Either way hyper hands over each response head in one contiguous buffer, the
+//! first of a vectored write, which is what makes its automatic answer recognisable.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 use super::metrics::ConnMetrics;
 use super::phase::{Phase, Stage, Timeout};
 use super::refusal::Refusals;
+use super::zero_copy::{Jobs, SendFileSink, is_placeholder};
 use crate::serve::limits::ConnLimits;
 
 pub struct TimedIo<T> {
@@ -28,6 +32,8 @@ pub struct TimedIo<T> {
     /// Our replacement for hyper's parse-error answer, and how much of it is sent.
     replacement: Option<(Vec<u8>, usize)>,
     metrics: ConnMetrics,
+    /// File ranges to send in place of placeholder bytes (zero-copy connections only).
+    zero_copy: Option<Arc<Jobs>>,
 }
 
 impl<T> TimedIo<T> {
@@ -46,7 +52,14 @@ impl<T> TimedIo<T> {
             refusals,
             replacement: None,
             metrics,
+            zero_copy: None,
         }
+    }
+
+    /// Makes writes vectored and sends placeholder bytes from `jobs`' files.
+    pub fn with_zero_copy(mut self, jobs: Arc<Jobs>) -> Self {
+        self.zero_copy = Some(jobs);
+        self
     }
 
     /// `Ready(Err(TimedOut))` once `deadline` has passed, else arms the timer and waits.
@@ -114,13 +127,81 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+impl<T: AsyncWrite + SendFileSink + Unpin> TimedIo<T> {
+    /// A write's outcome, with the stall deadline applied while the client takes nothing.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                self.phase.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let (deadline, which) = self.phase.write_deadline(&self.limits);
+                self.expire_at(cx, deadline, which).map(Err)
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + SendFileSink + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(jobs) = this.zero_copy.clone() else {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return Pin::new(this).poll_write(cx, first);
+        };
+        let bufs: Vec<&[u8]> = bufs
+            .iter()
+            .map(|b| &**b)
+            .filter(|b| !b.is_empty())
+            .collect();
+        let Some(&first) = bufs.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        if is_placeholder(first) {
+            let r = jobs.poll_send(cx, &mut this.inner, first.len());
+            return this.written(cx, r);
+        }
+        if this.replacement.is_some() || this.phase.stage() == Stage::AwaitingHead {
+            // Possibly hyper's own answer to a bad head: the single-buffer path checks it.
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let plain: Vec<io::IoSlice<'_>> = bufs
+            .iter()
+            .take_while(|b| !is_placeholder(b))
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, &plain);
+        this.written(cx, r)
+    }
+
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if is_placeholder(buf) {
+            if let Some(jobs) = this.zero_copy.clone() {
+                let r = jobs.poll_send(cx, &mut this.inner, buf.len());
+                return this.written(cx, r);
+            }
+            return Poll::Ready(Err(io::Error::other(
+                "placeholder bytes on a plain connection",
+            )));
+        }
         if this.replacement.is_none() && this.phase.stage() == Stage::AwaitingHead {
             // No request was handed to the service since the last head began: this is
             // hyper answering a head it could not parse.
@@ -134,17 +215,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
             // hyper's own bytes are consumed and dropped: ours went instead.
             return Poll::Ready(Ok(buf.len()));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.phase.wrote(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let (deadline, which) = this.phase.write_deadline(&this.limits);
-                this.expire_at(cx, deadline, which).map(Err)
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.written(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -160,7 +232,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        false
+        self.zero_copy.is_some()
+    }
+}
+
+#[cfg(test)]
+impl SendFileSink for tokio::io::DuplexStream {
+    fn poll_send_file(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _file: &std::fs::File,
+        _offset: u64,
+        _count: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
     }
 }
 

@@ -90,6 +90,7 @@ impl BootServers {
                 router,
                 limits,
                 conn_metrics,
+                http_settings.zero_copy,
                 token.clone(),
             ));
             (tftp, addr)

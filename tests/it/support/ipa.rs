@@ -396,7 +396,8 @@ case "$1" in
     n=$(( $(cat "$LAB/boots" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$LAB/boots"
     # A token given here is the one virtual media carry (ipa-agent-token): pre-shared.
     token=()
-    if [ -n "${{3:-}}" ]; then token=(--agent_token "$3"); fi
+    # (One argument with `=`: a token may start with '-', which argparse would take for an option.)
+    if [ -n "${{3:-}}" ]; then token=("--agent_token=$3"); fi
     IPA_TEST_DISK={disk} IPA_TEST_MAC={mac} setsid {venv}/bin/ironic-python-agent \
       "${{token[@]}}" \
       --api_url "${{2:-{api_url}}}" --listen_host 127.0.0.1 --listen_port {port} \

@@ -1,90 +1,10 @@
-//! How nodes and ports map to rows: the column lists, the binds of a write, the reads.
+// How nodes, ports and allocations map to rows of one driver: the binds of a write and the
+// reads. Included into `store/sqlite.rs` and `store/postgres.rs` (see `store/sql/mod.rs`),
+// where `Db` and `DbRow` name the driver's types.
 
-use chrono::Utc;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite};
-use uuid::Uuid;
+type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
-use super::super::StoreError;
-use super::super::schema::{format_ts, parse_ts};
-use crate::model::{Fields, MacAddress, Node, Port, PowerState, ProvisionState};
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
-
-/// The columns a node save writes, in the order [`bind_node`] binds them.
-pub const NODE_WRITE_COLUMNS: &[&str] = &[
-    "name",
-    "driver",
-    "boot_interface",
-    "deploy_interface",
-    "power_interface",
-    "management_interface",
-    "bios_interface",
-    "console_interface",
-    "firmware_interface",
-    "inspect_interface",
-    "network_interface",
-    "raid_interface",
-    "rescue_interface",
-    "storage_interface",
-    "vendor_interface",
-    "driver_info",
-    "properties",
-    "instance_info",
-    "driver_internal_info",
-    "extra",
-    "resource_class",
-    "provision_state",
-    "target_provision_state",
-    "power_state",
-    "target_power_state",
-    "last_error",
-    "conductor_affinity",
-    "maintenance",
-    "maintenance_reason",
-    "provision_updated_at",
-    "traits",
-    "instance_uuid",
-    "allocation_uuid",
-    "automated_clean",
-    "conductor_group",
-    "description",
-    "owner",
-    "lessee",
-    "protected",
-    "protected_reason",
-    "retired",
-    "retired_reason",
-    "network_data",
-    "raid_config",
-    "target_raid_config",
-    "boot_mode",
-    "secure_boot",
-    "shard",
-    "parent_node",
-    "instance_name",
-    "disable_power_off",
-    "inspection_started_at",
-    "inspection_finished_at",
-];
-
-/// Every column a node read selects.
-pub fn node_columns() -> String {
-    format!(
-        "uuid, reservation, created_at, updated_at, {}",
-        NODE_WRITE_COLUMNS.join(", ")
-    )
-}
-
-pub fn json_text(fields: &Fields) -> String {
-    serde_json::Value::Object(fields.clone()).to_string()
-}
-
-fn opt_uuid_text(u: &Option<Uuid>) -> Option<String> {
-    u.map(|u| u.to_string())
-}
-
-pub fn bind_node<'q>(q: Query<'q>, n: &Node) -> Query<'q> {
+fn bind_node<'q>(q: Query<'q>, n: &Node) -> Query<'q> {
     let q = q
         .bind(n.name.clone())
         .bind(n.driver.clone())
@@ -141,56 +61,30 @@ pub fn bind_node<'q>(q: Query<'q>, n: &Node) -> Query<'q> {
         .bind(n.inspection_finished_at.as_ref().map(format_ts))
 }
 
-fn corrupt(column: &'static str, value: &str, reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        column,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-pub fn json_field(row: &SqliteRow, column: &'static str) -> Result<Fields, StoreError> {
+fn json_field(row: &DbRow, column: &'static str) -> Result<Fields, StoreError> {
     let text: String = row.try_get(column)?;
-    match serde_json::from_str(&text) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(corrupt(column, &text, "not a JSON object")),
-        Err(e) => Err(corrupt(column, &text, e)),
-    }
+    parse_json_object(column, &text)
 }
 
-fn string_list(row: &SqliteRow, column: &'static str) -> Result<Vec<String>, StoreError> {
+fn string_list(row: &DbRow, column: &'static str) -> Result<Vec<String>, StoreError> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|e| corrupt(column, &text, e))
 }
 
-pub fn opt_ts(
-    row: &SqliteRow,
+fn opt_ts(
+    row: &DbRow,
     column: &'static str,
-) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
     let v: Option<String> = row.try_get(column)?;
     v.map(|s| parse_ts(column, &s)).transpose()
 }
 
-fn parse_state(column: &'static str, s: &str) -> Result<ProvisionState, StoreError> {
-    s.parse()
-        .map_err(|e: crate::model::state::UnknownValue| corrupt(column, s, e))
-}
-
-fn parse_power(column: &'static str, s: Option<String>) -> Result<Option<PowerState>, StoreError> {
-    s.map(|s| PowerState::parse(&s).ok_or_else(|| corrupt(column, &s, "unknown power state")))
-        .transpose()
-}
-
-pub fn parse_uuid(column: &'static str, s: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(s).map_err(|e| corrupt(column, s, e))
-}
-
-fn opt_uuid(row: &SqliteRow, column: &'static str) -> Result<Option<Uuid>, StoreError> {
+fn opt_uuid(row: &DbRow, column: &'static str) -> Result<Option<Uuid>, StoreError> {
     let v: Option<String> = row.try_get(column)?;
     v.map(|s| parse_uuid(column, &s)).transpose()
 }
 
-pub fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
+fn node_from_row(row: &DbRow) -> Result<Node, StoreError> {
     let uuid: String = row.try_get("uuid")?;
     let state: String = row.try_get("provision_state")?;
     let target: Option<String> = row.try_get("target_provision_state")?;
@@ -259,31 +153,7 @@ pub fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
     })
 }
 
-/// The columns a port save writes, in the order [`bind_port`] binds them.
-pub const PORT_WRITE_COLUMNS: &[&str] = &[
-    "node_uuid",
-    "address",
-    "pxe_enabled",
-    "extra",
-    "local_link_connection",
-    "physical_network",
-    "is_smartnic",
-    "internal_info",
-    "name",
-    "description",
-    "vendor",
-    "category",
-    "available_for_dynamic_portgroup",
-];
-
-pub fn port_columns() -> String {
-    format!(
-        "uuid, created_at, updated_at, {}",
-        PORT_WRITE_COLUMNS.join(", ")
-    )
-}
-
-pub fn bind_port<'q>(q: Query<'q>, p: &Port) -> Query<'q> {
+fn bind_port<'q>(q: Query<'q>, p: &Port) -> Query<'q> {
     q.bind(p.node_uuid.to_string())
         .bind(p.address.as_str().to_string())
         .bind(p.pxe_enabled)
@@ -299,7 +169,7 @@ pub fn bind_port<'q>(q: Query<'q>, p: &Port) -> Query<'q> {
         .bind(p.available_for_dynamic_portgroup)
 }
 
-pub fn port_from_row(row: &SqliteRow) -> Result<Port, StoreError> {
+fn port_from_row(row: &DbRow) -> Result<Port, StoreError> {
     let uuid: String = row.try_get("uuid")?;
     let node: String = row.try_get("node_uuid")?;
     let address: String = row.try_get("address")?;
@@ -324,29 +194,54 @@ pub fn port_from_row(row: &SqliteRow) -> Result<Port, StoreError> {
     })
 }
 
-/// `INSERT INTO <table> (<columns>, uuid, created_at, updated_at) VALUES ($1, ..., NULL)`.
-pub fn insert_sql(table: &str, columns: &[&str]) -> String {
-    let n = columns.len();
-    let params: Vec<String> = (1..=n + 2).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO {table} ({}, uuid, created_at, updated_at) VALUES ({}, NULL)",
-        columns.join(", "),
-        params.join(", ")
-    )
+fn bind_allocation<'q>(q: Query<'q>, a: &Allocation) -> Query<'q> {
+    let uuids: Vec<String> = a.candidate_nodes.iter().map(Uuid::to_string).collect();
+    q.bind(a.name.clone())
+        .bind(a.node_uuid.map(|u| u.to_string()))
+        .bind(a.state.as_str())
+        .bind(a.last_error.clone())
+        .bind(a.resource_class.clone())
+        .bind(serde_json::Value::from(a.traits.clone()).to_string())
+        .bind(serde_json::Value::from(uuids).to_string())
+        .bind(json_text(&a.extra))
+        .bind(a.owner.clone())
 }
 
-/// `UPDATE <table> SET <columns> = $i, updated_at = $n+1 WHERE uuid = $n+2`.
-pub fn update_sql(table: &str, columns: &[&str]) -> String {
-    let n = columns.len();
-    let sets: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ${}", i + 1))
-        .collect();
-    format!(
-        "UPDATE {table} SET {}, updated_at = ${} WHERE uuid = ${}",
-        sets.join(", "),
-        n + 1,
-        n + 2
-    )
+fn allocation_from_row(row: &DbRow) -> Result<Allocation, StoreError> {
+    let uuid: String = row.try_get("uuid")?;
+    let node: Option<String> = row.try_get("node_uuid")?;
+    let state: String = row.try_get("state")?;
+    let created: String = row.try_get("created_at")?;
+    let candidates: Vec<String> = string_list(row, "candidate_nodes")?;
+    Ok(Allocation {
+        uuid: parse_uuid("uuid", &uuid)?,
+        name: row.try_get("name")?,
+        node_uuid: node.map(|n| parse_uuid("node_uuid", &n)).transpose()?,
+        state: AllocationState::parse(&state)
+            .ok_or_else(|| corrupt("state", &state, "unknown allocation state"))?,
+        last_error: row.try_get("last_error")?,
+        resource_class: row.try_get("resource_class")?,
+        traits: string_list(row, "traits")?,
+        candidate_nodes: candidates
+            .iter()
+            .map(|c| parse_uuid("candidate_nodes", c))
+            .collect::<Result<_, _>>()?,
+        extra: json_field(row, "extra")?,
+        owner: row.try_get("owner")?,
+        created_at: parse_ts("created_at", &created)?,
+        updated_at: opt_ts(row, "updated_at")?,
+    })
+}
+
+fn conductor_from_row(r: &DbRow) -> Result<ConductorRecord, StoreError> {
+    let created: String = r.try_get("created_at")?;
+    let updated: String = r.try_get("updated_at")?;
+    Ok(ConductorRecord {
+        hostname: r.try_get("hostname")?,
+        conductor_group: r.try_get("conductor_group")?,
+        api_url: r.try_get("api_url")?,
+        online: r.try_get("online")?,
+        created_at: parse_ts("created_at", &created)?,
+        updated_at: parse_ts("updated_at", &updated)?,
+    })
 }
