@@ -55,11 +55,14 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions, url: &str) -> Result<SqliteStore, StoreError> {
-        // In-memory databases exist per connection, so those get exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 8 };
+        // In-memory databases exist per connection, so those get exactly one, kept open. A
+        // file gets its connections on demand: a connection kept ready from the start would
+        // be opened beside the first one, and two connections switching a new file to WAL at
+        // once can fail with "database is locked".
+        let memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
+            .max_connections(if memory { 1 } else { 8 })
+            .min_connections(u32::from(memory))
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
