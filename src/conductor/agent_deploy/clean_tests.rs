@@ -17,6 +17,24 @@ async fn manageable(store: &Arc<dyn Store>, n: &Node) {
 }
 
 /// After a verb that boots the agent: the node waits in `clean wait`; returns the token.
+/// A manageable node and a scripted agent ready to answer it (not yet booted).
+async fn manageable_with_agent() -> (
+    Arc<Conductor>,
+    Arc<dyn Store>,
+    Node,
+    tempfile::TempDir,
+    Script,
+    String,
+    NodeIdent,
+) {
+    let (c, store, n, dir) = lab().await;
+    manageable(&store, &n).await;
+    let script = Script::default();
+    let url = fake_agent(script.clone()).await;
+    let id = NodeIdent::Uuid(n.uuid);
+    (c, store, n, dir, script, url, id)
+}
+
 async fn in_clean_wait(c: &Arc<Conductor>, store: &Arc<dyn Store>, n: &Node) -> String {
     let node = settled(store, n.uuid).await;
     assert_eq!(
@@ -52,11 +70,7 @@ fn clean_step_status(status: &str) -> Value {
 
 #[tokio::test]
 async fn provide_runs_the_automated_plan_and_ends_available() {
-    let (c, store, n, _dir) = lab().await;
-    manageable(&store, &n).await;
-    let script = Script::default();
-    let url = fake_agent(script.clone()).await;
-    let id = NodeIdent::Uuid(n.uuid);
+    let (c, store, n, _dir, script, url, id) = manageable_with_agent().await;
     c.provision(&id, "provide", None).await.unwrap();
     let token = in_clean_wait(&c, &store, &n).await;
 
@@ -141,11 +155,7 @@ async fn a_node_that_opts_out_of_automated_cleaning_goes_straight_to_available()
 
 #[tokio::test]
 async fn a_manual_clean_runs_steps_in_order_and_a_failed_step_is_named() {
-    let (c, store, n, _dir) = lab().await;
-    manageable(&store, &n).await;
-    let script = Script::default();
-    let url = fake_agent(script.clone()).await;
-    let id = NodeIdent::Uuid(n.uuid);
+    let (c, store, n, _dir, script, url, id) = manageable_with_agent().await;
     let steps = vec![
         json!({"interface": "deploy", "step": "erase_pstore"}),
         json!({"interface": "deploy", "step": "erase_devices_metadata"}),
@@ -202,11 +212,7 @@ async fn a_manual_clean_runs_steps_in_order_and_a_failed_step_is_named() {
 
 #[tokio::test]
 async fn a_manual_clean_with_a_step_the_agent_lacks_fails_before_running_anything() {
-    let (c, store, n, _dir) = lab().await;
-    manageable(&store, &n).await;
-    let script = Script::default();
-    let url = fake_agent(script.clone()).await;
-    let id = NodeIdent::Uuid(n.uuid);
+    let (c, store, n, _dir, script, url, id) = manageable_with_agent().await;
     let args = crate::conductor::verbs::VerbArgs {
         clean_steps: Some(vec![json!({"interface": "deploy", "step": "no_such_step"})]),
         ..Default::default()
@@ -254,11 +260,7 @@ async fn bad_clean_steps_are_refused_before_the_node_moves() {
 
 #[tokio::test]
 async fn abort_in_clean_wait_names_the_running_step() {
-    let (c, store, n, _dir) = lab().await;
-    manageable(&store, &n).await;
-    let script = Script::default();
-    let url = fake_agent(script.clone()).await;
-    let id = NodeIdent::Uuid(n.uuid);
+    let (c, store, n, _dir, _script, url, id) = manageable_with_agent().await;
     c.provision(&id, "provide", None).await.unwrap();
     let token = in_clean_wait(&c, &store, &n).await;
     c.heartbeat(&id, hb(&url, &token)).await.unwrap();
@@ -280,11 +282,7 @@ async fn abort_in_clean_wait_names_the_running_step() {
 
 #[tokio::test]
 async fn a_step_that_asks_for_a_reboot_continues_on_the_new_agent() {
-    let (c, store, n, _dir) = lab().await;
-    manageable(&store, &n).await;
-    let script = Script::default();
-    let url = fake_agent(script.clone()).await;
-    let id = NodeIdent::Uuid(n.uuid);
+    let (c, store, n, _dir, script, url, id) = manageable_with_agent().await;
     let args = crate::conductor::verbs::VerbArgs {
         clean_steps: Some(vec![
             json!({"interface": "deploy", "step": "reboot_me"}),
