@@ -353,15 +353,7 @@ pub async fn list(
             ))
         })?,
     };
-    let descending = match q.get("sort_dir") {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(d) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid sort direction: {d}. Acceptable values are 'asc' or 'desc'"
-            )));
-        }
-    };
+    let descending = q.descending()?;
     let limit = q.limit(st.max_limit)?;
     let state = match q.get("state") {
         // An unknown state matches no allocation.

@@ -91,6 +91,17 @@ impl QueryParams {
         self.0.get(k).map(String::as_str)
     }
 
+    /// `sort_dir`: `asc` (the default) or `desc`; anything else is Ironic's 400.
+    pub fn descending(&self) -> Result<bool, ApiError> {
+        match self.get("sort_dir") {
+            None | Some("asc") => Ok(false),
+            Some("desc") => Ok(true),
+            Some(d) => Err(ApiError::bad_request(format!(
+                "Invalid sort direction: {d}. Acceptable values are 'asc' or 'desc'"
+            ))),
+        }
+    }
+
     /// Every `fields=` value, joined with commas.
     pub fn fields(&self) -> Option<String> {
         (!self.1.is_empty()).then(|| self.1.join(","))

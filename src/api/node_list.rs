@@ -110,16 +110,6 @@ fn sort_key(q: &QueryParams, version: Version) -> Result<NodeSortKey, ApiError> 
     }
 }
 
-fn descending(q: &QueryParams) -> Result<bool, ApiError> {
-    match q.get("sort_dir") {
-        None | Some("asc") => Ok(false),
-        Some("desc") => Ok(true),
-        Some(d) => Err(ApiError::bad_request(format!(
-            "Invalid sort direction: {d}. Acceptable values are 'asc' or 'desc'"
-        ))),
-    }
-}
-
 /// The store query for the filters; `None` when no node can match (a fault filter: ironboot
 /// records no faults).
 fn query(q: &QueryParams, version: Version) -> Result<Option<NodeQuery>, ApiError> {
@@ -166,7 +156,7 @@ fn query(q: &QueryParams, version: Version) -> Result<Option<NodeQuery>, ApiErro
             .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
             .unwrap_or_default(),
         sort_key: sort_key(q, version)?,
-        descending: descending(q)?,
+        descending: q.descending()?,
         marker: q.uuid("marker")?,
         limit: Some(0),
         ..Default::default()

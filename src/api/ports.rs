@@ -269,15 +269,7 @@ fn port_sort(q: &QueryParams, version: Version) -> Result<(PortSortKey, bool), A
             ))
         })?,
     };
-    let desc = match q.get("sort_dir") {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(d) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid sort direction: {d}. Acceptable values are 'asc' or 'desc'"
-            )));
-        }
-    };
+    let desc = q.descending()?;
     Ok((key, desc))
 }
 
