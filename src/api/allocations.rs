@@ -86,11 +86,7 @@ fn allocation_json(a: &Allocation, fields: Option<&[String]>, v: Version, base: 
 
 fn parse_fields(raw: Option<String>, v: Version) -> Result<Option<Vec<String>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    let fields: Vec<String> = raw
-        .split(',')
-        .map(|f| f.trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields = super::views::field_names(&raw);
     for f in &fields {
         match FIELDS.iter().find(|(n, _)| n == f) {
             None => {

@@ -61,11 +61,7 @@ fn conductor_json(st: &AppState, c: &ConductorRecord, fields: &[&str], base: &st
 
 fn parse_fields(raw: Option<String>) -> Result<Option<Vec<String>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    let fields: Vec<String> = raw
-        .split(',')
-        .map(|f| f.trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields = super::views::field_names(&raw);
     if let Some(bad) = fields.iter().find(|f| !ALL.contains(&f.as_str())) {
         return Err(ApiError::bad_request(format!(
             "Field {bad} is not a valid field."

@@ -118,27 +118,7 @@ pub enum Shown {
 /// Parses and checks `fields=a,b` for nodes: a field newer than `version` is refused with 406
 /// (before anything else, as Ironic does), an unknown one with 400.
 pub fn parse_fields(raw: Option<&str>, version: Version) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if version < Version(8) {
-        return Err(ApiError::not_acceptable());
-    }
-    let fields: Vec<String> = raw
-        .split(',')
-        .map(|f| f.trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
-    if fields
-        .iter()
-        .any(|f| field_since(f).is_some_and(|since| version < since))
-    {
-        return Err(ApiError::not_acceptable());
-    }
-    if let Some(bad) = fields.iter().find(|f| field_since(f).is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "Field {bad} is not a valid field."
-        )));
-    }
-    Ok(Some(fields))
+    super::views::parse_versioned_fields(raw, version, field_since)
 }
 
 /// The provision state as a client of `version` knows it.

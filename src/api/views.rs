@@ -56,33 +56,47 @@ pub fn links(base: &str, kind: &str, id: &str) -> Value {
     ])
 }
 
-/// Parses and checks `fields=a,b` for ports at `version` (406 for a newer field, 400 for an
-/// unknown one).
-pub fn parse_port_fields(
+/// The names of `fields=a,b` (blanks dropped).
+pub fn field_names(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// Parses and checks `fields=a,b` against a resource's field table (`since`: the version a
+/// field appeared in, `None` for no such field): `fields` itself (1.8+) or a field newer than
+/// `version` is refused with 406 before anything else, as Ironic does, an unknown one with 400.
+pub fn parse_versioned_fields(
     raw: Option<&str>,
     version: Version,
+    since: fn(&str) -> Option<Version>,
 ) -> Result<Option<Vec<String>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     if version < Version(8) {
         return Err(ApiError::not_acceptable());
     }
-    let fields: Vec<String> = raw
-        .split(',')
-        .map(|f| f.trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields = field_names(raw);
     if fields
         .iter()
-        .any(|f| port_field_since(f).is_some_and(|since| version < since))
+        .any(|f| since(f).is_some_and(|since| version < since))
     {
         return Err(ApiError::not_acceptable());
     }
-    if let Some(bad) = fields.iter().find(|f| port_field_since(f).is_none()) {
+    if let Some(bad) = fields.iter().find(|f| since(f).is_none()) {
         return Err(ApiError::bad_request(format!(
             "Field {bad} is not a valid field."
         )));
     }
     Ok(Some(fields))
+}
+
+/// Parses and checks `fields=a,b` for ports (see [`parse_versioned_fields`]).
+pub fn parse_port_fields(
+    raw: Option<&str>,
+    version: Version,
+) -> Result<Option<Vec<String>>, ApiError> {
+    parse_versioned_fields(raw, version, port_field_since)
 }
 
 fn port_value(port: &Port, field: &str) -> Value {
