@@ -1,10 +1,15 @@
 //! `POST /v1/continue_inspection`: where an agent booted for inspection posts what it found,
 //! and `GET /v1/nodes/{node}/inventory`, where it can be read back.
 //!
-//! The callback is open like the other ramdisk endpoints (the agent posts before it has looked
-//! its node up, so it holds no token yet): only a node waiting in `inspect wait` whose port
-//! matches one of the reported MACs takes the report; everything else is the same 404. The
-//! body is bounded by `[api] max_body_bytes` like every request.
+//! The callback is open like the other ramdisk endpoints (IPA posts before it has looked its
+//! node up, so it sends no token): only a node waiting in `inspect wait` whose port matches one
+//! of the reported MACs takes the report; everything else is the same 404. A report that does
+//! carry an `agent_token` (an agent that was handed one on its virtual media, say) must carry
+//! the node's: any other is refused with the heartbeat's 400, and the token is never stored
+//! with the plugin data. The body is bounded by `[api] max_body_bytes` like every request.
+//!
+//! The answer depends on the version, as in Ironic: `{"uuid": <node>}` at 1.1 (IPA then looks
+//! up with `node_uuid`), a lookup's `{"node": ..., "config": {..., "agent_token"}}` from 1.84.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +21,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::nodes::node_ident;
 use super::version::Version;
 use crate::conductor::ConductorError;
+use crate::conductor::inspection::InspectionReport;
 use crate::conductor::ramdisk::refusal_reason;
 use crate::model::MacAddress;
 use crate::store::StoreError;
@@ -26,8 +32,8 @@ const CALLBACK_SINCE: Version = Version(84);
 /// The inventory endpoint's version.
 const INVENTORY_SINCE: Version = Version(81);
 
-/// `POST /v1/continue_inspection[?node_uuid=]` → 202 `{"uuid": <node>}`. Refusals are
-/// counted and logged like lookup's and heartbeat's (endpoint `continue_inspection`).
+/// `POST /v1/continue_inspection[?node_uuid=]` → 202. Refusals are counted and logged like
+/// lookup's and heartbeat's (endpoint `continue_inspection`).
 pub async fn continue_inspection(
     State(st): State<AppState>,
     version: Version,
@@ -35,9 +41,9 @@ pub async fn continue_inspection(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     match take_report(&st, version, &q, body).await {
-        Ok(uuid) => {
+        Ok((uuid, answer)) => {
             tracing::info!(node = %uuid, "inventory received from the agent");
-            Ok((StatusCode::ACCEPTED, axum::Json(json!({"uuid": uuid}))))
+            Ok((StatusCode::ACCEPTED, axum::Json(answer)))
         }
         Err((reason, e)) => {
             super::ramdisk::refused(&st, "continue_inspection", reason, &e);
@@ -46,41 +52,56 @@ pub async fn continue_inspection(
     }
 }
 
-/// The checks, then the conductor; a refusal with its reason label.
+/// The checks, then the conductor: the node and the answer, or a refusal with its reason
+/// label.
 async fn take_report(
     st: &AppState,
     version: Version,
     q: &QueryParams,
     body: Value,
-) -> Result<uuid::Uuid, (&'static str, ApiError)> {
+) -> Result<(uuid::Uuid, Value), (&'static str, ApiError)> {
     let invalid = |e: ApiError| ("invalid_request", e);
-    let (macs, node_uuid, report) = check_request(version, q, body).map_err(invalid)?;
+    let report = check_request(version, q, body).map_err(invalid)?;
     let discovery = st
         .ramdisk
         .discovery_driver
         .as_deref()
-        .filter(|_| node_uuid.is_none());
+        .filter(|_| report.node_uuid.is_none() && report.agent_token.is_none());
     let conductor = |e: ConductorError| (refusal_reason(&e), ApiError::from(e));
+    let issue_token = version >= CALLBACK_SINCE;
     match st
         .conductor
-        .continue_inspection(&macs, node_uuid, report.clone())
+        .continue_inspection(report.clone(), issue_token)
         .await
     {
+        Ok((node, Some(token))) => Ok((
+            node.uuid,
+            json!({
+                "node": super::ramdisk::node_view(&node, &st.base_url),
+                "config": super::ramdisk::config_view(&st.ramdisk, &token),
+            }),
+        )),
+        Ok((node, None)) => Ok((node.uuid, json!({"uuid": node.uuid}))),
+        // A discovered node is in `enroll`, where no agent is looked up: its uuid only.
         Err(ConductorError::Store(StoreError::NodeNotFound(_))) if discovery.is_some() => {
             let driver = discovery.unwrap_or_default();
-            st.conductor
-                .discover(&macs, driver, report)
+            let uuid = st
+                .conductor
+                .discover(&report.addresses, driver, report.data)
                 .await
-                .map_err(conductor)
+                .map_err(conductor)?;
+            Ok((uuid, json!({"uuid": uuid})))
         }
-        other => other.map_err(conductor),
+        Err(e) => Err(conductor(e)),
     }
 }
 
-/// The version, query and body checks: the report's MACs, the `node_uuid` and the report.
-type Checked = (Vec<MacAddress>, Option<uuid::Uuid>, Map<String, Value>);
-
-fn check_request(version: Version, q: &QueryParams, body: Value) -> Result<Checked, ApiError> {
+/// The version, query and body checks.
+fn check_request(
+    version: Version,
+    q: &QueryParams,
+    body: Value,
+) -> Result<InspectionReport, ApiError> {
     if version != Version(1) && version < CALLBACK_SINCE {
         return Err(ApiError::not_found(format!(
             "API version {CALLBACK_SINCE} or newer is required"
@@ -93,16 +114,30 @@ fn check_request(version: Version, q: &QueryParams, body: Value) -> Result<Check
             "node_uuid needs API version {CALLBACK_SINCE} or newer"
         )));
     }
-    let Value::Object(report) = body else {
+    let Value::Object(mut data) = body else {
         return Err(ApiError::bad_request(
             "Invalid inspection data: the body must be a JSON object",
         ));
     };
-    let macs = check_report(&report)?;
-    if macs.is_empty() && node_uuid.is_none() {
+    let agent_token = match data.remove("agent_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid inspection data: agent_token must be a string",
+            ));
+        }
+    };
+    let addresses = check_report(&data)?;
+    if addresses.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    Ok((macs, node_uuid, report))
+    Ok(InspectionReport {
+        addresses,
+        node_uuid,
+        agent_token,
+        data,
+    })
 }
 
 /// Checks the report's shape (Ironic's schema: `inventory` an object whose `interfaces` list

@@ -62,7 +62,7 @@ fn too_old(version: Version) -> Result<(), ApiError> {
 }
 
 /// The node as the agent sees it: only what it needs, secrets masked.
-fn node_view(node: &Node, base: &str) -> Value {
+pub(super) fn node_view(node: &Node, base: &str) -> Value {
     let mut instance_info = mask_secrets(&node.instance_info);
     for k in ["configdrive", "image_url"] {
         if let Some(v) = instance_info.get_mut(k)
@@ -84,7 +84,7 @@ fn node_view(node: &Node, base: &str) -> Value {
     })
 }
 
-fn config_view(c: &RamdiskConfig, token: &str) -> Value {
+pub(super) fn config_view(c: &RamdiskConfig, token: &str) -> Value {
     json!({
         "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false,
                     "prepend_host_reverse": true, "global_prefix": null},

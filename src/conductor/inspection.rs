@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::deploy::DeployError;
 use super::task::TaskError;
 use super::{Conductor, ConductorError, Task};
-use crate::agent::AgentSession;
-use crate::model::{Event, MacAddress, Port, PowerState, ProvisionState};
+use crate::agent::{AgentSession, token};
+use crate::model::{Event, MacAddress, Node, Port, PowerState, ProvisionState};
 use crate::store::{InventoryRecord, NodeIdent, StoreError};
 
 /// The inspect interface that boots the agent.
@@ -28,6 +28,19 @@ pub const CALLBACK_PATH: &str = "/v1/continue_inspection";
 const GIB: u64 = 1 << 30;
 /// The smallest disk the agent (and Ironic) consider for the root disk.
 const MIN_ROOT_DISK: u64 = 4 * GIB;
+
+/// What an agent posted to the inspection callback, checked by the API.
+#[derive(Debug, Clone, Default)]
+pub struct InspectionReport {
+    /// The valid MACs of the inventory's interfaces.
+    pub addresses: Vec<MacAddress>,
+    /// `?node_uuid=` (API 1.84 and later).
+    pub node_uuid: Option<Uuid>,
+    /// The agent token, when the agent sent one (IPA 13 sends none: it posts before lookup).
+    pub agent_token: Option<String>,
+    /// The body without the token: `inventory`, and the plugin data.
+    pub data: Map<String, Value>,
+}
 
 /// Why inspection failed (becomes `last_error`, the node `inspect failed`).
 #[derive(Debug, thiserror::Error)]
@@ -75,35 +88,62 @@ impl Conductor {
         Ok(())
     }
 
-    /// `POST /v1/continue_inspection`: the node in `inspect wait` owning one of `addresses` (or
-    /// `node_uuid`) moves to `inspecting` and `report` is processed in the background. Any
-    /// other node, or none, is the lookup's "not found".
+    /// `POST /v1/continue_inspection`: the node in `inspect wait` owning one of the report's
+    /// addresses (or its `node_uuid`) moves to `inspecting` and the report is processed in the
+    /// background. Any other node, or none, is the lookup's "not found"; a report carrying an
+    /// agent token that is not the node's is refused with the heartbeat's words, the node
+    /// unchanged. With `issue_token` (API 1.84 and later) the answer carries the node and the
+    /// agent token as a lookup's would: the real one the first time, `******` afterwards.
     pub async fn continue_inspection(
         self: &Arc<Self>,
-        addresses: &[MacAddress],
-        node_uuid: Option<Uuid>,
-        report: Map<String, Value>,
-    ) -> Result<Uuid, ConductorError> {
-        let node = self.node_of_agent(addresses, node_uuid).await?;
+        report: InspectionReport,
+        issue_token: bool,
+    ) -> Result<(Node, Option<String>), ConductorError> {
+        let node = self
+            .node_of_agent(&report.addresses, report.node_uuid)
+            .await?;
         if node.provision_state != ProvisionState::InspectWait {
             tracing::debug!(node = %node.uuid, state = %node.provision_state, "inventory refused: not waiting for inspection");
             return Err(super::ramdisk::not_found());
         }
         let mut task = self.reserve(&NodeIdent::Uuid(node.uuid)).await?;
-        let moved = if task.node.provision_state == ProvisionState::InspectWait {
-            task.process_event(Event::Resume)
-                .await
-                .map_err(ConductorError::from)
-        } else {
-            Err(super::ramdisk::not_found())
-        };
-        if let Err(e) = moved {
-            self.release(task).await;
-            return Err(e);
+        let taken = async {
+            if task.node.provision_state != ProvisionState::InspectWait {
+                return Err(super::ramdisk::not_found());
+            }
+            let mut session = AgentSession::read(&task.node);
+            if let Some(given) = report.agent_token.as_deref()
+                && !token::matches(session.agent_secret_token.as_deref(), Some(given))
+            {
+                tracing::debug!(node = %task.node.uuid, "invalid agent token in an inspection report");
+                return Err(super::ramdisk::invalid_token());
+            }
+            let answer = match (&session.agent_secret_token, issue_token) {
+                (_, false) => None,
+                (Some(_), true) => Some(token::MASK.to_string()),
+                (None, true) => {
+                    let t =
+                        token::generate().map_err(|e| ConductorError::Conflict(e.to_string()))?;
+                    session.agent_secret_token = Some(t.clone());
+                    session.write(&mut task.node);
+                    Some(t)
+                }
+            };
+            task.process_event(Event::Resume).await?;
+            Ok(answer)
         }
-        let uuid = task.node.uuid;
+        .await;
+        let answer = match taken {
+            Ok(a) => a,
+            Err(e) => {
+                self.release(task).await;
+                return Err(e);
+            }
+        };
+        let node = task.node.clone();
+        let data = report.data;
         self.spawn_operation("inspection", task, move |c, mut task| async move {
-            if let Err(e) = c.finish_inspection(&mut task, report).await {
+            if let Err(e) = c.finish_inspection(&mut task, data).await {
                 c.fail_node(
                     &mut task,
                     Event::Fail,
@@ -113,7 +153,7 @@ impl Conductor {
             }
             task
         })?;
-        Ok(uuid)
+        Ok((node, answer))
     }
 
     /// `[auto_discovery]`: enrolls the machine behind `report`, none of whose `addresses` is a

@@ -19,6 +19,11 @@ pub(super) fn not_found() -> ConductorError {
     ))
 }
 
+/// A token that is not the node's, in the heartbeat's words.
+pub(super) fn invalid_token() -> ConductorError {
+    ConductorError::InvalidParameter(TOKEN_INVALID.to_string())
+}
+
 /// Why a heartbeat was refused, in Ironic's words (agents and operators grep for them).
 const TOKEN_REQUIRED: &str = "Agent token is required for heartbeat processing.";
 const TOKEN_INVALID: &str = "Invalid or missing agent token received.";

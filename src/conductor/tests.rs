@@ -361,16 +361,39 @@ async fn agent_inspection_stores_the_inventory_sets_properties_and_adds_ports() 
     let report = report.as_object().unwrap().clone();
     let stranger = crate::model::MacAddress::parse("52:54:00:99:99:99").unwrap();
     assert!(
-        c.continue_inspection(&[stranger], None, report.clone())
+        c.continue_inspection(inspection_report(&[stranger], None, &report), false)
             .await
             .is_err()
     );
 
-    let got = c
-        .continue_inspection(std::slice::from_ref(&known), None, report)
+    // A report carrying a token must carry the node's (one handed over on virtual media,
+    // say): another is refused with the heartbeat's words, and the node still waits.
+    let mut waiting = store.get_node(&NodeIdent::Uuid(n.uuid)).await.unwrap();
+    let mut session = crate::agent::AgentSession::read(&waiting);
+    session.agent_secret_token = Some("handed-over".into());
+    session.write(&mut waiting);
+    store.save_node(&waiting).await.unwrap();
+    let with_token = |t: &str| {
+        let mut r = inspection_report(std::slice::from_ref(&known), None, &report);
+        r.agent_token = Some(t.into());
+        r
+    };
+    let err = c
+        .continue_inspection(with_token("guessed"), true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Invalid or missing agent token received.");
+    let still = store.get_node(&NodeIdent::Uuid(n.uuid)).await.unwrap();
+    assert_eq!(still.provision_state, ProvisionState::InspectWait);
+    assert!(still.reservation.is_none());
+
+    // The right one: taken; the 1.84 answer masks a token the agent already holds.
+    let (got, token) = c
+        .continue_inspection(with_token("handed-over"), true)
         .await
         .unwrap();
-    assert_eq!(got, n.uuid);
+    assert_eq!(got.uuid, n.uuid);
+    assert_eq!(token.as_deref(), Some(crate::agent::token::MASK));
     let node = settle(&store, n.uuid).await;
     assert_eq!(
         node.provision_state,
@@ -405,9 +428,12 @@ async fn agent_inspection_stores_the_inventory_sets_properties_and_adds_ports() 
     // A second report for a node no longer waiting: not found, nothing changes.
     let again = serde_json::json!({"inventory": {"interfaces": []}});
     assert!(
-        c.continue_inspection(&[known], None, again.as_object().unwrap().clone())
-            .await
-            .is_err()
+        c.continue_inspection(
+            inspection_report(&[known], None, again.as_object().unwrap()),
+            false
+        )
+        .await
+        .is_err()
     );
 }
 
@@ -423,9 +449,15 @@ async fn an_inventory_without_an_architecture_fails_the_inspection() {
     settle(&store, n.uuid).await;
     let report = serde_json::json!({"inventory": {"cpu": {}, "interfaces": [
         {"name": "eth0", "mac_address": "52:54:00:00:00:07"}]}});
-    c.continue_inspection(&[], Some(n.uuid), report.as_object().unwrap().clone())
+    // At 1.84 the answer carries a new token, as a first lookup's would.
+    let (_, token) = c
+        .continue_inspection(
+            inspection_report(&[], Some(n.uuid), report.as_object().unwrap()),
+            true,
+        )
         .await
         .unwrap();
+    assert_eq!(token.map(|t| t.len()), Some(43));
     let node = settle(&store, n.uuid).await;
     assert_eq!(node.provision_state, ProvisionState::InspectFailed);
     assert_eq!(
@@ -497,13 +529,29 @@ async fn abort_in_inspect_wait_fails_the_inspection_and_powers_off() {
     let report = serde_json::json!({"inventory": {"cpu": {"architecture": "x86_64"},
         "interfaces": [{"name": "eth0", "mac_address": "52:54:00:00:00:09"}]}});
     assert!(
-        c.continue_inspection(&[], Some(n.uuid), report.as_object().unwrap().clone())
-            .await
-            .is_err()
+        c.continue_inspection(
+            inspection_report(&[], Some(n.uuid), report.as_object().unwrap()),
+            false
+        )
+        .await
+        .is_err()
     );
     c.provision(&id, "manage", None).await.unwrap();
     assert_eq!(
         settle(&store, n.uuid).await.provision_state,
         ProvisionState::Manageable
     );
+}
+
+fn inspection_report(
+    addresses: &[crate::model::MacAddress],
+    node_uuid: Option<uuid::Uuid>,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> crate::conductor::inspection::InspectionReport {
+    crate::conductor::inspection::InspectionReport {
+        addresses: addresses.to_vec(),
+        node_uuid,
+        agent_token: None,
+        data: data.clone(),
+    }
 }

@@ -3,7 +3,8 @@
 //! A hardware type is a declarative entry: the interfaces it offers for the four kinds every
 //! deploy uses (boot, deploy, power, management), and for the optional kinds
 //! ([`ExtraInterfaces`]) either [`ExtraInterfaces::NONE`] (each kind's do-nothing interface, as a
-//! type that does not implement it) or its own sets.
+//! type that does not implement it), [`ExtraInterfaces::AGENT_ON_REQUEST`] (the real machines'
+//! types: the agent's inspection and rescue when asked for) or its own sets.
 
 use super::node::NodeError;
 
@@ -153,6 +154,21 @@ impl ExtraInterfaces {
         storage: InterfaceSet::only("noop"),
         vendor: InterfaceSet::only("no-vendor"),
     };
+
+    /// A real machine's type: nothing optional by default, and the agent's inspection and
+    /// rescue for the operator who sets `inspect_interface` / `rescue_interface` to `agent`
+    /// (they boot the agent through the node's own boot interface, as a deploy does).
+    pub const AGENT_ON_REQUEST: ExtraInterfaces = ExtraInterfaces {
+        inspect: InterfaceSet {
+            default: "no-inspect",
+            enabled: &["agent", "no-inspect"],
+        },
+        rescue: InterfaceSet {
+            default: "no-rescue",
+            enabled: &["agent", "no-rescue"],
+        },
+        ..ExtraInterfaces::NONE
+    };
 }
 
 /// A hardware type (Ironic's `driver`): which interfaces a node of that type may use.
@@ -243,7 +259,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             default: "ipmitool",
             enabled: &["ipmitool"],
         },
-        extras: ExtraInterfaces::NONE,
+        extras: ExtraInterfaces::AGENT_ON_REQUEST,
     },
     // The operator powers the node and sets its boot order by hand: `fake` power records the
     // state asked for, `noop` management logs the device. Ironic's `agent` power (which needs
@@ -266,7 +282,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             default: "noop",
             enabled: &["noop", "fake"],
         },
-        extras: ExtraInterfaces::NONE,
+        extras: ExtraInterfaces::AGENT_ON_REQUEST,
     },
     // A Redfish BMC (iLO 5+, iDRAC, XCC, OpenBMC): power and boot device over Redfish, the
     // deploy ramdisk from virtual media by default (Ironic's `redfish` hardware type).
@@ -288,7 +304,7 @@ pub const HARDWARE_TYPES: &[HardwareType] = &[
             default: "redfish",
             enabled: &["redfish"],
         },
-        extras: ExtraInterfaces::NONE,
+        extras: ExtraInterfaces::AGENT_ON_REQUEST,
     },
 ];
 
@@ -350,6 +366,15 @@ mod tests {
                 };
                 let s = hw.interfaces(kind);
                 assert_eq!(s.enabled, &[s.default], "{kind:?}");
+            }
+        }
+        // The real machines' types offer the agent's inspection and rescue, off by default.
+        for name in ["ipmi", "manual-management", "redfish"] {
+            let hw = HardwareType::find(name).unwrap();
+            for kind in [InterfaceKind::Inspect, InterfaceKind::Rescue] {
+                let s = hw.interfaces(kind);
+                assert!(s.enabled.contains(&"agent"), "{name} {kind:?}");
+                assert!(s.default.starts_with("no-"), "{name} {kind:?}");
             }
         }
     }

@@ -30,4 +30,5 @@ mod store_backends;
 mod vmedia;
 mod vmedia_faults;
 mod vmedia_ipa;
+mod vmedia_ipa_lifecycle;
 mod vmedia_take_over;

@@ -3,7 +3,8 @@
 //! - `driver_info.deploy_kernel` + `deploy_ramdisk` (the deploy ISO is built from them, with
 //!   the agent's parameters on its kernel command line), or `driver_info.deploy_iso` (the
 //!   operator's ISO, published unmodified, with the parameters on a floppy — the iLO way);
-//!   `deploy_iso` wins when both are given, as in Ironic;
+//!   `deploy_iso` wins when both are given, as in Ironic; while the node is being rescued,
+//!   `rescue_iso` or `rescue_kernel` + `rescue_ramdisk` in their place when given;
 //! - `driver_info.config_via_removable` (old name `config_via_floppy`): the floppy with a
 //!   built ISO too;
 //! - kernel parameters: `instance_info.kernel_append_params`, else
@@ -23,7 +24,7 @@ use crate::bmc::redfish::DriverInfo;
 use crate::boot::BootError;
 use crate::boot::render::KernelParams;
 use crate::driver::NodeContext;
-use crate::model::{BootMode, MacAddress, Node};
+use crate::model::{BootMode, MacAddress, Node, ProvisionState};
 
 /// Where the deploy ISO comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,18 +104,32 @@ fn flag(info: &Map<String, Value>, key: &str) -> Result<Option<bool>, BootError>
     }
 }
 
+/// The agent's media: the deploy ones, or while the node is being rescued the rescue ones
+/// when given (`rescue_iso`, or `rescue_kernel` + `rescue_ramdisk`; else the deploy media,
+/// whose agent rescues too).
 pub fn deploy_media(node: &Node) -> Result<DeployMedia, BootError> {
     let info = &node.driver_info;
-    if let Some(iso) = href(info, "deploy_iso")? {
+    let rescuing = matches!(
+        node.provision_state,
+        ProvisionState::Rescuing | ProvisionState::RescueWait
+    );
+    let given = |k: &str| text(info, &format!("rescue_{k}")).is_some();
+    let prefix = if rescuing && (given("iso") || given("kernel")) {
+        "rescue"
+    } else {
+        "deploy"
+    };
+    if let Some(iso) = href(info, &format!("{prefix}_iso"))? {
         return Ok(DeployMedia::Prebuilt { iso });
     }
-    match (href(info, "deploy_kernel")?, href(info, "deploy_ramdisk")?) {
+    let (kernel_key, ramdisk_key) = (format!("{prefix}_kernel"), format!("{prefix}_ramdisk"));
+    match (href(info, &kernel_key)?, href(info, &ramdisk_key)?) {
         (Some(kernel), Some(ramdisk)) => Ok(DeployMedia::Built { kernel, ramdisk }),
-        _ => Err(invalid_driver_info(
-            "set deploy_kernel and deploy_ramdisk (ironboot builds the deploy ISO from them), \
-             or deploy_iso (an ISO of the agent, used as it is, with its parameters on a \
-             floppy)",
-        )),
+        _ => Err(invalid_driver_info(format!(
+            "set {kernel_key} and {ramdisk_key} (ironboot builds the {prefix} ISO from them), \
+             or {prefix}_iso (an ISO of the agent, used as it is, with its parameters on a \
+             floppy)"
+        ))),
     }
 }
 

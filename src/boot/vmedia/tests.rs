@@ -207,6 +207,55 @@ fn validate_names_what_is_missing_or_unusable() {
 }
 
 #[test]
+fn a_node_being_rescued_boots_its_rescue_media_when_given() {
+    use crate::model::ProvisionState;
+    let node = |info: serde_json::Value, state: ProvisionState| {
+        let mut n = Node::new(
+            Uuid::new_v4(),
+            HardwareType::find("redfish").unwrap(),
+            crate::model::now(),
+        );
+        n.driver_info = info.as_object().unwrap().clone();
+        n.provision_state = state;
+        n
+    };
+    let deploy = json!({"deploy_kernel": "http://x/dk", "deploy_ramdisk": "http://x/dr"});
+    let built = |k: &str, r: &str| DeployMedia::Built {
+        kernel: k.into(),
+        ramdisk: r.into(),
+    };
+    let mut with_rescue = deploy.clone();
+    with_rescue["rescue_kernel"] = json!("http://x/rk");
+    with_rescue["rescue_ramdisk"] = json!("http://x/rr");
+    let mut with_rescue_iso = deploy.clone();
+    with_rescue_iso["rescue_iso"] = json!("http://x/rescue.iso");
+    for state in [ProvisionState::Rescuing, ProvisionState::RescueWait] {
+        let media = |info: &serde_json::Value| inputs::deploy_media(&node(info.clone(), state));
+        assert_eq!(
+            media(&with_rescue).unwrap(),
+            built("http://x/rk", "http://x/rr")
+        );
+        assert_eq!(
+            media(&with_rescue_iso).unwrap(),
+            DeployMedia::Prebuilt {
+                iso: "http://x/rescue.iso".into()
+            }
+        );
+        // Without rescue media the deploy agent rescues.
+        assert_eq!(media(&deploy).unwrap(), built("http://x/dk", "http://x/dr"));
+        // A half-given rescue pair is named, not silently replaced.
+        let err = media(&json!({"rescue_kernel": "http://x/rk"})).unwrap_err();
+        assert!(err.to_string().contains("rescue_ramdisk"), "{err}");
+    }
+    // Outside rescue the deploy media boot even when rescue media are given.
+    let n = node(with_rescue.clone(), ProvisionState::DeployWait);
+    assert_eq!(
+        inputs::deploy_media(&n).unwrap(),
+        built("http://x/dk", "http://x/dr")
+    );
+}
+
+#[test]
 fn instance_command_lines() {
     let lab = Lab::new();
     let mut ctx = lab.ctx(json!({"redfish_address": "https://10.0.0.5",

@@ -371,13 +371,13 @@ LABEL="ironboot_lab_end"
     )
 }
 
-/// `power.sh on [api_url] | off | status`, run by ironboot's `script` power interface inside
+/// `power.sh on [api_url [agent_token [inspection_callback_url]]] | off | status`, run by ironboot's `script` power interface inside
 /// the sandbox: the machine is an agent process.
 fn power_script(lab: &Path, disk: &str, venv: &Path, api_url: &str, agent_args: &str) -> String {
     format!(
         r#"#!/bin/bash
 # Lab power control: the "machine" is an ironic-python-agent process in this sandbox.
-# power.sh on [api_url [agent_token]] | off | status
+# power.sh on [api_url [agent_token [inspection_callback_url]]] | off | status
 set -u
 LAB={lab}
 # Whoever runs this (ironboot in the sandbox, or a test through nsenter), the agent gets the
@@ -398,8 +398,11 @@ case "$1" in
     token=()
     # (One argument with `=`: a token may start with '-', which argparse would take for an option.)
     if [ -n "${{3:-}}" ]; then token=("--agent_token=$3"); fi
+    # An inspection callback given here is the one virtual media carry for an inspection.
+    inspect=()
+    if [ -n "${{4:-}}" ]; then inspect=("--inspection_callback_url=$4"); fi
     IPA_TEST_DISK={disk} IPA_TEST_MAC={mac} setsid {venv}/bin/ironic-python-agent \
-      "${{token[@]}}" \
+      "${{token[@]}}" "${{inspect[@]}}" \
       --api_url "${{2:-{api_url}}}" --listen_host 127.0.0.1 --listen_port {port} \
       --advertise_host 127.0.0.1 --advertise_port {port} --disk_wait_attempts 0 \
       --lookup_timeout 300 --lookup_interval 1 \
@@ -982,13 +985,15 @@ impl Lab {
         format!("/proc/{}/ns/net", self.sandbox_pid())
     }
 
-    /// Starts an agent as a BMC booting virtual media would: `power.sh on API_URL TOKEN`,
-    /// with the API URL and the token read from the media (`ipa-api-url`, `ipa-agent-token`).
-    pub fn boot_agent_from_media(&self, api_url: &str, token: &str) {
+    /// Starts an agent as a BMC booting virtual media would: `power.sh on API_URL TOKEN
+    /// [CALLBACK]`, with the API URL, the token and, for an inspection, the callback read from
+    /// the media (`ipa-api-url`, `ipa-agent-token`, `ipa-inspection-callback-url`).
+    pub fn boot_agent_from_media(&self, api_url: &str, token: &str, inspection: Option<&str>) {
         let (ok, _, err) = run(self
             .in_sandbox("bash")
             .arg(self.dir.join("power.sh"))
-            .args(["on", api_url, token]));
+            .args(["on", api_url, token])
+            .args(inspection));
         assert!(ok, "power.sh on: {err}");
     }
 

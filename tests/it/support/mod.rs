@@ -224,6 +224,7 @@ pub mod sushy;
 pub mod swift;
 pub mod tmpfs;
 pub mod vmedia_lab;
+pub mod vmedia_machine;
 
 /// An HTTP client for tests (plain HTTP; the ring provider is installed for any TLS use).
 pub fn http_client() -> reqwest::Client {
