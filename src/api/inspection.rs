@@ -102,6 +102,22 @@ fn check_request(
     q: &QueryParams,
     body: Value,
 ) -> Result<InspectionReport, ApiError> {
+    let Value::Object(mut data) = body else {
+        return Err(ApiError::bad_request(
+            "Schema error for data: the body must be a JSON object",
+        ));
+    };
+    let agent_token = match data.remove("agent_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Schema error for data: agent_token must be a string",
+            ));
+        }
+    };
+    let addresses = check_report(&data)?;
+    // Ironic checks the body's schema first, then the version.
     if version != Version(1) && version < CALLBACK_SINCE {
         return Err(ApiError::not_found(format!(
             "API version {CALLBACK_SINCE} or newer is required"
@@ -114,21 +130,6 @@ fn check_request(
             "node_uuid needs API version {CALLBACK_SINCE} or newer"
         )));
     }
-    let Value::Object(mut data) = body else {
-        return Err(ApiError::bad_request(
-            "Invalid inspection data: the body must be a JSON object",
-        ));
-    };
-    let agent_token = match data.remove("agent_token") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(t),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "Invalid inspection data: agent_token must be a string",
-            ));
-        }
-    };
-    let addresses = check_report(&data)?;
     if addresses.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
@@ -144,7 +145,7 @@ fn check_request(
 /// has at least one entry, each with a string `mac_address`); returns its valid MACs
 /// (invalid ones are dropped, as Ironic does).
 fn check_report(report: &Map<String, Value>) -> Result<Vec<MacAddress>, ApiError> {
-    let invalid = |m: &str| ApiError::bad_request(format!("Invalid inspection data: {m}"));
+    let invalid = |m: &str| ApiError::bad_request(format!("Schema error for data: {m}"));
     let inventory = match report.get("inventory") {
         Some(Value::Object(i)) => i,
         Some(_) => return Err(invalid("'inventory' is not of type 'object'")),
@@ -154,7 +155,7 @@ fn check_report(report: &Map<String, Value>) -> Result<Vec<MacAddress>, ApiError
         Some(Value::Array(list)) if !list.is_empty() => list,
         Some(Value::Array(_)) => return Err(invalid("inventory.interfaces should be non-empty")),
         Some(_) => return Err(invalid("inventory.interfaces is not of type 'array'")),
-        None => return Err(invalid("'interfaces' is a required property of inventory")),
+        None => return Err(invalid("'interfaces' is a required property")),
     };
     let mut macs = Vec::new();
     for nic in interfaces {

@@ -355,12 +355,6 @@ async fn list_ports(
     };
     let limit = q.limit(st.max_limit)?;
     let (sort_key, descending) = port_sort(&q, version)?;
-    if let Some(groups) = q.get("conductor_groups")
-        && !groups.split(',').any(|g| g.trim().is_empty())
-    {
-        // Every node is in the default conductor group "": no port is in another group.
-        return Ok(axum::Json(json!({ "ports": [] })));
-    }
     let ports = st
         .store
         .list_ports(&PortQuery {
@@ -371,10 +365,8 @@ async fn list_ports(
             sort_key,
             descending,
             description_contains: q.get("description_contains").map(String::from),
-            node_shards: q
-                .get("shard")
-                .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
-                .unwrap_or_default(),
+            node_shards: list_param(&q, "shard"),
+            node_conductor_groups: list_param(&q, "conductor_groups"),
         })
         .await?;
     let docs: Vec<Value> = ports
@@ -568,4 +560,11 @@ pub async fn delete(
         .await?;
     tracing::info!(port = %port.uuid, "port deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A comma-separated filter (`shard=a,b`): its trimmed items, none when not given.
+fn list_param(q: &QueryParams, key: &str) -> Vec<String> {
+    q.get(key)
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default()
 }

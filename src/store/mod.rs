@@ -341,6 +341,8 @@ pub struct PortQuery {
     pub description_contains: Option<String>,
     /// Ports of nodes in one of these shards.
     pub node_shards: Vec<String>,
+    /// Ports of nodes in one of these conductor groups.
+    pub node_conductor_groups: Vec<String>,
 }
 
 impl PortQuery {

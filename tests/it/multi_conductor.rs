@@ -511,6 +511,24 @@ async fn conductor_groups_keep_their_nodes_to_themselves() {
     provision(&http, &api, racked, "active").await;
     assert!(default.has_config(mac_a) && !default.has_config(mac_b));
     assert!(rack.has_config(mac_b) && !rack.has_config(mac_a));
+    // The port list filters by the group of each port's node.
+    for (groups, want) in [
+        ("rack-2", vec![mac_b]),
+        ("", vec![mac_a]),
+        ("rack-2,", vec![mac_a, mac_b]),
+        ("rack-9", vec![]),
+    ] {
+        let path = format!("/v1/ports?conductor_groups={groups}&sort_key=address");
+        let (s, b) = api_call(&http, &api, Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{b}");
+        let got: Vec<&str> = b["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "conductor_groups={groups}");
+    }
 
     // With its group's only conductor dead, the rack node has no conductor and the default
     // group's conductor leaves it alone.

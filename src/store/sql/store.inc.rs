@@ -400,6 +400,11 @@ impl Store for Backend {
             push_in(&mut qb, "shard", &query.node_shards);
             qb.push(")");
         }
+        if !query.node_conductor_groups.is_empty() {
+            qb.push(" AND node_uuid IN (SELECT uuid FROM nodes WHERE 1 = 1");
+            push_in(&mut qb, "conductor_group", &query.node_conductor_groups);
+            qb.push(")");
+        }
         let sort = sort_expr(query.sort_key.column(), query.sort_key.sort_as());
         push_page(
             &mut qb,
