@@ -61,9 +61,10 @@ impl BootInterface for FakeBoot {
     async fn take_over(
         &self,
         ctx: &mut NodeContext,
-        _params: &RamdiskParams,
+        params: &RamdiskParams,
     ) -> Result<(), BootError> {
-        ctx.record_fake_call("boot.take_over");
+        let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        ctx.record_fake_call(&format!("boot.take_over:{}", params.join(" ")));
         Ok(())
     }
 }

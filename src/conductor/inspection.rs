@@ -60,6 +60,19 @@ pub enum InspectionError {
 }
 
 impl Conductor {
+    /// The inspection agent's parameters: where to look up, and where to post the inventory
+    /// (also what take over rebuilds a waiting node's ramdisk boot with).
+    pub(super) fn inspection_ramdisk_params(&self) -> crate::driver::RamdiskParams {
+        let api = self.api_public_url().trim_end_matches('/').to_string();
+        vec![
+            ("ipa-api-url".to_string(), api.clone()),
+            (
+                "ipa-inspection-callback-url".to_string(),
+                format!("{api}{CALLBACK_PATH}"),
+            ),
+        ]
+    }
+
     /// Boots the agent for inspection (the node is `inspecting`) → `inspect wait`.
     pub(super) async fn boot_inspection_ramdisk(
         &self,
@@ -69,14 +82,7 @@ impl Conductor {
         // A new agent: a fresh lookup and token.
         AgentSession::wipe(&mut task.node);
         task.save().await?;
-        let api = self.api_public_url().trim_end_matches('/').to_string();
-        let params = vec![
-            ("ipa-api-url".to_string(), api.clone()),
-            (
-                "ipa-inspection-callback-url".to_string(),
-                format!("{api}{CALLBACK_PATH}"),
-            ),
-        ];
+        let params = self.inspection_ramdisk_params();
         let target = ifaces
             .boot
             .prepare_ramdisk(task.ctx(), &params)

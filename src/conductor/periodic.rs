@@ -12,10 +12,12 @@ use crate::model::{Event, ProvisionState};
 use crate::store::{NodeIdent, NodeQuery};
 
 /// States whose nodes boot from what their conductor prepared (see `take_over_nodes`).
-const TAKE_OVER_STATES: [ProvisionState; 3] = [
+const TAKE_OVER_STATES: [ProvisionState; 5] = [
     ProvisionState::Active,
     ProvisionState::DeployWait,
     ProvisionState::CleanWait,
+    ProvisionState::InspectWait,
+    ProvisionState::RescueWait,
 ];
 
 /// Nodes taken over at once (Ironic's `[conductor] periodic_max_workers`): each waits mostly on
@@ -233,7 +235,12 @@ impl Conductor {
             let previous = task.node.conductor_affinity.clone();
             let result = match self.interfaces().for_node(&task.node) {
                 Ok(ifaces) => {
-                    let params = ifaces.deploy.ramdisk_params();
+                    // The agent of an inspection was booted with the inspection's parameters.
+                    let params = if state == ProvisionState::InspectWait {
+                        self.inspection_ramdisk_params()
+                    } else {
+                        ifaces.deploy.ramdisk_params()
+                    };
                     ifaces
                         .boot
                         .take_over(&mut task, &params)

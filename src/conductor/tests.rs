@@ -253,20 +253,30 @@ async fn waiting_nodes_of_another_conductor_are_taken_over_too() {
     let mut cleaning = node_in(&store, ProvisionState::CleanWait).await;
     cleaning.conductor_affinity = None;
     store.save_node(&cleaning).await.unwrap();
+    let mut inspecting = node_in(&store, ProvisionState::InspectWait).await;
+    inspecting.conductor_affinity = Some("dead-conductor".into());
+    store.save_node(&inspecting).await.unwrap();
+    let mut rescuing = node_in(&store, ProvisionState::RescueWait).await;
+    rescuing.conductor_affinity = Some("dead-conductor".into());
+    store.save_node(&rescuing).await.unwrap();
     let failed = node_in(&store, ProvisionState::DeployFailed).await;
 
     c.take_over_nodes().await;
 
-    for uuid in [waiting.uuid, cleaning.uuid] {
+    // Each ramdisk boot is rebuilt with the parameters its agent was booted with.
+    let callback = "ipa-inspection-callback-url=http://127.0.0.1:6385/v1/continue_inspection";
+    for (uuid, inspection) in [
+        (waiting.uuid, false),
+        (cleaning.uuid, false),
+        (inspecting.uuid, true),
+        (rescuing.uuid, false),
+    ] {
         let n = store.get_node(&NodeIdent::Uuid(uuid)).await.unwrap();
         assert_eq!(n.conductor_affinity.as_deref(), Some("c1"));
-        assert!(
-            n.driver_internal_info["fake_calls"]
-                .to_string()
-                .contains("boot.take_over"),
-            "{:?}",
-            n.driver_internal_info
-        );
+        let calls = n.driver_internal_info["fake_calls"].to_string();
+        assert!(calls.contains("boot.take_over:"), "{calls}");
+        // (The fake deploy interface has no ramdisk parameters of its own.)
+        assert_eq!(calls.contains(callback), inspection, "{calls}");
     }
     let f = store.get_node(&NodeIdent::Uuid(failed.uuid)).await.unwrap();
     assert!(f.conductor_affinity.is_none(), "failed nodes boot nothing");

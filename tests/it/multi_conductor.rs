@@ -236,6 +236,37 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
         ..side
     };
 
+    // An inspection on cond-a waits for its agent's report.
+    let inspecting = std::iter::repeat_with(Uuid::new_v4)
+        .find(|u| three.owner(u) == Some("cond-a") && *u != waiting)
+        .unwrap();
+    let inspecting_mac = mac(NODES + 1);
+    let mut body = pxe_node("inspecting", "", &kernel);
+    body["uuid"] = json!(inspecting);
+    body["inspect_interface"] = json!("agent");
+    create_node(&http, &api_b, body, &inspecting_mac).await;
+    for (target, state) in [("manage", "manageable"), ("inspect", "inspect wait")] {
+        let path = format!("/v1/nodes/{inspecting}/states/provision");
+        let (s, b) = api_call(
+            &http,
+            &api_b,
+            Method::PUT,
+            &path,
+            Some(json!({"target": target})),
+        )
+        .await;
+        assert_eq!(s, 202, "{b}");
+        let id = inspecting.to_string();
+        wait_state(&http, &api_b, &id, &[state], Duration::from_secs(20)).await;
+    }
+    let inspect_config =
+        std::fs::read_to_string(pxe_config(&conductors[0].server.data_dir, &inspecting_mac))
+            .expect("cond-a wrote the inspection ramdisk config");
+    assert!(
+        inspect_config.contains("ipa-inspection-callback-url="),
+        "{inspect_config}"
+    );
+
     // cond-a dies in the middle of a deploy: one of its nodes stays reserved by it in
     // `deploying`, as a SIGKILL between two steps leaves it (written here, since the fake
     // deploy has no step slow enough to kill it in).
@@ -320,6 +351,52 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
         regenerated.replace(&heir.api(), "<api>"),
         deploy_config.replace(&dead_api, "<api>"),
     );
+    // So is the inspection's, with its callback; the agent's report (to any API) finishes the
+    // inspection on the heir.
+    let inspect_heir = survivors
+        .iter()
+        .find(|c| {
+            HashRing::new(["cond-b", "cond-c"].map(String::from)).owner(&inspecting) == Some(c.host)
+        })
+        .unwrap();
+    while !inspect_heir.has_config(&inspecting_mac) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never regenerated the inspection config",
+            inspect_heir.host
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let regenerated =
+        std::fs::read_to_string(pxe_config(&inspect_heir.server.data_dir, &inspecting_mac))
+            .unwrap();
+    assert_eq!(
+        regenerated.replace(&inspect_heir.api(), "<api>"),
+        inspect_config.replace(&dead_api, "<api>"),
+    );
+    let report = json!({"inventory": {"cpu": {"architecture": "x86_64"},
+        "interfaces": [{"name": "eth0", "mac_address": inspecting_mac}]}});
+    // (As IPA posts it: no version header, so API 1.1.)
+    let answer = http
+        .post(format!("{api_b}/v1/continue_inspection"))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["uuid"], inspecting.to_string(), "{body}");
+    let n = wait_state(
+        &http,
+        &api_b,
+        &inspecting.to_string(),
+        &["manageable"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(n["conductor"], inspect_heir.host, "{n}");
+    assert_eq!(n["properties"]["cpu_arch"], "x86_64", "{n}");
+
     let took: f64 = survivors
         .iter()
         .map(|c| {
@@ -329,8 +406,9 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
         .sum();
     assert_eq!(
         took as usize,
-        a_nodes.len(),
-        "each of cond-a's active nodes (but the interrupted one) and the waiting one, once"
+        a_nodes.len() + 1,
+        "each of cond-a's active nodes (but the interrupted one), the waiting one and the \
+         inspecting one, once"
     );
     let agent = FakeAgent::start(&token, "").await;
     let done = side

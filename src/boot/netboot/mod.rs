@@ -578,11 +578,14 @@ impl<F: Flavor> BootInterface for NetBootInterface<F> {
         let uuid = ctx.node.uuid;
         self.observed("take_over", uuid, async move {
             // An active node boots its instance from these files; a node waiting for its agent
-            // boots the ramdisk from them again whenever it reboots (the deploy interface's
-            // `params` make the config the one the previous conductor wrote). A node in any
+            // boots the ramdisk from them again whenever it reboots (the `params` of the flow
+            // that booted it make the config the one the previous conductor wrote). A node in any
             // other state gets its files when its next operation runs.
             match ctx.node.provision_state {
-                ProvisionState::DeployWait | ProvisionState::CleanWait => {
+                ProvisionState::DeployWait
+                | ProvisionState::CleanWait
+                | ProvisionState::InspectWait
+                | ProvisionState::RescueWait => {
                     return self.prepare_ramdisk_inner(ctx, params).await.map(|_| ());
                 }
                 ProvisionState::Active => {}

@@ -17,7 +17,8 @@
 //!   node's record lists, on whichever backend it went to. The conductor calls
 //!   `clean_up_ramdisk` when a deploy or cleaning fails too, so no failure leaves a published
 //!   medium (which carries the agent token) or an inserted one.
-//! - `take_over`: a node in `wait call-back` or `clean wait` gets its deploy media rebuilt
+//! - `take_over`: a node waiting for its agent (`wait call-back`, `clean wait`, `inspect wait`,
+//!   `rescue wait`) gets its agent media rebuilt
 //!   (same token, same names, byte-identical for unchanged inputs), republished from this
 //!   conductor and inserted again; an `active` node booting a boot ISO gets that ISO the
 //!   same way; an active whole-disk node needs nothing.
@@ -198,7 +199,10 @@ impl BootInterface for VirtualMediaBoot {
         let uuid = ctx.node.uuid;
         self.observed("take_over", uuid, async {
             let result = match ctx.node.provision_state {
-                ProvisionState::DeployWait | ProvisionState::CleanWait => {
+                ProvisionState::DeployWait
+                | ProvisionState::CleanWait
+                | ProvisionState::InspectWait
+                | ProvisionState::RescueWait => {
                     let inputs = self.ramdisk_inputs(ctx)?;
                     self.take_over_ramdisk_media(ctx, &inputs, params).await
                 }
