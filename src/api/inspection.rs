@@ -62,18 +62,16 @@ async fn take_report(
 ) -> Result<(uuid::Uuid, Value), (&'static str, ApiError)> {
     let invalid = |e: ApiError| ("invalid_request", e);
     let report = check_request(version, q, body).map_err(invalid)?;
+    // With discovery on, a report nobody claims enrolls its machine: keep what that needs.
     let discovery = st
         .ramdisk
         .discovery_driver
         .as_deref()
-        .filter(|_| report.node_uuid.is_none() && report.agent_token.is_none());
+        .filter(|_| report.node_uuid.is_none() && report.agent_token.is_none())
+        .map(|driver| (driver, report.addresses.clone(), report.data.clone()));
     let conductor = |e: ConductorError| (refusal_reason(&e), ApiError::from(e));
     let issue_token = version >= CALLBACK_SINCE;
-    match st
-        .conductor
-        .continue_inspection(report.clone(), issue_token)
-        .await
-    {
+    match st.conductor.continue_inspection(report, issue_token).await {
         Ok((node, Some(token))) => Ok((
             node.uuid,
             json!({
@@ -84,10 +82,10 @@ async fn take_report(
         Ok((node, None)) => Ok((node.uuid, json!({"uuid": node.uuid}))),
         // A discovered node is in `enroll`, where no agent is looked up: its uuid only.
         Err(ConductorError::Store(StoreError::NodeNotFound(_))) if discovery.is_some() => {
-            let driver = discovery.unwrap_or_default();
+            let (driver, addresses, data) = discovery.unwrap_or_default();
             let uuid = st
                 .conductor
-                .discover(&report.addresses, driver, report.data)
+                .discover(&addresses, driver, data)
                 .await
                 .map_err(conductor)?;
             Ok((uuid, json!({"uuid": uuid})))
