@@ -158,9 +158,14 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
         let (s, b) = lab.api_with_version("POST", CALLBACK, Some(&body), None);
         assert_eq!(s, status, "{body}: {b}");
     }
-    // Between 1.1 and 1.84 the callback does not exist.
-    let (s, _) = lab.api_with_version("POST", CALLBACK, Some(&report(json!({}))), Some("1.80"));
-    assert_eq!(s, 404);
+    // Between 1.1 and 1.84 the callback does not exist; as in Ironic, the body's schema is
+    // checked first.
+    let valid = report(json!({"interfaces": [{"name": "eth0", "mac_address": AGENT_MAC}]}));
+    let (s, b) = lab.api_with_version("POST", CALLBACK, Some(&valid), Some("1.80"));
+    assert_eq!(s, 404, "{b}");
+    assert!(b.to_string().contains("1.84 or newer"), "{b}");
+    let (s, b) = lab.api_with_version("POST", CALLBACK, Some(&report(json!({}))), Some("1.80"));
+    assert_eq!(s, 400, "{b}");
     // Bigger than [api] max_body_bytes (4 MiB): refused before it is parsed.
     let big = report(
         json!({"interfaces": [{"name": "eth0", "mac_address": AGENT_MAC}],

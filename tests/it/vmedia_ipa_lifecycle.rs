@@ -11,7 +11,7 @@ use crate::support;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
@@ -177,8 +177,10 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
         let _stop_machine = StopOnDrop(&stop);
 
         // 2. Inspection by the real agent booted from the ISO.
+        let started = Instant::now();
         lab.baremetal(&cli, &["node", "inspect", &uuid, "--wait", "240"]);
         let n = wait_state(&lab, &uuid, &["manageable", "inspect failed"], &events);
+        let inspect_took = started.elapsed();
         assert_eq!(n["provision_state"], "manageable", "{}", n["last_error"]);
         assert_eq!(n["properties"]["cpu_arch"], std::env::consts::ARCH);
         assert_eq!(n["properties"]["local_gb"], 7, "8 GiB disk, minus one");
@@ -198,13 +200,16 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
         assert!(published(&lab).is_empty(), "{:?}", published(&lab));
 
         // 3. provide: automated cleaning, the agent booted from the deploy ISO.
+        let started = Instant::now();
         lab.provision(&uuid, "provide");
         let n = wait_state(&lab, &uuid, &["available", "clean failed"], &events);
+        let clean_took = started.elapsed();
         assert_eq!(n["provision_state"], "available", "{}", n["last_error"]);
 
         // 4. Deploy, then rescue: the agent boots from an ISO built of the rescue kernel and
         // ramdisk, and gets the password's hash.
         deploy(&lab, &uuid, &events);
+        let started = Instant::now();
         lab.baremetal(
             &cli,
             &[
@@ -218,6 +223,7 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
             ],
         );
         let n = wait_state(&lab, &uuid, &["rescue", "rescue failed"], &events);
+        let rescue_took = started.elapsed();
         assert_eq!(n["provision_state"], "rescue", "{}", n["last_error"]);
         let written = lab
             .etc_written("ipa-rescue-config/ipa-rescue-password")
@@ -232,8 +238,15 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
         assert!(!iso_holds(iso, &std::fs::read(&kernel).unwrap()));
 
         // 5. unrescue: the instance boots from its disk again, no medium left.
+        let started = Instant::now();
         lab.baremetal(&cli, &["node", "unrescue", &uuid, "--wait", "240"]);
         let n = wait_state(&lab, &uuid, &["active"], &events);
+        eprintln!(
+            "{test}: over virtual media, inspect → manageable {inspect_took:.1?}, provide → \
+             available (automated clean) {clean_took:.1?}, rescue → rescue {rescue_took:.1?}, \
+             unrescue → active {:.1?}",
+            started.elapsed()
+        );
         assert!(n["last_error"].is_null(), "{}", n["last_error"]);
         let system = bmc_get(&lab, &sushy, &format!("/redfish/v1/Systems/{SYSTEM_UUID}"));
         assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Hdd");
