@@ -73,8 +73,9 @@ pub trait BootInterface: Send + Sync {
     /// The conductor calls it for nodes in `active` and in the waiting states (`wait
     /// call-back`, `clean wait`, `inspect wait`, `rescue wait`), whose ramdisk is booted or
     /// booting from what the previous conductor prepared. `params` are the ramdisk parameters
-    /// `prepare_ramdisk` got (the deploy interface's, or the inspection's), so an interface that rebuilds its ramdisk boot (virtual
-    /// media carrying `ipa-api-url`) gives the same result as the original preparation.
+    /// `prepare_ramdisk` got (the deploy interface's, or the inspection's), so an interface
+    /// that rebuilds its ramdisk boot (virtual media carrying `ipa-api-url`) gives the same
+    /// result as the original preparation.
     /// Whatever the state, nothing is powered or rebooted: only files and media the node
     /// may read are made to exist here again, with the same content.
     async fn take_over(

@@ -2,9 +2,10 @@
 //! (tests/it/support/ipa.rs): ironboot, sushy-tools (the BMC, in the sandbox's network
 //! namespace so that its InsertMedia downloads from ironboot's HTTP server there) and the
 //! agent. The harness (tests/it/support/vmedia_machine.rs) plays the machine behind the BMC,
-//! booting the agent from what ironboot published and inserted. One node is deployed three times: a built ISO with a whole-disk image, the operator's
-//! `deploy_iso` with a parameters floppy (the iLO way), and a partition image that ends
-//! booting an instance ISO whose command line carries the root UUID the agent read.
+//! booting the agent from what ironboot published and inserted. One node is deployed three
+//! times: a built ISO with a whole-disk image, the operator's `deploy_iso` with a parameters
+//! floppy (the iLO way), and a partition image that ends booting an instance ISO whose
+//! command line carries the root UUID the agent read.
 
 use crate::support;
 

@@ -371,8 +371,8 @@ LABEL="ironboot_lab_end"
     )
 }
 
-/// `power.sh on [api_url [agent_token [inspection_callback_url]]] | off | status`, run by ironboot's `script` power interface inside
-/// the sandbox: the machine is an agent process.
+/// `power.sh on [api_url [agent_token [inspection_callback_url]]] | off | status`, run by
+/// ironboot's `script` power interface inside the sandbox: the machine is an agent process.
 fn power_script(lab: &Path, disk: &str, venv: &Path, api_url: &str, agent_args: &str) -> String {
     format!(
         r#"#!/bin/bash
