@@ -244,7 +244,8 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
         eprintln!(
             "{test}: over virtual media, inspect → manageable {inspect_took:.1?}, provide → \
              available (automated clean) {clean_took:.1?}, rescue → rescue {rescue_took:.1?}, \
-             unrescue → active {:.1?}",
+             unrescue → active {:.1?} (inspect, rescue and unrescue: the baremetal CLI's wall \
+             time, its --wait polling included)",
             started.elapsed()
         );
         assert!(n["last_error"].is_null(), "{}", n["last_error"]);
