@@ -116,17 +116,9 @@ pub struct EraseParams {
 }
 
 impl Default for EraseParams {
-    /// Ironic's defaults.
+    /// Ironic's defaults, which are `[deploy]`'s.
     fn default() -> Self {
-        EraseParams {
-            shred_random_overwrite_iterations: 1,
-            shred_final_overwrite_with_zeros: true,
-            continue_if_disk_secure_erase_fails: false,
-            enable_ata_secure_erase: true,
-            enable_nvme_secure_erase: true,
-            disk_erasure_concurrency: 4,
-            erase_skip_read_only: false,
-        }
+        crate::config::DeploySettings::default().erase_params()
     }
 }
 

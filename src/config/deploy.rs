@@ -55,3 +55,18 @@ impl Default for DeploySettings {
         }
     }
 }
+
+impl DeploySettings {
+    /// How the agent's `erase_devices` erases, as these settings say.
+    pub fn erase_params(&self) -> crate::conductor::clean_plan::EraseParams {
+        crate::conductor::clean_plan::EraseParams {
+            shred_random_overwrite_iterations: self.shred_random_overwrite_iterations,
+            shred_final_overwrite_with_zeros: self.shred_final_overwrite_with_zeros,
+            continue_if_disk_secure_erase_fails: self.continue_if_disk_secure_erase_fails,
+            enable_ata_secure_erase: self.enable_ata_secure_erase,
+            enable_nvme_secure_erase: self.enable_nvme_secure_erase,
+            disk_erasure_concurrency: self.disk_erasure_concurrency,
+            erase_skip_read_only: self.erase_skip_read_only,
+        }
+    }
+}
