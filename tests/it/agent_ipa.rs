@@ -4,24 +4,14 @@
 
 use crate::support;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use support::ipa::{AGENT_MAC, AGENT_PORT, Lab, LabOptions, TestImages, sha256_file};
+use support::ipa::{AGENT_MAC, AGENT_PORT, Lab, LabOptions, TestImages, read_dev, sha256_file};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// `len` bytes of `dev` from `offset`.
-fn read_dev(dev: &str, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = std::fs::File::open(dev).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
 
 fn fake_calls(node: &Value) -> String {
     node["driver_internal_info"]["fake_calls"].to_string()
@@ -105,14 +95,7 @@ fn raw_whole_disk_is_streamed_byte_for_byte_and_tokens_are_enforced() {
     );
     lab.release_heartbeats();
 
-    let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
-    assert_eq!(
-        done["provision_state"],
-        "active",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
+    let done = lab.wait_reached(&uuid, "active", &["deploy failed"], DEPLOY_TIMEOUT);
     let image = std::fs::read(images.path("wd.raw")).unwrap();
     assert!(
         read_dev(&lab.disk, 0, image.len()) == image,
@@ -302,14 +285,7 @@ fn partition_image_with_swap_and_configdrive() {
         &uuid,
         json!({"target": "active", "configdrive": configdrive}),
     );
-    let done = lab.wait_state(&uuid, &["active", "deploy failed"], DEPLOY_TIMEOUT);
-    assert_eq!(
-        done["provision_state"],
-        "active",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
+    let done = lab.wait_reached(&uuid, "active", &["deploy failed"], DEPLOY_TIMEOUT);
 
     // The agent laid out the disk: swap, root, and the config drive.
     let parts = partitions(&lab.disk);

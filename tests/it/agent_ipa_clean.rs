@@ -7,22 +7,14 @@
 
 use crate::support;
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::ipa::{Lab, LabOptions};
+use support::ipa::{Lab, LabOptions, read_dev};
 
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn read_dev(dev: &str, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = std::fs::File::open(dev).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
 
 fn dev_size(dev: &str) -> u64 {
     let (ok, out, err) = support::run(Command::new("blockdev").args(["--getsize64", dev]));
@@ -70,15 +62,8 @@ fn automated_cleaning_on_provide_erases_the_disk_metadata() {
         waiting["provision_state"], "clean wait",
         "the agent boots for cleaning"
     );
-    let done = lab.wait_state(&uuid, &["available", "clean failed"], CLEAN_TIMEOUT);
+    let done = lab.wait_reached(&uuid, "available", &["clean failed"], CLEAN_TIMEOUT);
     let took = started.elapsed();
-    assert_eq!(
-        done["provision_state"],
-        "available",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
     eprintln!("agent_ipa_clean: provide → available with metadata erase: {took:.1?}");
     assert_eq!(gpt_headers(&lab.disk), (false, false, false), "GPT erased");
     assert_eq!(lab.boots(), 1, "one agent boot for cleaning");
@@ -266,15 +251,8 @@ fn manual_erase_devices_shreds_the_disk_to_zeros() {
         &uuid,
         json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
     );
-    let done = lab.wait_state(&uuid, &["manageable", "clean failed"], CLEAN_TIMEOUT);
+    let done = lab.wait_reached(&uuid, "manageable", &["clean failed"], CLEAN_TIMEOUT);
     let took = started.elapsed();
-    assert_eq!(
-        done["provision_state"],
-        "manageable",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
     eprintln!("agent_ipa_clean: erase_devices (shred, 1 pass + zeros) of 64 MiB: {took:.1?}");
     let dii = &done["driver_internal_info"];
     assert_eq!(dii["agent_erase_devices_iterations"], 1, "{dii}");
@@ -306,14 +284,7 @@ fn automated_cleaning_with_erase_devices_enabled_leaves_random_data() {
     let size = dev_size(&lab.disk);
     let uuid = lab.create_manageable_node("shred-random", node_body(&lab), None);
     lab.provision(&uuid, "provide");
-    let done = lab.wait_state(&uuid, &["available", "clean failed"], CLEAN_TIMEOUT);
-    assert_eq!(
-        done["provision_state"],
-        "available",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
+    lab.wait_reached(&uuid, "available", &["clean failed"], CLEAN_TIMEOUT);
     let log = lab.ironboot_log();
     assert!(
         log.lines().any(|l| l.contains("clean steps planned")

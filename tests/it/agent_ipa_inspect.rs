@@ -89,15 +89,8 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
 
     let started = Instant::now();
     lab.baremetal(&cli, &["node", "inspect", &uuid, "--wait", "180"]);
-    let done = lab.wait_state(&uuid, &["manageable", "inspect failed"], INSPECT_TIMEOUT);
+    let done = lab.wait_reached(&uuid, "manageable", &["inspect failed"], INSPECT_TIMEOUT);
     let took = started.elapsed();
-    assert_eq!(
-        done["provision_state"],
-        "manageable",
-        "last_error: {}\n{}",
-        done["last_error"],
-        lab.log_tails()
-    );
     eprintln!("agent_ipa_inspect: inspect → manageable through the agent: {took:.1?}");
     let calls = done["driver_internal_info"]["fake_calls"].to_string();
     assert!(

@@ -111,15 +111,8 @@ fn rescue_hands_the_password_hash_to_the_agent_and_unrescue_returns_to_active() 
             "180",
         ],
     );
-    let rescued = lab.wait_state(&uuid, &["rescue", "rescue failed"], RESCUE_TIMEOUT);
+    let rescued = lab.wait_reached(&uuid, "rescue", &["rescue failed"], RESCUE_TIMEOUT);
     let took = started.elapsed();
-    assert_eq!(
-        rescued["provision_state"],
-        "rescue",
-        "last_error: {}\n{}",
-        rescued["last_error"],
-        lab.log_tails()
-    );
     eprintln!("agent_ipa_rescue: active → rescue through the agent: {took:.1?}");
     assert_eq!(lab.boots(), 1, "the agent booted as the rescue ramdisk");
     // What the agent wrote is the SHA-512 crypt hash of the password, never the password.

@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
+use support::ipa::{Lab, LabOptions, TestImages, sha256_file};
 use support::sushy::{Options, SYSTEM_UUID, Sushy};
 use support::vmedia_lab::{basename, iso_cmdline, param};
 use support::vmedia_machine::{
-    StopOnDrop, bmc_get, bmc_view, deploy, downloaded, patch, play_machine, published, undeploy,
+    StopOnDrop, bmc_get, bmc_view, deploy, downloaded, enroll_redfish_node, patch, play_machine,
+    published, undeploy,
 };
 
 /// The device node of the partition of `dev` that is `size` bytes long (the root the agent
@@ -83,27 +84,17 @@ fn the_real_agent_boots_from_the_media_ironboot_published() {
     let deploy_iso = file("ipa.iso", 512 << 10, 3);
     let wd = images.path("wd.raw");
     let wd_url = lab.serve_image(&wd, &format!("{}-wd.raw", std::process::id()));
-    let (s, node) = lab.api(
-        "POST",
-        "/v1/nodes",
-        Some(&json!({
-            "name": "vmedia-node", "driver": "redfish",
-            "driver_info": {"redfish_address": sushy.url(),
-                "redfish_system_id": format!("/redfish/v1/Systems/{SYSTEM_UUID}"),
-                "deploy_kernel": kernel, "deploy_ramdisk": ramdisk},
+    let uuid = enroll_redfish_node(
+        &lab,
+        &sushy,
+        json!({
+            "name": "vmedia-node",
+            "driver_info": {"deploy_kernel": kernel, "deploy_ramdisk": ramdisk},
             "instance_info": {"image_source": wd_url, "image_disk_format": "raw",
                 "image_checksum": format!("sha256:{}", sha256_file(&wd))},
             "properties": {"capabilities": "boot_mode:bios"},
-        })),
+        }),
     );
-    assert_eq!(s, 201, "{node}");
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    let (s, port) = lab.api(
-        "POST",
-        "/v1/ports",
-        Some(&json!({"address": AGENT_MAC, "node_uuid": uuid})),
-    );
-    assert_eq!(s, 201, "{port}");
     for (verb, state) in [("manage", "manageable"), ("provide", "available")] {
         lab.provision(&uuid, verb);
         lab.wait_state(&uuid, &[state], Duration::from_secs(60));

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
 use support::sushy::{Options, SYSTEM_UUID, Sushy};
 use support::vmedia_machine::{
-    AgentBoot, StopOnDrop, agent_parameters, bmc_get, bmc_view, deploy, play_machine, published,
-    wait_state,
+    AgentBoot, StopOnDrop, agent_parameters, bmc_get, bmc_view, deploy, enroll_redfish_node,
+    play_machine, published, wait_state,
 };
 
 const PASSWORD: &str = "vmedia r3scue";
@@ -93,29 +93,19 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
     let images = TestImages::make();
     let wd = images.path("wd.raw");
     let wd_url = lab.serve_image(&wd, &format!("{}-lifecycle-wd.raw", std::process::id()));
-    let (s, node) = lab.api(
-        "POST",
-        "/v1/nodes",
-        Some(&json!({
-            "name": "vmedia-lifecycle", "driver": "redfish",
+    let uuid = enroll_redfish_node(
+        &lab,
+        &sushy,
+        json!({
+            "name": "vmedia-lifecycle",
             "inspect_interface": "agent", "rescue_interface": "agent",
-            "driver_info": {"redfish_address": sushy.url(),
-                "redfish_system_id": format!("/redfish/v1/Systems/{SYSTEM_UUID}"),
-                "deploy_kernel": path(&kernel), "deploy_ramdisk": path(&ramdisk),
+            "driver_info": {"deploy_kernel": path(&kernel), "deploy_ramdisk": path(&ramdisk),
                 "rescue_kernel": path(&rescue_kernel), "rescue_ramdisk": path(&rescue_ramdisk)},
             "instance_info": {"image_source": wd_url, "image_disk_format": "raw",
                 "image_checksum": format!("sha256:{}", sha256_file(&wd))},
             "properties": {"capabilities": "boot_mode:bios"},
-        })),
+        }),
     );
-    assert_eq!(s, 201, "{node}");
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    let (s, port) = lab.api(
-        "POST",
-        "/v1/ports",
-        Some(&json!({"address": AGENT_MAC, "node_uuid": uuid})),
-    );
-    assert_eq!(s, 201, "{port}");
     lab.provision(&uuid, "manage");
     lab.wait_state(&uuid, &["manageable"], Duration::from_secs(60));
 

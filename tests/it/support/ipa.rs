@@ -918,6 +918,28 @@ impl Lab {
         }
     }
 
+    /// Waits until the node rests in `want` or one of `failed`, and panics with its
+    /// `last_error` and the logs unless it is `want`.
+    pub fn wait_reached(
+        &self,
+        uuid: &str,
+        want: &str,
+        failed: &[&str],
+        timeout: Duration,
+    ) -> Value {
+        let mut states = vec![want];
+        states.extend_from_slice(failed);
+        let n = self.wait_state(uuid, &states, timeout);
+        assert_eq!(
+            n["provision_state"],
+            want,
+            "last_error: {}\n{}",
+            n["last_error"],
+            self.log_tails()
+        );
+        n
+    }
+
     /// python-ironicclient's `baremetal` (`cli`) against the lab's ironboot, run in the
     /// sandbox's network namespace; panics with its output and the logs when it fails.
     pub fn baremetal(&self, cli: &Path, args: &[&str]) -> String {
@@ -1070,6 +1092,16 @@ fn write_exec(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `len` bytes of the device (or file) `dev` from `offset`.
+pub fn read_dev(dev: &str, offset: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
 }
 
 pub fn tail(s: &str, lines: usize) -> String {

@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::ipa::Lab;
+use super::ipa::{AGENT_MAC, Lab};
 use super::sushy::{SYSTEM_UUID, Sushy};
 use super::vmedia_lab::{basename, floppy_parameters, iso_cmdline, param};
 
@@ -185,6 +185,24 @@ pub fn play_machine(
             Err(e) => note(e),
         }
     }
+}
+
+/// Enrolls a `redfish` node of the emulator's system (its address and system id added to
+/// `body`'s `driver_info`), with a port of the lab agent's MAC; its uuid.
+pub fn enroll_redfish_node(lab: &Lab, sushy: &Sushy, mut body: Value) -> String {
+    body["driver"] = json!("redfish");
+    body["driver_info"]["redfish_address"] = json!(sushy.url());
+    body["driver_info"]["redfish_system_id"] = json!(format!("/redfish/v1/Systems/{SYSTEM_UUID}"));
+    let (s, node) = lab.api("POST", "/v1/nodes", Some(&body));
+    assert_eq!(s, 201, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    let (s, port) = lab.api(
+        "POST",
+        "/v1/ports",
+        Some(&json!({"address": AGENT_MAC, "node_uuid": uuid})),
+    );
+    assert_eq!(s, 201, "{port}");
+    uuid
 }
 
 /// Waits until the node is in one of `states`; on timeout panics with the machine's events
