@@ -11,14 +11,11 @@ use super::Conductor;
 use crate::model::{Event, ProvisionState};
 use crate::store::{NodeIdent, NodeQuery};
 
-/// States whose nodes boot from what their conductor prepared (see `take_over_nodes`).
-const TAKE_OVER_STATES: [ProvisionState; 5] = [
-    ProvisionState::Active,
-    ProvisionState::DeployWait,
-    ProvisionState::CleanWait,
-    ProvisionState::InspectWait,
-    ProvisionState::RescueWait,
-];
+/// Whether nodes in `state` boot from what their conductor prepared (see `take_over_nodes`):
+/// `active`, and those that wait for an agent.
+fn taken_over(state: ProvisionState) -> bool {
+    state == ProvisionState::Active || state.waits_for_agent()
+}
 
 /// Nodes taken over at once (Ironic's `[conductor] periodic_max_workers`): each waits mostly on
 /// its BMC and its media build, so a dead conductor's nodes move in seconds, not minutes.
@@ -186,7 +183,7 @@ impl Conductor {
     pub async fn take_over_nodes(self: &Arc<Self>) {
         let mut owned = 0;
         let mut failed = 0;
-        for state in TAKE_OVER_STATES {
+        for &state in ProvisionState::ALL.iter().filter(|s| taken_over(**s)) {
             let query = NodeQuery {
                 provision_state: Some(state),
                 maintenance: Some(false),

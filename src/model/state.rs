@@ -302,6 +302,21 @@ impl ProvisionState {
         )
     }
 
+    /// States in which the node waits for an agent booted from the ramdisk its conductor
+    /// prepared (what take over must prepare again).
+    pub fn waits_for_agent(self) -> bool {
+        use ProvisionState as S;
+        matches!(
+            self,
+            S::DeployWait | S::CleanWait | S::InspectWait | S::RescueWait
+        )
+    }
+
+    /// States in which the agent boots as the rescue ramdisk.
+    pub fn is_rescuing(self) -> bool {
+        matches!(self, ProvisionState::Rescuing | ProvisionState::RescueWait)
+    }
+
     /// States in which heartbeats are accepted (Ironic's `HEARTBEAT_ALLOWED`).
     pub fn heartbeat_allowed(self) -> bool {
         use ProvisionState as S;

@@ -174,10 +174,7 @@ impl<F: Flavor> NetBootInterface<F> {
     /// node is being rescued, `rescue_kernel` and `rescue_ramdisk` when given (else the deploy
     /// ramdisk, which is an agent too).
     fn deploy_hrefs(node: &Node) -> Result<(String, String), BootError> {
-        let rescuing = matches!(
-            node.provision_state,
-            crate::model::ProvisionState::Rescuing | crate::model::ProvisionState::RescueWait
-        );
+        let rescuing = node.provision_state.is_rescuing();
         let (kernel, ramdisk) = if rescuing && text(&node.driver_info, "rescue_kernel").is_some() {
             ("rescue_kernel", "rescue_ramdisk")
         } else {
@@ -582,10 +579,7 @@ impl<F: Flavor> BootInterface for NetBootInterface<F> {
             // that booted it make the config the one the previous conductor wrote). A node in any
             // other state gets its files when its next operation runs.
             match ctx.node.provision_state {
-                ProvisionState::DeployWait
-                | ProvisionState::CleanWait
-                | ProvisionState::InspectWait
-                | ProvisionState::RescueWait => {
+                state if state.waits_for_agent() => {
                     return self.prepare_ramdisk_inner(ctx, params).await.map(|_| ());
                 }
                 ProvisionState::Active => {}

@@ -24,7 +24,7 @@ use crate::bmc::redfish::DriverInfo;
 use crate::boot::BootError;
 use crate::boot::render::KernelParams;
 use crate::driver::NodeContext;
-use crate::model::{BootMode, MacAddress, Node, ProvisionState};
+use crate::model::{BootMode, MacAddress, Node};
 
 /// Where the deploy ISO comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +109,7 @@ fn flag(info: &Map<String, Value>, key: &str) -> Result<Option<bool>, BootError>
 /// whose agent rescues too).
 pub fn deploy_media(node: &Node) -> Result<DeployMedia, BootError> {
     let info = &node.driver_info;
-    let rescuing = matches!(
-        node.provision_state,
-        ProvisionState::Rescuing | ProvisionState::RescueWait
-    );
+    let rescuing = node.provision_state.is_rescuing();
     let given = |k: &str| text(info, &format!("rescue_{k}")).is_some();
     let prefix = if rescuing && (given("iso") || given("kernel")) {
         "rescue"

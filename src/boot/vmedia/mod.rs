@@ -199,10 +199,7 @@ impl BootInterface for VirtualMediaBoot {
         let uuid = ctx.node.uuid;
         self.observed("take_over", uuid, async {
             let result = match ctx.node.provision_state {
-                ProvisionState::DeployWait
-                | ProvisionState::CleanWait
-                | ProvisionState::InspectWait
-                | ProvisionState::RescueWait => {
+                state if state.waits_for_agent() => {
                     let inputs = self.ramdisk_inputs(ctx)?;
                     self.take_over_ramdisk_media(ctx, &inputs, params).await
                 }
