@@ -102,6 +102,13 @@ impl QueryParams {
         }
     }
 
+    /// A comma-separated filter (`shard=a,b`): its trimmed items, none when not given.
+    pub fn list(&self, k: &str) -> Vec<String> {
+        self.get(k)
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default()
+    }
+
     /// Every `fields=` value, joined with commas.
     pub fn fields(&self) -> Option<String> {
         (!self.1.is_empty()).then(|| self.1.join(","))

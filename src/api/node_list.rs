@@ -151,10 +151,7 @@ fn query(q: &QueryParams, version: Version) -> Result<Option<NodeQuery>, ApiErro
         project: string("project"),
         description_contains: string("description_contains"),
         instance_name: string("instance_name"),
-        shards: q
-            .get("shard")
-            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
-            .unwrap_or_default(),
+        shards: q.list("shard"),
         sort_key: sort_key(q, version)?,
         descending: q.descending()?,
         marker: q.uuid("marker")?,

@@ -365,8 +365,8 @@ async fn list_ports(
             sort_key,
             descending,
             description_contains: q.get("description_contains").map(String::from),
-            node_shards: list_param(&q, "shard"),
-            node_conductor_groups: list_param(&q, "conductor_groups"),
+            node_shards: q.list("shard"),
+            node_conductor_groups: q.list("conductor_groups"),
         })
         .await?;
     let docs: Vec<Value> = ports
@@ -560,11 +560,4 @@ pub async fn delete(
         .await?;
     tracing::info!(port = %port.uuid, "port deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A comma-separated filter (`shard=a,b`): its trimmed items, none when not given.
-fn list_param(q: &QueryParams, key: &str) -> Vec<String> {
-    q.get(key)
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
-        .unwrap_or_default()
 }

@@ -157,7 +157,7 @@ impl Conductor {
             hb.agent_token.as_deref(),
         ) {
             tracing::debug!(node = %node.uuid, "invalid or missing agent token in heartbeat");
-            return Err(invalid(TOKEN_INVALID));
+            return Err(invalid_token());
         }
         if self.agent_settings().require_tls && !hb.callback_url.starts_with("https://") {
             return Err(invalid(

@@ -395,15 +395,15 @@ impl Store for Backend {
         if let Some(d) = &query.description_contains {
             push_contains(&mut qb, "description", d);
         }
-        if !query.node_shards.is_empty() {
-            qb.push(" AND node_uuid IN (SELECT uuid FROM nodes WHERE 1 = 1");
-            push_in(&mut qb, "shard", &query.node_shards);
-            qb.push(")");
-        }
-        if !query.node_conductor_groups.is_empty() {
-            qb.push(" AND node_uuid IN (SELECT uuid FROM nodes WHERE 1 = 1");
-            push_in(&mut qb, "conductor_group", &query.node_conductor_groups);
-            qb.push(")");
+        for (column, values) in [
+            ("shard", &query.node_shards),
+            ("conductor_group", &query.node_conductor_groups),
+        ] {
+            if !values.is_empty() {
+                qb.push(" AND node_uuid IN (SELECT uuid FROM nodes WHERE 1 = 1");
+                push_in(&mut qb, column, values);
+                qb.push(")");
+            }
         }
         let sort = sort_expr(query.sort_key.column(), query.sort_key.sort_as());
         push_page(
