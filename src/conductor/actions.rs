@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::clean_plan::CleanStep;
 use super::deploy::StepOutcome;
 use super::verbs::{self, VerbArgs};
 use super::{Conductor, ConductorError, Task};
@@ -349,14 +350,9 @@ impl Conductor {
                 let step = task
                     .node
                     .driver_internal_info
-                    .get("clean_step")
-                    .and_then(|s| {
-                        Some(format!(
-                            "{}.{}",
-                            s.get("interface")?.as_str()?,
-                            s.get("step")?.as_str()?
-                        ))
-                    });
+                    .get(super::verbs::CLEAN_STEP_KEY)
+                    .and_then(|s| serde_json::from_value::<CleanStep>(s.clone()).ok())
+                    .map(|s| s.name());
                 match step {
                     Some(s) => format!(
                         "By request, the clean operation was aborted during or after the \

@@ -77,12 +77,9 @@ pub struct CleanPriorities {
 }
 
 impl Default for CleanPriorities {
-    /// ironboot's defaults (as `[deploy]` has them): the metadata erase only.
+    /// ironboot's defaults, which are `[deploy]`'s: the metadata erase only.
     fn default() -> Self {
-        CleanPriorities {
-            erase_devices: Some(0),
-            erase_devices_metadata: None,
-        }
+        crate::config::DeploySettings::default().clean_priorities()
     }
 }
 
@@ -204,10 +201,7 @@ pub fn offered(result: &Value) -> Result<Vec<CleanStep>, PlanError> {
 
 /// Automated cleaning: the agent's `deploy` steps with a priority above zero after the
 /// overrides, highest first (equal priorities keep the agent's order).
-pub fn automated(
-    offered: &[CleanStep],
-    priorities: &CleanPriorities,
-) -> Result<Vec<CleanStep>, PlanError> {
+pub fn automated(offered: &[CleanStep], priorities: &CleanPriorities) -> Vec<CleanStep> {
     let mut plan: Vec<CleanStep> = offered
         .iter()
         .filter(|s| s.interface == "deploy")
@@ -220,7 +214,7 @@ pub fn automated(
         .filter(|s| s.priority > 0)
         .collect();
     plan.sort_by_key(|s| std::cmp::Reverse(s.priority));
-    Ok(plan)
+    plan
 }
 
 /// Manual cleaning: the operator's steps in their order, each matched with the step the agent
@@ -370,7 +364,7 @@ mod tests {
         let steps = offered(&ipa_result()).unwrap();
         let ironboot_default = CleanPriorities::default();
         assert_eq!(
-            names(&automated(&steps, &ironboot_default).unwrap()),
+            names(&automated(&steps, &ironboot_default)),
             ["deploy.erase_devices_metadata"]
         );
         let agent_order = CleanPriorities {
@@ -378,21 +372,21 @@ mod tests {
             erase_devices_metadata: None,
         };
         assert_eq!(
-            names(&automated(&steps, &agent_order).unwrap()),
+            names(&automated(&steps, &agent_order)),
             ["deploy.erase_devices_metadata", "deploy.erase_devices"]
         );
         let shred_first = CleanPriorities {
             erase_devices: Some(200),
             erase_devices_metadata: Some(0),
         };
-        let plan = automated(&steps, &shred_first).unwrap();
+        let plan = automated(&steps, &shred_first);
         assert_eq!(names(&plan), ["deploy.erase_devices"]);
         assert_eq!(plan[0].priority, 200);
         let none = CleanPriorities {
             erase_devices: Some(0),
             erase_devices_metadata: Some(0),
         };
-        assert!(automated(&steps, &none).unwrap().is_empty());
+        assert!(automated(&steps, &none).is_empty());
     }
 
     #[test]
@@ -444,7 +438,7 @@ mod tests {
     fn steps_that_need_a_reboot_keep_their_flag() {
         let mut steps = offered(&ipa_result()).unwrap();
         steps[1].reboot_requested = true;
-        let plan = automated(&steps, &CleanPriorities::default()).unwrap();
+        let plan = automated(&steps, &CleanPriorities::default());
         assert!(plan[0].reboot_requested);
         assert_eq!(plan[0].for_agent()["reboot_requested"], true);
     }

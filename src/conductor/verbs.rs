@@ -19,6 +19,10 @@ pub const CLEAN_STEPS_KEY: &str = "clean_steps";
 /// Set (true) while a manual clean runs: its steps are the operator's, run in the given order,
 /// and it ends in `manageable` (Ironic's key for steps given rather than generated).
 pub const MANUAL_CLEAN_KEY: &str = "declarative_cleaning";
+/// The clean step the agent is running (shown by the API's `clean_step`).
+pub const CLEAN_STEP_KEY: &str = "clean_step";
+/// Set (true) while the node reboots into a new agent for the next clean step.
+pub const CLEANING_REBOOT_KEY: &str = "cleaning_reboot";
 
 /// What a verb needs besides the node.
 #[derive(Debug, Clone, Default)]
@@ -205,8 +209,8 @@ pub fn wipe_cleaning_info(node: &mut Node) -> bool {
     crate::agent::AgentSession::wipe(node);
     let dii = &mut node.driver_internal_info;
     dii.remove(CLEAN_STEPS_KEY);
-    dii.remove("clean_step");
-    dii.remove("cleaning_reboot");
+    dii.remove(CLEAN_STEP_KEY);
+    dii.remove(CLEANING_REBOOT_KEY);
     dii.remove(MANUAL_CLEAN_KEY)
         .and_then(|v| v.as_bool())
         .unwrap_or(false)

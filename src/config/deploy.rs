@@ -57,6 +57,14 @@ impl Default for DeploySettings {
 }
 
 impl DeploySettings {
+    /// The priority overrides of automated cleaning, as these settings say.
+    pub fn clean_priorities(&self) -> crate::conductor::clean_plan::CleanPriorities {
+        crate::conductor::clean_plan::CleanPriorities {
+            erase_devices: self.erase_devices_priority,
+            erase_devices_metadata: self.erase_devices_metadata_priority,
+        }
+    }
+
     /// How the agent's `erase_devices` erases, as these settings say.
     pub fn erase_params(&self) -> crate::conductor::clean_plan::EraseParams {
         crate::conductor::clean_plan::EraseParams {

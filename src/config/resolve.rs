@@ -65,10 +65,7 @@ pub(super) fn resolve(mut file: ConfigFile) -> Result<Config, ConfigError> {
         api: file.api.clone(),
         conductor: file.conductor.clone(),
         agent: file.agent.clone(),
-        clean_priorities: crate::conductor::clean_plan::CleanPriorities {
-            erase_devices: file.deploy.erase_devices_priority,
-            erase_devices_metadata: file.deploy.erase_devices_metadata_priority,
-        },
+        clean_priorities: file.deploy.clean_priorities(),
         erase_params: file.deploy.erase_params(),
         log: file.log.clone(),
         pxe: file.pxe.clone(),

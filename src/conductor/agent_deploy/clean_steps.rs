@@ -17,11 +17,10 @@ use crate::agent::{AgentClient, AgentError, AgentSession, CommandStatus};
 use crate::conductor::clean_plan::{self, CleanStep};
 use crate::conductor::deploy::{DeployContext, DeployError};
 use crate::conductor::task::Task;
-use crate::conductor::verbs::{CLEAN_STEPS_KEY, MANUAL_CLEAN_KEY, wipe_cleaning_info};
+use crate::conductor::verbs::{
+    CLEAN_STEP_KEY, CLEAN_STEPS_KEY, CLEANING_REBOOT_KEY, MANUAL_CLEAN_KEY, wipe_cleaning_info,
+};
 use crate::model::{Event, PowerState};
-
-/// Set while the node reboots after a step that asked for it (Ironic's key).
-const CLEANING_REBOOT_KEY: &str = "cleaning_reboot";
 
 /// What went wrong with a clean step on the agent.
 #[derive(Debug, thiserror::Error)]
@@ -50,21 +49,15 @@ impl AgentDeploy {
         if AgentSession::read(&task.node)
             .agent_cached_clean_steps
             .is_none()
+            && !self.list_clean_steps(task, &client).await?
         {
-            if !self.list_clean_steps(task, &client).await? {
-                return Ok(());
-            }
-            if stored_plan(task).is_empty() {
-                tracing::info!(node = %task.node.uuid, "no clean steps to run");
-                return self.finish_cleaning(task, ctx).await;
-            }
+            return Ok(());
         }
         let plan = stored_plan(task);
         let Some(index) = AgentSession::read(&task.node).clean_step_index else {
-            return match plan.first() {
-                Some(first) => self.start_clean_step(task, &client, first, 0).await,
-                None => self.finish_cleaning(task, ctx).await,
-            };
+            return self
+                .start_step_or_finish(task, ctx, &client, &plan, 0)
+                .await;
         };
         let index = usize::try_from(index).unwrap_or(usize::MAX);
         let Some(step) = plan.get(index) else {
@@ -78,10 +71,9 @@ impl AgentDeploy {
         {
             // The agent that ran `step` asked for a reboot; this heartbeat is the new one's.
             tracing::info!(node = %task.node.uuid, step = %step.name(), "agent back after the reboot the step asked for");
-            return match plan.get(index + 1) {
-                Some(next) => self.start_clean_step(task, &client, next, index + 1).await,
-                None => self.finish_cleaning(task, ctx).await,
-            };
+            return self
+                .start_step_or_finish(task, ctx, &client, &plan, index + 1)
+                .await;
         }
         let commands = match client.list_commands().await {
             Err(AgentError::Busy { .. }) => return Ok(()),
@@ -104,10 +96,8 @@ impl AgentDeploy {
                 if step.reboot_requested {
                     return self.reboot_after_step(task, ctx).await;
                 }
-                match plan.get(index + 1) {
-                    Some(next) => self.start_clean_step(task, &client, next, index + 1).await,
-                    None => self.finish_cleaning(task, ctx).await,
-                }
+                self.start_step_or_finish(task, ctx, &client, &plan, index + 1)
+                    .await
             }
             CommandStatus::Failed => Err(Self::failed(
                 task,
@@ -150,10 +140,10 @@ impl AgentDeploy {
                 .cloned()
                 .unwrap_or_default();
             clean_plan::manual(&requested, &offered)
+                .map_err(|e| Self::failed(task, CleanStepFailure::Plan(e)))?
         } else {
             clean_plan::automated(&offered, &self.config.clean_priorities)
-        }
-        .map_err(|e| Self::failed(task, CleanStepFailure::Plan(e)))?;
+        };
         let mut session = AgentSession::read(&task.node);
         session.agent_cached_clean_steps = result.get("clean_steps").cloned();
         session.hardware_manager_version = Some(
@@ -174,6 +164,26 @@ impl AgentDeploy {
     }
 
     /// Sends `step` (number `index` of the plan) to the agent and records it as the current one.
+    /// Starts step `index` of `plan`, or finishes the cleaning when the plan has no more.
+    async fn start_step_or_finish(
+        &self,
+        task: &mut Task,
+        ctx: &DeployContext<'_>,
+        client: &AgentClient,
+        plan: &[CleanStep],
+        index: usize,
+    ) -> Result<(), DeployError> {
+        match plan.get(index) {
+            Some(step) => self.start_clean_step(task, client, step, index).await,
+            None => {
+                if index == 0 {
+                    tracing::info!(node = %task.node.uuid, "no clean steps to run");
+                }
+                self.finish_cleaning(task, ctx).await
+            }
+        }
+    }
+
     async fn start_clean_step(
         &self,
         task: &mut Task,
@@ -209,7 +219,7 @@ impl AgentDeploy {
         session.write(&mut task.node);
         task.node
             .driver_internal_info
-            .insert("clean_step".into(), step.for_agent());
+            .insert(CLEAN_STEP_KEY.into(), step.for_agent());
         task.save().await?;
         tracing::info!(node = %task.node.uuid, step = %step.name(), index, "clean step started on the agent");
         Ok(())

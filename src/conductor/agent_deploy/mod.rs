@@ -226,7 +226,7 @@ impl DeployInterface for AgentDeploy {
         // (fresh lookup and token); the staged steps of a manual clean are kept.
         AgentSession::wipe(&mut task.node);
         let dii = &mut task.node.driver_internal_info;
-        dii.remove("clean_step");
+        dii.remove(crate::conductor::verbs::CLEAN_STEP_KEY);
         for (key, value) in self.config.erase_params.agent_keys() {
             dii.insert(key.into(), value);
         }
