@@ -23,7 +23,7 @@ use super::{MediaError, output_error};
 /// Host files at least this large are copied in the kernel.
 pub(crate) const DIRECT_MIN: u64 = 1 << 20;
 /// ISO 9660 sector: each file's extent is padded with zeros to a whole one.
-const SECTOR: u64 = 2048;
+pub(super) const SECTOR: u64 = 2048;
 
 /// The host files of one build that go through the kernel, and their placeholders.
 pub(crate) struct Payloads {

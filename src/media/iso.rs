@@ -126,7 +126,8 @@ fn build_with(
     let mut file = create_output(out)?;
     let handle = file.file().try_clone().map_err(|e| output_error(out, e))?;
     let device = FileDevice::new(handle).map_err(|e| output_error(out, e))?;
-    if 2048 % u64::from(hadris_storage::sync::BlockDevice::block_size(&device).get()) != 0 {
+    let block = u64::from(hadris_storage::sync::BlockDevice::block_size(&device).get());
+    if !super::direct::SECTOR.is_multiple_of(block) {
         return Err(output_error(
             out,
             std::io::Error::other("the output's block size does not divide an ISO sector"),

@@ -152,11 +152,7 @@ impl<D: BlockDevice> BlockDevice for TrackedDevice<'_, D> {
             }
             pos = stop;
         }
-        self.next = if offset == self.next {
-            end
-        } else {
-            self.next.max(end)
-        };
+        self.next = self.next.max(end);
         if let Some(report) = self.progress {
             report(self.next.min(self.total), self.total);
         }

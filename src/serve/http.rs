@@ -384,15 +384,9 @@ async fn respond(
     let body = if *method == Method::HEAD || count == 0 {
         Body::empty()
     } else {
-        if start > 0 {
-            let seek = tokio::task::spawn_blocking(move || {
-                file.seek(SeekFrom::Start(start)).map(|_| file)
-            })
-            .await;
-            file = match seek {
-                Ok(Ok(f)) => f,
-                _ => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            };
+        // A seek only sets the descriptor's offset (no I/O): done here, not on a thread.
+        if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         let sent = state.metrics.sent_bytes.clone();
         // The zero-copy offer shares the descriptor's file, not its offset (sendfile takes

@@ -162,12 +162,7 @@ impl<T: AsyncWrite + SendFileSink + Unpin> AsyncWrite for TimedIo<T> {
                 .map_or(&[][..], |b| &**b);
             return Pin::new(this).poll_write(cx, first);
         };
-        let bufs: Vec<&[u8]> = bufs
-            .iter()
-            .map(|b| &**b)
-            .filter(|b| !b.is_empty())
-            .collect();
-        let Some(&first) = bufs.first() else {
+        let Some(first) = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b) else {
             return Poll::Ready(Ok(0));
         };
         if is_placeholder(first) {
@@ -178,12 +173,12 @@ impl<T: AsyncWrite + SendFileSink + Unpin> AsyncWrite for TimedIo<T> {
             // Possibly hyper's own answer to a bad head: the single-buffer path checks it.
             return Pin::new(this).poll_write(cx, first);
         }
-        let plain: Vec<io::IoSlice<'_>> = bufs
+        // The plain bytes before the first placeholder (empty slices carry nothing).
+        let plain = bufs
             .iter()
-            .take_while(|b| !is_placeholder(b))
-            .map(|b| io::IoSlice::new(b))
-            .collect();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, &plain);
+            .position(|b| is_placeholder(b))
+            .unwrap_or(bufs.len());
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..plain]);
         this.written(cx, r)
     }
 

@@ -258,13 +258,27 @@ struct Cachestat {
     nr_recently_evicted: u64,
 }
 
+/// Set once the kernel answered `cachestat` with ENOSYS (before 6.5): it is not asked again.
+static NO_CACHESTAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The page size, read once.
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system constant.
+    *PAGE
+        .get_or_init(|| u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096))
+}
+
 /// Whether every page of the range is in the page cache; `false` when the kernel cannot say.
 fn resident(file: &File, offset: u64, len: u64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
     if len == 0 {
         return true;
     }
-    // SAFETY: sysconf only reads a system constant.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if NO_CACHESTAT.load(Relaxed) {
+        return false;
+    }
+    let page = page_size();
     let range = CachestatRange { off: offset, len };
     let mut stat = Cachestat::default();
     // SAFETY: the descriptor is open; `range` and `stat` are valid for reads and writes of
@@ -278,6 +292,9 @@ fn resident(file: &File, offset: u64, len: u64) -> bool {
             0,
         )
     };
+    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        NO_CACHESTAT.store(true, Relaxed);
+    }
     let pages = (offset + len).div_ceil(page) - offset / page;
     r == 0 && stat.nr_cache >= pages
 }
