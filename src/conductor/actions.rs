@@ -195,9 +195,8 @@ impl Conductor {
             .await
             .map_err(op.fail())?;
         wipe_deploy_info(task);
-        for key in ["configdrive", "rescue_password", "hashed_rescue_password"] {
-            task.node.instance_info.remove(key);
-        }
+        task.node.instance_info.remove("configdrive");
+        verbs::forget_rescue_password(&mut task.node);
         // The instance is gone, and with it the node's allocation (as in Ironic).
         self.forget_allocation(&mut task.node)
             .await
@@ -341,9 +340,7 @@ impl Conductor {
             ProvisionState::DeployFailed => "deploy aborted by request".to_string(),
             ProvisionState::InspectFailed => "Inspection was aborted by request.".to_string(),
             ProvisionState::RescueFailed => {
-                for key in ["rescue_password", "hashed_rescue_password"] {
-                    task.node.instance_info.remove(key);
-                }
+                verbs::forget_rescue_password(&mut task.node);
                 "Rescue was aborted by request.".to_string()
             }
             ProvisionState::CleanFailed => {

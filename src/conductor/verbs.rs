@@ -24,6 +24,17 @@ pub const CLEAN_STEP_KEY: &str = "clean_step";
 /// Set (true) while the node reboots into a new agent for the next clean step.
 pub const CLEANING_REBOOT_KEY: &str = "cleaning_reboot";
 
+/// The rescue password in `instance_info` (the API shows `******`), and its hash for the agent.
+pub const RESCUE_PASSWORD_KEY: &str = "rescue_password";
+pub const HASHED_RESCUE_PASSWORD_KEY: &str = "hashed_rescue_password";
+
+/// Removes both rescue passwords from the node (rescue done, aborted or torn down).
+pub fn forget_rescue_password(node: &mut Node) {
+    for key in [RESCUE_PASSWORD_KEY, HASHED_RESCUE_PASSWORD_KEY] {
+        node.instance_info.remove(key);
+    }
+}
+
 /// What a verb needs besides the node.
 #[derive(Debug, Clone, Default)]
 pub struct VerbArgs {
@@ -129,8 +140,8 @@ pub fn stage(ctx: &mut NodeContext, event: Event, args: VerbArgs) {
             let pw = args.rescue_password.unwrap_or_default();
             let hashed = hash_password(&pw);
             let info = &mut ctx.node.instance_info;
-            info.insert("rescue_password".into(), Value::String(pw));
-            info.insert("hashed_rescue_password".into(), Value::String(hashed));
+            info.insert(RESCUE_PASSWORD_KEY.into(), Value::String(pw));
+            info.insert(HASHED_RESCUE_PASSWORD_KEY.into(), Value::String(hashed));
         }
         Event::Inspect => {
             ctx.node.inspection_started_at = Some(crate::model::now());
@@ -203,14 +214,21 @@ pub async fn run(task: &mut Task, event: Event) -> Result<Event, VerbError> {
     }
 }
 
-/// Forgets one cleaning: the agent session, the plan, the current step and the manual flag.
-/// Returns whether it was a manual clean.
-pub fn wipe_cleaning_info(node: &mut Node) -> bool {
+/// Forgets where a cleaning is: the agent session, the current step, a pending reboot (the
+/// plan and the manual flag stay).
+pub fn wipe_cleaning_progress(node: &mut Node) {
     crate::agent::AgentSession::wipe(node);
     let dii = &mut node.driver_internal_info;
-    dii.remove(CLEAN_STEPS_KEY);
     dii.remove(CLEAN_STEP_KEY);
     dii.remove(CLEANING_REBOOT_KEY);
+}
+
+/// Forgets one cleaning: its progress, the plan and the manual flag. Returns whether it was a
+/// manual clean.
+pub fn wipe_cleaning_info(node: &mut Node) -> bool {
+    wipe_cleaning_progress(node);
+    let dii = &mut node.driver_internal_info;
+    dii.remove(CLEAN_STEPS_KEY);
     dii.remove(MANUAL_CLEAN_KEY)
         .and_then(|v| v.as_bool())
         .unwrap_or(false)

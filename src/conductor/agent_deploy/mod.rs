@@ -224,11 +224,9 @@ impl DeployInterface for AgentDeploy {
     ) -> Result<StepOutcome, DeployError> {
         // The steps are the agent's: boot it and plan on its first heartbeat. A new session
         // (fresh lookup and token); the staged steps of a manual clean are kept.
-        AgentSession::wipe(&mut task.node);
-        let dii = &mut task.node.driver_internal_info;
-        dii.remove(crate::conductor::verbs::CLEAN_STEP_KEY);
+        crate::conductor::verbs::wipe_cleaning_progress(&mut task.node);
         for (key, value) in self.config.erase_params.agent_keys() {
-            dii.insert(key.into(), value);
+            task.node.driver_internal_info.insert(key.into(), value);
         }
         self.boot_agent(task, &ctx).await?;
         tracing::info!(node = %task.node.uuid, "agent booting for cleaning");

@@ -10,6 +10,7 @@ use super::AgentDeploy;
 use crate::agent::{AgentError, AgentSession, CommandStatus};
 use crate::conductor::deploy::{DeployContext, DeployError};
 use crate::conductor::task::Task;
+use crate::conductor::verbs;
 use crate::model::{Event, PowerState};
 
 /// What went wrong handing the password over.
@@ -50,7 +51,7 @@ impl AgentDeploy {
         let hashed = task
             .node
             .instance_info
-            .get("hashed_rescue_password")
+            .get(verbs::HASHED_RESCUE_PASSWORD_KEY)
             .and_then(Value::as_str)
             .filter(|h| !h.is_empty())
             .ok_or_else(|| Self::failed(task, RescueFailure::NoPassword))?
@@ -67,9 +68,7 @@ impl AgentDeploy {
         }
         task.process_event(Event::Resume).await?;
         ctx.boot.clean_up_ramdisk(task.ctx()).await?;
-        for key in ["rescue_password", "hashed_rescue_password"] {
-            task.node.instance_info.remove(key);
-        }
+        verbs::forget_rescue_password(&mut task.node);
         // The agent stopped its API: nothing is left to talk to.
         AgentSession::wipe(&mut task.node);
         task.process_event(Event::Done).await?;
