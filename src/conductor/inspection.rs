@@ -170,7 +170,7 @@ impl Conductor {
         &self,
         addresses: &[MacAddress],
         driver: &str,
-        mut report: Map<String, Value>,
+        report: Map<String, Value>,
     ) -> Result<Uuid, ConductorError> {
         let known = self
             .store()
@@ -185,10 +185,8 @@ impl Conductor {
         let hw = crate::model::HardwareType::find(driver).ok_or_else(|| {
             ConductorError::InvalidParameter(format!("auto_discovery.driver {driver:?} is unknown"))
         })?;
-        let inventory = report.remove("inventory").unwrap_or(Value::Null);
-        report.remove("logs");
-        report.insert("auto_discovered".into(), Value::Bool(true));
-        let plugin_data = Value::Object(report);
+        let (inventory, mut plugin_data) = split_report(report);
+        plugin_data["auto_discovered"] = Value::Bool(true);
         let found = properties_from(&inventory, &plugin_data).map_err(|e| {
             ConductorError::InvalidParameter(format!("Invalid inspection data: {e}"))
         })?;
@@ -219,7 +217,7 @@ impl Conductor {
     async fn finish_inspection(
         &self,
         task: &mut Task,
-        mut report: Map<String, Value>,
+        report: Map<String, Value>,
     ) -> Result<(), InspectionError> {
         if let Some(err) = report
             .get("error")
@@ -228,20 +226,17 @@ impl Conductor {
         {
             return Err(InspectionError::Ramdisk(err.to_string()));
         }
-        let inventory = report.remove("inventory").unwrap_or(Value::Null);
-        // The agent's logs are large and belong in a log store, not the node's record.
-        report.remove("logs");
-        let plugin_data = Value::Object(report);
+        let (inventory, plugin_data) = split_report(report);
         let found = properties_from(&inventory, &plugin_data)?;
-        self.store()
-            .save_inventory(&InventoryRecord {
-                node_uuid: task.node.uuid,
-                inventory: inventory.clone(),
-                plugin_data: plugin_data.clone(),
-            })
-            .await?;
+        let record = InventoryRecord {
+            node_uuid: task.node.uuid,
+            inventory,
+            plugin_data,
+        };
+        self.store().save_inventory(&record).await?;
         task.node.properties.extend(found);
-        self.add_ports(task, &inventory, &plugin_data).await?;
+        self.add_ports(task, &record.inventory, &record.plugin_data)
+            .await?;
         let ifaces = self.interfaces().for_node(&task.node)?;
         ifaces
             .boot
@@ -294,6 +289,14 @@ impl Conductor {
         }
         Ok(())
     }
+}
+
+/// An agent's report split into its inventory and the plugin data kept with it: every other
+/// key but the agent's logs, which are large and belong in a log store, not the node's record.
+fn split_report(mut report: Map<String, Value>) -> (Value, Value) {
+    let inventory = report.remove("inventory").unwrap_or(Value::Null);
+    report.remove("logs");
+    (inventory, Value::Object(report))
 }
 
 /// `cpu_arch`, `memory_mb` and `local_gb` from an agent's inventory: the architecture is
