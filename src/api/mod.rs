@@ -67,10 +67,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The conductor serving `node`: its owner on the hash ring of its group (empty when no
+    /// The conductor serving `node`: its owner on the hash ring of its group (none when no
     /// live conductor serves the group).
-    pub fn conductor_for(&self, node: &crate::model::Node) -> String {
-        self.conductor.owner_of(node).unwrap_or_default()
+    pub fn conductor_for(&self, node: &crate::model::Node) -> Option<String> {
+        self.conductor.owner_of(node)
     }
 }
 

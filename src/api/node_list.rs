@@ -258,7 +258,7 @@ async fn list_nodes(
     query.limit = Some(limit);
     let mut nodes = st.store.list_nodes(&query).await?;
     if let Some(c) = q.get("conductor") {
-        nodes.retain(|n| st.conductor_for(n) == c);
+        nodes.retain(|n| st.conductor_for(n).unwrap_or_default() == c);
     }
     let shown = match fields {
         Some(f) => Shown::Only(f),
@@ -267,7 +267,7 @@ async fn list_nodes(
     };
     let docs: Vec<Value> = nodes
         .iter()
-        .map(|n| node_view::node_json(n, &shown, version, &base, &st.conductor_for(n)))
+        .map(|n| node_view::node_json(n, &shown, version, &base, st.conductor_for(n).as_deref()))
         .collect();
     let mut body = json!({ "nodes": docs });
     // A list by instance is at most one node: Ironic gives it no next link.

@@ -131,7 +131,7 @@ fn provision_state_at(node: &Node, version: Version) -> Value {
     }
 }
 
-pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Value {
+pub fn node_value(node: &Node, field: &str, host: Option<&str>, version: Version) -> Value {
     let opt_str = |o: &Option<String>| o.clone().map(Value::String).unwrap_or(Value::Null);
     if let Some(kind) = InterfaceKind::from_field(field) {
         return json!(node.interface(kind));
@@ -154,7 +154,7 @@ pub fn node_value(node: &Node, field: &str, host: &str, version: Version) -> Val
         "reservation" => opt_str(&node.reservation),
         // `host`: the node's conductor on the hash ring, as the caller found it (none when no
         // live conductor serves the node's group).
-        "conductor" => opt_str(&Some(host.to_string()).filter(|h| !h.is_empty())),
+        "conductor" => host.map_or(Value::Null, |h| Value::String(h.to_string())),
         "maintenance" => json!(node.maintenance),
         "maintenance_reason" => opt_str(&node.maintenance_reason),
         "console_enabled" => json!(false),
@@ -217,7 +217,13 @@ fn mask_instance_info(info: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// A node document at `version`, with links under `base`.
-pub fn node_json(node: &Node, shown: &Shown, version: Version, base: &str, host: &str) -> Value {
+pub fn node_json(
+    node: &Node,
+    shown: &Shown,
+    version: Version,
+    base: &str,
+    host: Option<&str>,
+) -> Value {
     let mut m = Map::new();
     let all;
     let names: Vec<&str> = match shown {

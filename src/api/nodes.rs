@@ -136,7 +136,13 @@ pub async fn create(
     st.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, name = ?node.name, "node created");
     let location = format!("{base}/v1/nodes/{}", node.uuid);
-    let doc = node_view::node_json(&node, &Shown::All, version, &base, &st.conductor_for(&node));
+    let doc = node_view::node_json(
+        &node,
+        &Shown::All,
+        version,
+        &base,
+        st.conductor_for(&node).as_deref(),
+    );
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -162,13 +168,12 @@ pub async fn show(
         &shown,
         version,
         &base,
-        &st.conductor_for(&node),
+        st.conductor_for(&node).as_deref(),
     )))
 }
 
 /// The patchable fields of a node as the client wrote them (the document a patch applies to).
 fn patch_doc(node: &Node) -> Map<String, Value> {
-    let host = "";
     PATCH_FIELDS
         .iter()
         .map(|f| {
@@ -177,7 +182,7 @@ fn patch_doc(node: &Node) -> Map<String, Value> {
                 "driver_info" => Value::Object(node.driver_info.clone()),
                 "instance_info" => Value::Object(node.instance_info.clone()),
                 "parent_node" => serde_json::json!(node.parent_node),
-                _ => node_view::node_value(node, f, host, super::version::MAX),
+                _ => node_view::node_value(node, f, None, super::version::MAX),
             };
             (f.to_string(), v)
         })
@@ -442,7 +447,7 @@ pub async fn update(
         &Shown::All,
         version,
         &base,
-        &st.conductor_for(&node),
+        st.conductor_for(&node).as_deref(),
     )))
 }
 

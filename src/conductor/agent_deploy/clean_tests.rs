@@ -84,8 +84,12 @@ async fn provide_runs_the_automated_plan_and_ends_available() {
     assert_eq!(dii["clean_steps"][0]["step"], "erase_devices_metadata");
     assert_eq!(dii["clean_step_index"], 0);
     assert_eq!(dii["clean_step"]["step"], "erase_devices_metadata");
-    let view =
-        crate::api::node_view::node_value(&node, "clean_step", "c1", crate::api::version::MAX);
+    let view = crate::api::node_view::node_value(
+        &node,
+        "clean_step",
+        Some("c1"),
+        crate::api::version::MAX,
+    );
     assert_eq!(
         view["step"], "erase_devices_metadata",
         "the API shows the running step"
