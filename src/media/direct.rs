@@ -136,7 +136,7 @@ impl Payloads {
             source,
         };
         if len < self.min {
-            return hadris_fs::host::file(src).map_err(|e| input(io::Error::other(e.to_string())));
+            return super::iso::host_file(what, src);
         }
         let placeholder = Placeholder::new(len).map_err(input)?;
         let content = hadris_fs::host::file(placeholder.path())

@@ -336,7 +336,7 @@ fn payload(
     path: &Path,
 ) -> Result<Content, MediaError> {
     match host_file_len(what, path)? {
-        0 => host_content(what, path),
+        0 => Err(empty_file(what, path)),
         len => payloads.content(iso_path, what, path, len),
     }
 }
@@ -344,12 +344,22 @@ fn payload(
 /// A host file as streamed content; it must be a non-empty regular file.
 fn host_content(what: &'static str, path: &Path) -> Result<Content, MediaError> {
     if host_file_len(what, path)? == 0 {
-        return Err(MediaError::Input {
-            what,
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "file is empty"),
-        });
+        return Err(empty_file(what, path));
     }
+    host_file(what, path)
+}
+
+/// The refusal of an empty input file.
+fn empty_file(what: &'static str, path: &Path) -> MediaError {
+    MediaError::Input {
+        what,
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "file is empty"),
+    }
+}
+
+/// A host file as the tree's streamed content (its size already checked).
+pub(super) fn host_file(what: &'static str, path: &Path) -> Result<Content, MediaError> {
     hadris_fs::host::file(path).map_err(|e| MediaError::Input {
         what,
         path: path.to_path_buf(),
