@@ -224,30 +224,31 @@ impl Conductor {
             tracing::info!(node = %task.node.uuid, "automated cleaning disabled for this node");
             return task.process_event(Event::Done).await.map_err(op.fail());
         }
-        let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
-        match ifaces
-            .deploy
-            .prepare_cleaning(task, ifaces.deploy_context())
-            .await
-            .map_err(op.fail())?
-        {
+        match self.prepare_cleaning(task).await? {
             StepOutcome::Wait => task.process_event(Event::Wait).await.map_err(op.fail()),
             StepOutcome::Done => task.process_event(Event::Done).await.map_err(op.fail()),
         }
     }
 
-    /// Manual cleaning (from `manageable`, steps staged by [`verbs::stage`]): through the agent
-    /// when the deploy interface cleans there, else the fake interfaces' answer ([`verbs::run`]).
-    async fn run_manual_clean(&self, task: &mut Task) -> Result<(), StepFailure> {
+    /// The deploy interface's start of a cleaning: `Wait` when it booted the agent.
+    async fn prepare_cleaning(&self, task: &mut Task) -> Result<StepOutcome, StepFailure> {
         let op = Operation::Cleaning;
         let ifaces = self.interfaces().for_node(&task.node).map_err(op.fail())?;
-        match ifaces
+        ifaces
             .deploy
             .prepare_cleaning(task, ifaces.deploy_context())
             .await
-            .map_err(op.fail())?
-        {
-            StepOutcome::Wait => task.process_event(Event::Wait).await.map_err(op.fail()),
+            .map_err(op.fail())
+    }
+
+    /// Manual cleaning (from `manageable`, steps staged by [`verbs::stage`]): through the agent
+    /// when the deploy interface cleans there, else the fake interfaces' answer ([`verbs::run`]).
+    async fn run_manual_clean(&self, task: &mut Task) -> Result<(), StepFailure> {
+        match self.prepare_cleaning(task).await? {
+            StepOutcome::Wait => task
+                .process_event(Event::Wait)
+                .await
+                .map_err(Operation::Cleaning.fail()),
             StepOutcome::Done => self.run_verb(task, Event::Clean).await,
         }
     }
