@@ -21,19 +21,13 @@ EOF
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
-args=()
-for a in "$@"; do
-  case $a in
-    [0-9]*) SIZE_MIB=$a ;;
-    *) args+=("$a") ;;
-  esac
-done
+BENCH_NUMBER=SIZE_MIB
 ROUNDS=${ROUNDS:-6}
 SIZE_MIB=${SIZE_MIB:-1024}
 NODES=${NODES:-100}
 HITS=${HITS:-200}
 bench_usage "$USAGE"
-bench_init image_cache "${args[@]}"
+bench_init image_cache "$@"
 bench_need curl sha256sum tee
 cargo build --release --quiet --example image_cache_bench
 BENCH=$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/image_cache_bench")

@@ -90,6 +90,11 @@ bench_init() {
   for arg in "$@"; do
     case $arg in
       --strict) BENCH_STRICT=1 ;;
+      # A script's one number argument goes to the variable BENCH_NUMBER names.
+      [0-9]*) if [ -n "${BENCH_NUMBER:-}" ]; then printf -v "$BENCH_NUMBER" %s "$arg"; else
+        echo "$BENCH_NAME: unknown option $arg (see --help)" >&2
+        exit 2
+      fi ;;
       -h | --help)
         printf '%s\n' "$BENCH_USAGE"
         exit 0

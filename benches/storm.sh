@@ -29,13 +29,7 @@ EOF
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
-args=()
-for a in "$@"; do
-  case $a in
-    [0-9]*) NODES=$a ;;
-    *) args+=("$a") ;;
-  esac
-done
+BENCH_NUMBER=NODES
 ROUNDS=${ROUNDS:-2}
 NODES=${NODES:-100}
 KERNEL_MIB=${KERNEL_MIB:-10}
@@ -44,7 +38,7 @@ LOADER_KIB=${LOADER_KIB:-1024}
 WINDOW_EVERY=${WINDOW_EVERY:-4}
 PARTS=${PARTS:-tftp,http}
 bench_usage "$USAGE"
-bench_init storm "${args[@]}"
+bench_init storm "$@"
 bench_need in.tftpd nginx python3
 bench_ironboot
 cargo build --release --quiet --example storm
