@@ -34,28 +34,7 @@ chmod 644 "$ROOT/image"
 SUM=$(checksum "$ROOT/image")
 
 start_ironboot "$DATA"
-NGX=$(free_port tcp)
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" << CONF
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path $WORK/nginx;
-  proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx;
-  scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$NGX; root $ROOT; }
-}
-CONF
-start_bg nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
-wait_tcp "$NGX"
+start_nginx "$ROOT" 1024
 declare -A PORT=([ironboot]=$IB_HTTP [nginx]=$NGX)
 cat "$ROOT/image" > /dev/null # warm the page cache
 echo "   ports: ironboot $IB_HTTP, nginx $(nginx -v 2>&1 | sed 's/.*\///') $NGX; $CLIENTS x $SIZE_MIB MiB"

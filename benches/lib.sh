@@ -471,6 +471,36 @@ stop_all() {
   BENCH_PIDS=()
 }
 
+# start_nginx ROOT CONNECTIONS [LISTEN_OPTIONS]: nginx (sendfile, no access log) serving ROOT
+# on a free loopback port, CONNECTIONS per worker; sets NGX (its port) and NGX_PID.
+start_nginx() {
+  local root=$1 conns=$2 listen_opts=${3:-}
+  NGX=$(free_port tcp)
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" << CONF
+worker_processes auto;
+worker_rlimit_nofile $((conns * 2));
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections $conns; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx;
+  proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx;
+  scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:$NGX$listen_opts; root $root; }
+}
+CONF
+  start_bg nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+  NGX_PID=${BENCH_PIDS[-1]}
+  wait_tcp "$NGX"
+}
+
 wait_tcp() {
   local i
   for i in $(seq 100); do

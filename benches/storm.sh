@@ -74,30 +74,7 @@ IB_PID=${BENCH_PIDS[-1]}
 HPA=$(free_port udp)
 start_bg in.tftpd -L -a "127.0.0.1:$HPA" -s "$TFTP_ROOT"
 HPA_PID=${BENCH_PIDS[-1]}
-NGX=$(free_port tcp)
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" << CONF
-worker_processes auto;
-worker_rlimit_nofile 16384;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path $WORK/nginx;
-  proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx;
-  scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$NGX backlog=4096; root $HTTP_ROOT; }
-}
-CONF
-start_bg nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
-NGX_PID=${BENCH_PIDS[-1]}
-wait_tcp "$NGX"
+start_nginx "$HTTP_ROOT" 8192 " backlog=4096"
 sleep 0.5
 echo "   ironboot: TFTP $IB_TFTP, HTTP $IB_HTTP (pid $IB_PID); tftpd-hpa $(in.tftpd -V 2>&1 | awk '{print $2; exit}') $HPA (pid $HPA_PID);" \
   "nginx $(nginx -v 2>&1 | sed 's/.*\///') $NGX (pid $NGX_PID)"
