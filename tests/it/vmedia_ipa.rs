@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::ipa::{Lab, LabOptions, TestImages, sha256_file};
-use support::sushy::{Options, SYSTEM_UUID, Sushy};
+use support::sushy::SYSTEM_UUID;
 use support::vmedia_lab::{basename, iso_cmdline, param};
 use support::vmedia_machine::{
     StopOnDrop, bmc_get, bmc_view, deploy, downloaded, enroll_redfish_node, patch, play_machine,
-    published, undeploy,
+    published, start_bmc, undeploy,
 };
 
 /// The device node of the partition of `dev` that is `size` bytes long (the root the agent
@@ -59,15 +59,7 @@ fn the_real_agent_boots_from_the_media_ironboot_published() {
     if !support::require_peer(test, &["xorriso", "mtype", "mlabel", "blkid"]) {
         return;
     }
-    let Some(sushy) = Sushy::start(
-        test,
-        Options {
-            auth: false,
-            quick_power: true,
-            netns: Some(lab.netns()),
-            ..Options::default()
-        },
-    ) else {
+    let Some(sushy) = start_bmc(test, &lab) else {
         return;
     };
     let images = TestImages::make();

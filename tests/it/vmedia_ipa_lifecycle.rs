@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::ipa::{AGENT_MAC, Lab, LabOptions, TestImages, sha256_file};
-use support::sushy::{Options, SYSTEM_UUID, Sushy};
+use support::sushy::SYSTEM_UUID;
 use support::vmedia_machine::{
     AgentBoot, StopOnDrop, agent_parameters, bmc_get, bmc_view, deploy, enroll_redfish_node,
-    play_machine, published, wait_state,
+    play_machine, published, start_bmc, wait_state,
 };
 
 const PASSWORD: &str = "vmedia r3scue";
@@ -64,15 +64,7 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
     ) else {
         return;
     };
-    let Some(sushy) = Sushy::start(
-        test,
-        Options {
-            auth: false,
-            quick_power: true,
-            netns: Some(lab.netns()),
-            ..Options::default()
-        },
-    ) else {
+    let Some(sushy) = start_bmc(test, &lab) else {
         return;
     };
     let files = lab.dir().join("images");

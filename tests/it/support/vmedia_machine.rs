@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::ipa::{AGENT_MAC, Lab};
-use super::sushy::{SYSTEM_UUID, Sushy};
+use super::sushy::{Options, SYSTEM_UUID, Sushy};
 use super::vmedia_lab::{basename, floppy_parameters, iso_cmdline, param};
 
 /// How long a deploy (or any other agent flow) may take.
@@ -185,6 +185,20 @@ pub fn play_machine(
             Err(e) => note(e),
         }
     }
+}
+
+/// The BMC: sushy-tools in the lab's network namespace (so its InsertMedia downloads from
+/// ironboot's HTTP server there), without auth, powering at once; `None` when it cannot run.
+pub fn start_bmc(test: &str, lab: &Lab) -> Option<Sushy> {
+    Sushy::start(
+        test,
+        Options {
+            auth: false,
+            quick_power: true,
+            netns: Some(lab.netns()),
+            ..Options::default()
+        },
+    )
 }
 
 /// Enrolls a `redfish` node of the emulator's system (its address and system id added to
