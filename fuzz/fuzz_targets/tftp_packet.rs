@@ -1,5 +1,5 @@
-//! Raw datagrams at the real TFTP server (async-tftp's packet parsing and option negotiation,
-//! ironboot's confining handler and transfer cap) on 127.0.0.1. After each datagram a valid
+//! Raw datagrams at the real TFTP server (ironboot's packet parsing and option negotiation,
+//! confinement and transfer cap) on 127.0.0.1. After each datagram a valid
 //! request for a known file must still be answered: the server neither died nor stalled.
 #![no_main]
 

@@ -11,7 +11,6 @@
 //! its transfers.
 
 pub mod confine;
-mod file_reader;
 pub mod http;
 pub mod limits;
 pub mod listener;

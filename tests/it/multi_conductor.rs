@@ -480,11 +480,24 @@ async fn survivors_take_over_a_killed_conductors_nodes_and_give_them_back_when_i
             "the ring is the same as before the kill"
         );
     }
-    let rows = pg.query(
-        "ironboot",
-        "SELECT count(*) FROM nodes WHERE reservation IS NOT NULL",
-    );
-    assert_eq!(rows.trim(), "0", "no reservation is left behind");
+    // Nodes outside `active` (and periodic tasks) may hold a reservation for a moment
+    // after the ring settles; one left behind would still be there at the deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = pg.query(
+            "ironboot",
+            "SELECT count(*) FROM nodes WHERE reservation IS NOT NULL",
+        );
+        if rows.trim() == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} reservations left behind",
+            rows.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The create body of a pxe node of `group` on fake hardware, deployed by the `fake`

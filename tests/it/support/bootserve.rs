@@ -223,8 +223,7 @@ pub fn send_once(
     let mut buf = vec![0u8; 70_000];
     match s.recv_from(&mut buf) {
         Ok((n, from)) => {
-            // Tell the transfer to stop if it started; async-tftp ignores it, but it keeps
-            // the exchange honest for servers that do not.
+            // Tell the transfer to stop if it started (a client's ERROR ends it).
             if n >= 2 && matches!(opcode(&buf[..n]), DATA | OACK) {
                 let _ = s.send_to(&[0, 5, 0, 0, b'x', 0], from);
             }
