@@ -50,8 +50,8 @@ fn server() -> SocketAddr {
     })
 }
 
-/// A fresh socket per datagram: the server ignores a new request from a source that has
-/// one in progress.
+/// A fresh socket per datagram: the server ignores a request repeated from a source while
+/// its transfer is in progress.
 fn socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

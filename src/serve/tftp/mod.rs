@@ -88,8 +88,9 @@ impl TftpService {
         self.local_addr
     }
 
-    /// Serves until `shutdown` is cancelled. Transfers in flight then end at their next
-    /// packet or timeout, telling their client "server shutting down".
+    /// Serves until `shutdown` is cancelled. Transfers in flight are not waited for: each
+    /// ends at its next packet or timeout (telling its client "server shutting down"), or
+    /// with the process.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TftpError> {
         let TftpService {
             sockets,
@@ -111,22 +112,22 @@ impl TftpService {
             confinement,
             metrics,
             refused_log: LogThrottle::new(Duration::from_secs(10)),
+            junk_log: LogThrottle::new(Duration::from_secs(10)),
             stopping: AtomicBool::new(false),
         });
         let mut wakers = Vec::new();
-        let mut listeners = Vec::new();
+        let count = sockets.len();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         for (worker, socket) in sockets.into_iter().enumerate() {
-            match start_listener(worker, socket, &shared) {
-                Ok((waker, done)) => {
-                    wakers.push(waker);
-                    listeners.push((worker, done));
-                }
+            match start_listener(worker, socket, &shared, done_tx.clone()) {
+                Ok(waker) => wakers.push(waker),
                 Err(e) => {
                     stop_listeners(&shared, &wakers);
                     return Err(e);
                 }
             }
         }
+        drop(done_tx);
         let stopper = {
             let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
             tokio::spawn(async move {
@@ -134,19 +135,26 @@ impl TftpService {
                 stop_listeners(&shared, &wakers);
             })
         };
+        // Results come as listeners end, in any order: one down stops the others at once,
+        // or they would leave the share of clients the kernel sends them unanswered.
         let mut first_error = None;
-        for (worker, done) in listeners {
-            let result = done
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("listener thread panicked")));
+        let mut ended = 0;
+        while let Some((worker, result)) = done_rx.recv().await {
+            ended += 1;
             if let Err(source) = result {
-                // One listener down stops the others: they would keep half the port's
-                // clients unanswered.
                 let e = TftpError::Worker { worker, source };
                 tracing::error!(error = %e, "tftp listener failed");
                 shutdown.cancel();
                 first_error.get_or_insert(e);
             }
+        }
+        if ended < count {
+            // A listener thread panicked: its sender was dropped unsent.
+            shutdown.cancel();
+            first_error.get_or_insert(TftpError::Worker {
+                worker: ended,
+                source: io::Error::other("listener thread panicked"),
+            });
         }
         let _ = stopper.await;
         tracing::info!(addr = %local_addr, "tftp server stopped");
@@ -154,27 +162,27 @@ impl TftpService {
     }
 }
 
-type ListenerDone = tokio::sync::oneshot::Receiver<io::Result<()>>;
+type ListenerDone = tokio::sync::mpsc::UnboundedSender<(usize, io::Result<()>)>;
 
-/// Starts listener `worker` on its thread; returns a handle on its socket to wake it with
-/// at shutdown, and what it ends with.
+/// Starts listener `worker` on its thread, which reports how it ended on `done`; returns a
+/// handle on its socket to wake it with at shutdown.
 fn start_listener(
     worker: usize,
     socket: UdpSocket,
     shared: &Arc<Shared>,
-) -> Result<(UdpSocket, ListenerDone), TftpError> {
+    done: ListenerDone,
+) -> Result<UdpSocket, TftpError> {
     let waker = socket
         .try_clone()
         .map_err(|source| TftpError::Worker { worker, source })?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let shared = Arc::clone(shared);
     std::thread::Builder::new()
         .name(format!("tftp-{worker}"))
         .spawn(move || {
-            let _ = done_tx.send(shared.listen(&socket));
+            let _ = done.send((worker, shared.listen(&socket)));
         })
         .map_err(|source| TftpError::Worker { worker, source })?;
-    Ok((waker, done_rx))
+    Ok(waker)
 }
 
 /// Makes every listener return: a blocked `recv` on a socket shut down for reading
@@ -194,6 +202,9 @@ struct Shared {
     admission: Arc<Admission>,
     /// Refusals a client can repeat at will are logged at most once per period.
     refused_log: LogThrottle,
+    /// The same for datagrams that are no request, apart so junk cannot hold back the
+    /// refusals' warnings.
+    junk_log: LogThrottle,
     stopping: AtomicBool,
     /// Where transfer sockets bind: the listen address's IP, a free port.
     reply_from: SocketAddr,
@@ -261,7 +272,7 @@ impl Shared {
                     }
                     None => self.metrics.request(op, malformed.label()),
                 }
-                if let Some(held) = self.refused_log.admit() {
+                if let Some(held) = self.junk_log.admit() {
                     tracing::debug!(%client, reason = %malformed, suppressed = held,
                         "tftp: not a request it can serve");
                 }
@@ -286,7 +297,6 @@ impl Shared {
             Ok(opened) => opened,
             Err(refusal) => return self.refuse(socket, client, name, &refusal),
         };
-        self.metrics.request("read", "ok");
         let agreed = request.options.agree(&self.settings, opened.len);
         tracing::debug!(%client, file = %name, size = opened.len, blksize = agreed.blksize,
             windowsize = agreed.windowsize, "tftp read request");
@@ -308,15 +318,14 @@ impl Shared {
             .name("tftp-transfer".into())
             .stack_size(TRANSFER_STACK)
             .spawn(move || shared.transfer(seat, transfer_socket, opened, agreed, name));
-        if let Err(e) = spawned {
-            tracing::warn!(%client, error = %e, "tftp: cannot start a transfer thread");
-            self.metrics.refused("read", "no_thread", 0);
-            reply(
-                socket,
-                client,
-                0,
-                "server busy (no thread for a transfer); retry",
-            );
+        match spawned {
+            Ok(_) => self.metrics.request("read", "ok"),
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "tftp: cannot start a transfer thread");
+                self.metrics.refused("read", "no_thread", 0);
+                let message = "server busy (no thread for a transfer); retry";
+                reply(socket, client, 0, message);
+            }
         }
     }
 

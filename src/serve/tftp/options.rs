@@ -26,7 +26,8 @@ pub struct Asked {
 }
 
 impl Asked {
-    /// Records one option pair; names are case-insensitive, the first of a name counts.
+    /// Records one option pair; names are case-insensitive, and the first valid value of a
+    /// name counts.
     pub fn note(&mut self, key: &[u8], value: &[u8]) {
         let Ok(value) = std::str::from_utf8(value) else {
             return;
@@ -167,7 +168,7 @@ mod tests {
             assert_eq!((agreed.blksize, agreed.windowsize), (512, 1), "{bad:?}");
         }
         let a = asked(&[("BlkSize", "1024"), ("blksize", "8")]);
-        assert_eq!(a.blksize, Some(1024), "the first of a name counts");
+        assert_eq!(a.blksize, Some(1024), "the first valid value counts");
         assert_eq!(asked(&[("blksize", "\u{ff}")]), Asked::default());
     }
 }

@@ -47,7 +47,7 @@ pub enum Outcome {
     ClientGone,
     /// ironboot is stopping.
     Shutdown,
-    /// Reading the file or sending failed.
+    /// Reading the file, or the socket, failed.
     Failed(io::Error),
 }
 
@@ -69,7 +69,7 @@ impl Outcome {
             Outcome::Failed(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 Some("file shrank while it was sent; retry".into())
             }
-            Outcome::Failed(_) => Some("read or send error on the server".into()),
+            Outcome::Failed(_) => Some("I/O error on the server".into()),
             Outcome::Complete | Outcome::ClientError { .. } | Outcome::ClientGone => None,
         }
     }
@@ -158,8 +158,7 @@ impl Transfer<'_> {
             }
             match send(&self.socket) {
                 Ok(()) => {}
-                // Dropped before the wire (a full queue): like a loss, the timeout resends.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) if is_loss(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Outcome::ClientGone);
                 }
@@ -236,7 +235,7 @@ impl<'a> Link<'a> {
                 {
                     return Ok(None);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_loss(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Outcome::ClientGone);
                 }
@@ -249,4 +248,15 @@ impl<'a> Link<'a> {
             }
         }
     }
+}
+
+/// Errors a connected UDP socket reports for one datagram, not for the transfer: a full
+/// local queue (ENOBUFS), or an ICMP error for an earlier datagram (a smaller path MTU,
+/// an unreachable hop on the way). Like a loss on the wire, the timeout resends; the
+/// kernel fragments from then on where the MTU was the cause.
+fn is_loss(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOBUFS | libc::EMSGSIZE | libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
 }

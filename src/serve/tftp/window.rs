@@ -6,7 +6,7 @@
 //! (UDP GSO: one trip through the stack instead of one per block). Where GSO is refused
 //! (a path MTU smaller than a datagram, a device without checksum offload, an old kernel),
 //! the transfer falls back to one `sendmmsg` for the window. A lock-step transfer
-//! (windowsize 1) is one `pread` and one `send` per block.
+//! (windowsize 1) is one `preadv2` and one `send` per block.
 
 use std::fs::File;
 use std::io;
@@ -58,6 +58,7 @@ impl Window {
     }
 
     pub fn last(&self) -> u64 {
+        debug_assert!(self.count > 0, "filled before use");
         self.first + self.count as u64 - 1
     }
 
@@ -122,16 +123,20 @@ fn read_regions(
     offset: u64,
 ) -> io::Result<()> {
     let wanted: usize = regions.iter().map(|r| r.1).sum();
+    assert!(regions.iter().all(|&(at, len)| at + len <= buf.len()));
+    // One base pointer for every iovec, so none is invalidated by borrowing `buf` again.
+    let base = buf.as_mut_ptr();
     let iov: Vec<libc::iovec> = regions
         .iter()
         .map(|&(at, len)| libc::iovec {
-            iov_base: buf[at..at + len].as_mut_ptr().cast(),
+            // SAFETY: at + len <= buf.len() (asserted above), so the pointer is in bounds.
+            iov_base: unsafe { base.add(at) }.cast(),
             iov_len: len,
         })
         .collect();
-    // SAFETY: every iovec points into `buf`, which outlives the call, and the regions do
-    // not overlap. Past IOV_MAX (1024) regions preadv2 reads fewer and the loop below
-    // finishes the rest.
+    // SAFETY: every iovec points into `buf`, which outlives the call and is not otherwise
+    // used during it, and the regions do not overlap. Past IOV_MAX (1024) regions preadv2
+    // reads fewer and the loop below finishes the rest.
     let n = unsafe {
         libc::preadv2(
             file.as_raw_fd(),
