@@ -116,7 +116,6 @@ impl TftpService {
             stopping: AtomicBool::new(false),
         });
         let mut wakers = Vec::new();
-        let count = sockets.len();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         for (worker, socket) in sockets.into_iter().enumerate() {
             match start_listener(worker, socket, &shared, done_tx.clone()) {
@@ -138,23 +137,13 @@ impl TftpService {
         // Results come as listeners end, in any order: one down stops the others at once,
         // or they would leave the share of clients the kernel sends them unanswered.
         let mut first_error = None;
-        let mut ended = 0;
         while let Some((worker, result)) = done_rx.recv().await {
-            ended += 1;
             if let Err(source) = result {
                 let e = TftpError::Worker { worker, source };
                 tracing::error!(error = %e, "tftp listener failed");
                 shutdown.cancel();
                 first_error.get_or_insert(e);
             }
-        }
-        if ended < count {
-            // A listener thread panicked: its sender was dropped unsent.
-            shutdown.cancel();
-            first_error.get_or_insert(TftpError::Worker {
-                worker: ended,
-                source: io::Error::other("listener thread panicked"),
-            });
         }
         let _ = stopper.await;
         tracing::info!(addr = %local_addr, "tftp server stopped");
@@ -179,7 +168,12 @@ fn start_listener(
     std::thread::Builder::new()
         .name(format!("tftp-{worker}"))
         .spawn(move || {
-            let _ = done.send((worker, shared.listen(&socket)));
+            // A panic is reported like an error, so it too stops the other listeners.
+            let listened =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.listen(&socket)));
+            let result =
+                listened.unwrap_or_else(|_| Err(io::Error::other("listener thread panicked")));
+            let _ = done.send((worker, result));
         })
         .map_err(|source| TftpError::Worker { worker, source })?;
     Ok(waker)
