@@ -384,12 +384,7 @@ fn agent_that_never_calls_back_is_failed_by_the_callback_timeout() {
 
 #[test]
 fn baremetal_cli_deploys_through_the_real_agent() {
-    let Some(cli) = support::pyenv::venv_tool(
-        "agent_ipa baremetal",
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli("agent_ipa baremetal") else {
         return;
     };
     let Some(lab) = Lab::start("agent_ipa baremetal", LabOptions::default()) else {

@@ -92,12 +92,7 @@ fn automated_cleaning_on_provide_erases_the_disk_metadata() {
 
 #[test]
 fn manual_cleaning_runs_the_chosen_step_and_refuses_what_the_agent_lacks() {
-    let Some(cli) = support::pyenv::venv_tool(
-        "agent_ipa_clean manual",
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli("agent_ipa_clean manual") else {
         return;
     };
     let opts = LabOptions {

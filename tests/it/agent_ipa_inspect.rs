@@ -53,12 +53,7 @@ fn inspection_stores_the_real_inventory_and_sets_properties() {
         agent_args: vec!["--inspection_callback_url", CALLBACK_URL],
         ..Default::default()
     };
-    let Some(cli) = support::pyenv::venv_tool(
-        "agent_ipa_inspect",
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli("agent_ipa_inspect") else {
         return;
     };
     let Some(lab) = Lab::start("agent_ipa_inspect", opts) else {

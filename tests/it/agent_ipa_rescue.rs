@@ -48,12 +48,7 @@ fn rescue_hands_the_password_hash_to_the_agent_and_unrescue_returns_to_active() 
     if !support::require_peer("agent_ipa_rescue", &["openssl"]) {
         return;
     }
-    let Some(cli) = support::pyenv::venv_tool(
-        "agent_ipa_rescue",
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli("agent_ipa_rescue") else {
         return;
     };
     let Some(lab) = Lab::start("agent_ipa_rescue", LabOptions::default()) else {

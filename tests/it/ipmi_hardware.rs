@@ -763,12 +763,7 @@ fn manual_management_records_power_and_leaves_the_boot_order_to_the_operator() {
 #[test]
 fn baremetal_cli_enrolls_and_powers_an_ipmi_node() {
     let test = "ipmi_hardware::baremetal_cli_enrolls_and_powers_an_ipmi_node";
-    let Some(bin) = support::pyenv::venv_tool(
-        test,
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(bin) = support::pyenv::baremetal_cli(test) else {
         return;
     };
     let Some(sim) = IpmiSim::start(test, true) else {

@@ -154,9 +154,7 @@ async fn api_corpus_matches_ironic() {
 async fn baremetal_cli_matches_ironic() {
     let test = "ironic_parity::baremetal_cli_matches_ironic";
     // The venv the other client test uses; its `python` runs the `baremetal` application.
-    let Some(baremetal) =
-        support::pyenv::venv_tool(test, "ironicclient", &[clients::IRONICCLIENT], "baremetal")
-    else {
+    let Some(baremetal) = support::pyenv::baremetal_cli(test) else {
         return;
     };
     let python = baremetal.with_file_name("python");

@@ -8,8 +8,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::server::Server;
 
-const CLIENT: &str = "python-ironicclient==6.3.0";
-
 struct Baremetal {
     bin: std::path::PathBuf,
     endpoint: String,
@@ -60,9 +58,7 @@ fn col<'a>(row: &'a Value, names: &[&str]) -> &'a Value {
 
 #[test]
 fn baremetal_cli_drives_a_node_lifecycle() {
-    let Some(bin) =
-        support::pyenv::venv_tool("ironicclient", "ironicclient", &[CLIENT], "baremetal")
-    else {
+    let Some(bin) = support::pyenv::baremetal_cli("ironicclient") else {
         return;
     };
     let srv = Server::start();

@@ -351,12 +351,7 @@ async fn swift_temp_urls_carry_the_media_and_clean_up_deletes_the_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baremetal_cli_enrolls_a_redfish_node_and_deploys_it_with_wait() {
     let test = "vmedia baremetal";
-    let Some(cli) = support::pyenv::venv_tool(
-        test,
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli(test) else {
         return;
     };
     let Some(lab) = VmediaLab::start(test, quick(), "", &[]) else {

@@ -56,12 +56,7 @@ fn inspection_cleaning_and_rescue_boot_the_real_agent_from_virtual_media() {
     if !support::require_peer(test, &["xorriso", "mtype", "mlabel"]) {
         return;
     }
-    let Some(cli) = support::pyenv::venv_tool(
-        test,
-        "ironicclient",
-        &["python-ironicclient==6.3.0"],
-        "baremetal",
-    ) else {
+    let Some(cli) = support::pyenv::baremetal_cli(test) else {
         return;
     };
     let Some(sushy) = start_bmc(test, &lab) else {

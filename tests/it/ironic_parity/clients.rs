@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use super::compare::{self, Answer, Diff, Rules};
 use super::normalise;
 
-pub const IRONICCLIENT: &str = "python-ironicclient==6.3.0";
 pub const OPENSTACKSDK: &str = "openstacksdk==4.22.0";
 
 /// A plain TCP forwarder on an ephemeral loopback port: the client's `Host` names the proxy,

@@ -20,6 +20,14 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
+/// The python-ironicclient the tests drive ironboot (and the real Ironic) with.
+pub const IRONICCLIENT: &str = "python-ironicclient==6.3.0";
+
+/// Its `baremetal` CLI (see [`venv_tool`]).
+pub fn baremetal_cli(test: &str) -> Option<PathBuf> {
+    venv_tool(test, "ironicclient", &[IRONICCLIENT], "baremetal")
+}
+
 /// Returns `<venv>/bin/<tool>`, creating the venv `name` with `requirements` if needed.
 /// `None` (after a loud message) when it cannot be built and peers are optional.
 pub fn venv_tool(test: &str, name: &str, requirements: &[&str], tool: &str) -> Option<PathBuf> {
