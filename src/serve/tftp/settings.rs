@@ -60,63 +60,49 @@ impl Default for TftpSettings {
 impl TftpSettings {
     /// Checks every key; the error names the key, the value and the reason.
     pub fn validate(&self) -> Result<(), TftpError> {
-        let bad = |key: &str, value: String, reason: &str| {
-            Err(TftpError::Setting {
-                key: format!("tftp.{key}"),
-                value,
-                reason: reason.to_string(),
-            })
-        };
-        if !(512..=MAX_BLKSIZE).contains(&self.block_size_limit) {
-            return bad(
-                "block_size_limit",
-                self.block_size_limit.to_string(),
-                "must be between 512 and 65464",
-            );
-        }
+        within("block_size_limit", self.block_size_limit, 512, MAX_BLKSIZE)?;
         if self.window_size_limit == 0 {
-            return bad("window_size_limit", "0".into(), "must be at least 1");
+            return Err(setting("window_size_limit", 0, "must be at least 1".into()));
         }
         let window = u32::from(self.block_size_limit) * u32::from(self.window_size_limit);
         if window > MAX_WINDOW_BYTES {
-            return bad(
+            return Err(setting(
                 "window_size_limit",
-                self.window_size_limit.to_string(),
-                &format!(
+                self.window_size_limit,
+                format!(
                     "block_size_limit × window_size_limit = {window} bytes; keep it at most \
                      {MAX_WINDOW_BYTES} or receivers drop packets"
                 ),
-            );
+            ));
         }
-        if !(100..=255_000).contains(&self.timeout_ms) {
-            return bad(
-                "timeout_ms",
-                self.timeout_ms.to_string(),
-                "must be between 100 and 255000",
-            );
-        }
-        if !(1..=100).contains(&self.max_send_retries) {
-            return bad(
-                "max_send_retries",
-                self.max_send_retries.to_string(),
-                "must be between 1 and 100",
-            );
-        }
-        if !(1..=64).contains(&self.workers) {
-            return bad(
-                "workers",
-                self.workers.to_string(),
-                "must be between 1 and 64",
-            );
-        }
-        if !(1..=100_000).contains(&self.max_transfers) {
-            return bad(
-                "max_transfers",
-                self.max_transfers.to_string(),
-                "must be between 1 and 100000",
-            );
-        }
-        Ok(())
+        within("timeout_ms", self.timeout_ms, 100, 255_000)?;
+        within("max_send_retries", self.max_send_retries, 1, 100)?;
+        within("workers", self.workers, 1, 64)?;
+        within("max_transfers", self.max_transfers, 1, 100_000)
+    }
+}
+
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), TftpError> {
+    if value < min || value > max {
+        return Err(setting(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn setting(key: &str, value: impl std::fmt::Display, reason: String) -> TftpError {
+    TftpError::Setting {
+        key: format!("tftp.{key}"),
+        value: value.to_string(),
+        reason,
     }
 }
 
